@@ -1,0 +1,1 @@
+"""The edges that read the live system: Kubernetes objects and vLLM metrics."""

@@ -1,0 +1,1 @@
+"""Pure data shapes: the optimizer's SystemSpec and (later) the Kubernetes objects."""

@@ -1,0 +1,192 @@
+"""One vLLM replica as a state-dependent M/M/1/K queue (a batching server).
+
+State n is the number of requests in the replica. Up to N (the max batch) decode
+together; one decode step takes alpha + beta * n ms and a request needs K steps, so
+the service rate in state n is mu_n = n / (K * (alpha + beta * n)) requests/ms,
+constant above N. Up to 9N more wait; an arrival finding 10N present is lost.
+
+The reference does its rates and outputs in float32 and its probabilities in float64;
+a decision that must match the reference bit for bit has to round the same way, so
+every float32 step below is a separate numpy float32 operation.
+
+Two engines compute the same stationary distribution:
+- `solve_sequential`: the reference's own order (a float64 product recurrence with
+  overflow rescaling), one state at a time. Slow; the oracle for tests.
+- `BatchModel.solve`: many (profile, rate) rows at once. The head (n <= N) is done in
+  log space from a per-profile prefix sum of log(mu); the tail (n > N) is geometric
+  with ratio r = lambda / mu_N, so its sums have closed forms and the cost is O(N),
+  not O(10N).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+F32 = np.float32
+F32Array = npt.NDArray[np.float32]
+F64Array = npt.NDArray[np.float64]
+
+# Occupancy bound: the reference allows 9N waiting requests besides N in service.
+OCCUPANCY_PER_BATCH = 10
+
+
+def service_rates(alpha: float, beta: float, batch: int, tokens: int) -> F32Array:
+    """mu_n for n = 1..N in requests/ms, computed as the reference does in float32."""
+    n = np.arange(1, batch + 1, dtype=np.float32)
+    step = F32(alpha) + F32(beta) * n  # ms per decode step at batch n
+    return n / (step * F32(tokens))
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """Steady-state figures of one replica at arrival rate `rate` (req/ms)."""
+
+    rate: np.float32
+    serv_time: np.float32  # mean time in service per request, ms (S)
+    wait_time: np.float32  # mean queueing wait, ms (W)
+    rho: np.float32  # probability the replica is busy, 1 - p0
+    throughput: np.float32  # req/ms
+
+
+def _stats_from_sums(
+    rate: np.float32, mean_in_system: float, mean_in_service: float, p0: float, p_full: float
+) -> QueueStats:
+    """The reference's float32 finish: X, T, S and W from float32-rounded sums."""
+    avg_system = F32(mean_in_system)
+    avg_service = F32(mean_in_service)
+    throughput = rate * (F32(1) - F32(p_full))
+    resp_time = avg_system / throughput
+    serv_time = avg_service / throughput
+    wait_time = resp_time - serv_time
+    if wait_time < 0:
+        wait_time = F32(0)
+    return QueueStats(rate, serv_time, wait_time, F32(1) - F32(p0), throughput)
+
+
+def solve_sequential(rates: F32Array, rate: float) -> QueueStats:
+    """Solve one replica exactly in the reference's order of operations."""
+    batch = len(rates)
+    kmax = OCCUPANCY_PER_BATCH * batch
+    lam32 = F32(rate)
+    lam = float(lam32)
+    mus = [float(m) for m in rates]
+    scale = sys.float_info.max / kmax
+    p = [0.0] * (kmax + 1)
+    p[0] = 1.0
+    for n in range(kmax):
+        mu = mus[n] if n < batch else mus[batch - 1]
+        value = p[n] * lam / mu
+        while value < 0 or math.isinf(value) or math.isnan(value):
+            for i in range(n + 1):
+                p[i] /= scale
+            value = p[n] * lam / mu
+        p[n + 1] = value
+    total = 0.0
+    for n in range(kmax + 1):
+        total += p[n]
+        if total < 0 or math.isinf(total):
+            total = 0.0
+            for i in range(kmax + 1):
+                p[i] /= scale
+                if i <= n:
+                    total += p[i]
+    p = [x / total for x in p]
+    mean_in_system = 0.0
+    mean_in_service = 0.0
+    cumulative = p[0]
+    for i in range(1, kmax + 1):
+        mean_in_system += i * p[i]
+        cumulative += p[i]
+        if i == batch:
+            mean_in_service = mean_in_system + (1 - cumulative) * batch
+    return _stats_from_sums(lam32, mean_in_system, mean_in_service, p[0], p[kmax])
+
+
+class BatchModel:
+    """Precomputed tables for many profiles, solved for many rates at once.
+
+    Row i describes one profile (alpha, beta, N, K). Rows are padded to the longest
+    batch; padding states get log-weight -inf so they contribute nothing.
+    """
+
+    __slots__ = ("batch", "cum_log_mu", "log_mu_last", "mu_last", "rates_first", "states")
+
+    def __init__(
+        self, alpha: F32Array, beta: F32Array, batch: npt.NDArray[np.int64], tokens: F32Array
+    ):
+        rows = len(batch)
+        width = int(batch.max()) if rows else 1
+        n = np.arange(1, width + 1, dtype=np.float32)
+        step = alpha[:, None] + beta[:, None] * n[None, :]
+        mu = n[None, :] / (step * tokens[:, None])  # float32, as the reference
+        valid = n[None, :] <= batch[:, None].astype(np.float32)
+        log_mu = np.log(mu.astype(np.float64))
+        log_mu[~valid] = np.inf  # padding states: weight 0
+        cum = np.empty((rows, width + 1), dtype=np.float64)
+        cum[:, 0] = 0.0
+        np.cumsum(log_mu, axis=1, out=cum[:, 1:])
+        self.cum_log_mu = cum
+        self.batch = batch
+        index = np.arange(rows)
+        self.mu_last: F32Array = np.asarray(mu[index, batch - 1], dtype=np.float32)
+        self.rates_first: F32Array = np.asarray(mu[:, 0], dtype=np.float32)
+        self.log_mu_last: F64Array = np.log(self.mu_last.astype(np.float64))
+        self.states = np.arange(width + 1, dtype=np.float64)
+
+    def __len__(self) -> int:
+        return len(self.batch)
+
+    def solve(
+        self, rows: npt.NDArray[np.intp], rate: F32Array
+    ) -> tuple[F32Array, F32Array, F32Array]:
+        """(S, W, rho) in float32 for rows `rows` at arrival rates `rate` (req/ms)."""
+        lam = rate.astype(np.float64)
+        log_lam = np.log(lam)
+        batch = self.batch[rows]
+        cum = self.cum_log_mu[rows]
+        width = cum.shape[1]
+        states = self.states[:width]
+        # log of the unnormalised head weights: n*log(lam) - sum_{j<=n} log(mu_j)
+        logw = states[None, :] * log_lam[:, None]
+        logw -= cum
+        top = logw.max(axis=1)
+        logw -= top[:, None]
+        weights = np.exp(logw, out=logw)
+        head_mass = weights.sum(axis=1)
+        head_moment = weights @ states
+        weight_last = weights[np.arange(len(rows)), batch]
+        # geometric tail n = N+1 .. 10N with ratio r
+        tail_len = (OCCUPANCY_PER_BATCH - 1) * batch.astype(np.float64)
+        log_r = log_lam - self.log_mu_last[rows]
+        r = np.exp(log_r)
+        r_pow = np.exp(tail_len * log_r)  # r^M
+        one_minus_r = -np.expm1(log_r)
+        near_one = np.abs(one_minus_r) < 1e-12
+        safe = np.where(near_one, 1.0, one_minus_r)
+        g1 = np.where(near_one, tail_len, r * (1 - r_pow) / safe)
+        g2 = np.where(
+            near_one,
+            tail_len * (tail_len + 1) / 2,
+            r * (1 - (tail_len + 1) * r_pow + tail_len * r_pow * r) / (safe * safe),
+        )
+        nb = batch.astype(np.float64)
+        total = head_mass + weight_last * g1
+        moment = head_moment + weight_last * (nb * g1 + g2)
+        mean_in_system = moment / total
+        mean_in_service = head_moment / total + (1 - head_mass / total) * nb
+        p0 = np.exp(-top) / total
+        p_full = weight_last * r_pow / total
+        # the reference's float32 finish
+        lam32 = rate.astype(np.float32)
+        throughput = lam32 * (F32(1) - p_full.astype(np.float32))
+        resp = mean_in_system.astype(np.float32) / throughput
+        serv = mean_in_service.astype(np.float32) / throughput
+        wait = resp - serv
+        wait = np.where(wait < 0, F32(0), wait)
+        rho = F32(1) - p0.astype(np.float32)
+        return serv, wait, rho
