@@ -7,13 +7,26 @@ and a non-zero exit status; never a traceback.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from typing import Any, TextIO
 
-from adapter.model.system import SystemFormatError, parse_system
+from pydantic import ValidationError
+
+from adapter.assemble import AssemblySettings
+from adapter.clock import WallClock
+from adapter.collect.kube import CacheSettings, KubeCache
+from adapter.collect.local import LocalSourceError, load_snapshot
+from adapter.collect.metrics import MetricsSource
+from adapter.collect.prometheus import PrometheusSettings, PrometheusSource
+from adapter.collect.scrape import ScrapeSettings, ScrapeSource, ScrapeTarget
+from adapter.engine import CycleError, Engine
+from adapter.model.kube import DEFAULT_CONFIG_NAMESPACE, ClusterSnapshot
+from adapter.model.system import SATURATION_POLICIES, SystemFormatError, parse_system
 from adapter.optimizer.goformat import go_float32
 from adapter.optimizer.solution import format_log, optimize_parsed, to_json
 
@@ -101,6 +114,114 @@ def cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) 
     return EXIT_OK
 
 
+def _scrape_targets(values: Sequence[str], default_namespace: str | None) -> list[ScrapeTarget]:
+    targets = []
+    for value in values:
+        namespace, sep, url = value.partition("=")
+        if not sep or "://" in namespace:
+            namespace, url = default_namespace or "", value
+        if not namespace:
+            raise InputError(
+                f"--scrape {value}: say which namespace its load belongs to, as NAMESPACE=URL"
+            )
+        try:
+            targets.append(ScrapeTarget(url=url, namespace=namespace))
+        except ValidationError as error:
+            raise InputError(f"--scrape {value}: {error.errors()[0]['msg']}") from error
+    return targets
+
+
+def _metrics_source(args: argparse.Namespace, default_namespace: str | None) -> MetricsSource:
+    if bool(args.scrape) == bool(args.prometheus):
+        raise InputError("give exactly one metrics source: --scrape URL... or --prometheus URL")
+    if args.scrape:
+        return ScrapeSource(
+            ScrapeSettings(targets=tuple(_scrape_targets(args.scrape, default_namespace)))
+        )
+    try:
+        settings = PrometheusSettings(
+            url=args.prometheus,
+            window=args.window,
+            ca_file=args.prometheus_ca_file,
+            bearer_token_file=args.prometheus_token_file,
+            insecure_skip_verify=args.prometheus_insecure_skip_verify,
+        )
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise InputError(f"Prometheus settings: {field}: {first['msg']}") from error
+    return PrometheusSource(settings)
+
+
+def _cluster_source(args: argparse.Namespace) -> tuple[Callable[[], ClusterSnapshot], str | None]:
+    """The cluster reader, and the namespace of the VAs when they all share one."""
+    if args.local is not None:
+        try:
+            snapshot = load_snapshot(args.local, config_namespace=args.config_namespace)
+        except LocalSourceError as error:
+            raise InputError(str(error)) from error
+        namespaces = {ns for ns, _ in snapshot.variant_autoscalings}
+        shared = next(iter(namespaces)) if len(namespaces) == 1 else None
+        return (lambda: snapshot), shared
+    from kubernetes import config as kube_config
+
+    try:
+        if args.kubeconfig:
+            kube_config.load_kube_config(config_file=args.kubeconfig)  # type: ignore[no-untyped-call]
+        else:
+            try:
+                kube_config.load_incluster_config()  # type: ignore[no-untyped-call]
+            except kube_config.ConfigException:
+                kube_config.load_kube_config()  # type: ignore[no-untyped-call]
+    except Exception as error:  # the client raises several unrelated types here
+        raise InputError(f"cannot configure Kubernetes access: {error}") from error
+    from kubernetes import client as kube_client
+
+    cache = KubeCache(
+        kube_client.ApiClient(),
+        CacheSettings(
+            namespaces=tuple(args.namespace or ()), config_namespace=args.config_namespace
+        ),
+    ).start()
+    if not cache.wait_synced(timeout=60):
+        raise InputError("the Kubernetes cache did not sync within 60 s")
+    return cache.snapshot, None
+
+
+def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -> int:
+    """The adapter's main loop: a cycle every --interval seconds."""
+    del out, err, stdin
+    cluster, shared_namespace = _cluster_source(args)
+    metrics = _metrics_source(args, shared_namespace)
+    engine = Engine(
+        cluster=cluster,
+        metrics=metrics,
+        clock=WallClock(),
+        settings=AssemblySettings(
+            min_num_replicas=args.min_replicas,
+            unlimited=args.unlimited,
+            saturation_policy=args.saturation_policy,
+        ),
+        interval_s=args.interval,
+    )
+    if args.cycles is None:
+        stop = asyncio.Event()
+        try:
+            asyncio.run(engine.run(stop))
+        except KeyboardInterrupt:
+            return EXIT_OK
+        return EXIT_OK
+    clock = WallClock()
+    for cycle in range(args.cycles):
+        try:
+            engine.run_cycle()
+        except CycleError as error:
+            logging.getLogger("adapter").warning("cycle failed: %s", error)
+        if cycle + 1 < args.cycles:
+            asyncio.run(clock.sleep(args.interval))
+    return EXIT_OK if engine.latest is not None else EXIT_PARTIAL
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wva-adapter",
@@ -117,6 +238,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="run the tutorial's scenario locally")
     demo.set_defaults(handler=cmd_demo)
+
+    run = commands.add_parser("run", help="run the adapter: collect, optimize, serve")
+    cluster = run.add_argument_group("cluster (one of)")
+    cluster.add_argument("--local", metavar="DIR", help="read VAs, ConfigMaps, Nodes from YAML")
+    cluster.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then ~/.kube)")
+    cluster.add_argument(
+        "--namespace", action="append", help="watch VAs in this namespace (repeatable)"
+    )
+    cluster.add_argument(
+        "--config-namespace",
+        default=DEFAULT_CONFIG_NAMESPACE,
+        help="namespace of the accelerator-unit-costs and service-classes-config ConfigMaps",
+    )
+    source = run.add_argument_group("metrics (one of)")
+    source.add_argument(
+        "--scrape", nargs="+", metavar="[NS=]URL", help="scrape these vLLM /metrics URLs"
+    )
+    source.add_argument("--prometheus", metavar="URL", help="Prometheus base URL")
+    source.add_argument("--window", default="1m", help="rate window for PromQL (default 1m)")
+    source.add_argument("--prometheus-ca-file")
+    source.add_argument("--prometheus-token-file")
+    source.add_argument("--prometheus-insecure-skip-verify", action="store_true")
+    run.add_argument("--interval", type=float, default=15.0, help="seconds between cycles")
+    run.add_argument("--cycles", type=int, help="stop after this many cycles (default: never)")
+    run.add_argument("--min-replicas", type=int, default=1, help="0 allows scale to zero")
+    run.add_argument("--unlimited", action="store_true", help="ignore the nodes' GPU capacity")
+    run.add_argument("--saturation-policy", default="None", choices=SATURATION_POLICIES)
+    run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    run.set_defaults(handler=cmd_run)
     return parser
 
 
@@ -130,6 +280,11 @@ def main(
     err = err if err is not None else sys.stderr
     stdin = stdin if stdin is not None else sys.stdin
     args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=err,
+    )
     try:
         status: int = args.handler(args, out, err, stdin)
     except InputError as error:

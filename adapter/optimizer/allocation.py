@@ -22,16 +22,17 @@ class Allocation:
     accelerator: str
     num_replicas: int
     max_batch: int
-    cost: np.float32
-    value: np.float32
-    serv_time: np.float32  # predicted mean ITL, ms/token
-    wait_time: np.float32  # predicted mean queueing wait, ms
-    rho: np.float32  # probability a replica is busy
-    max_rate_per_replica: np.float32  # req/ms a replica can take within its SLOs
+    # float32 values held exactly in Python floats (cheap to compare and hash)
+    cost: float
+    value: float
+    serv_time: float  # predicted mean ITL, ms/token
+    wait_time: float  # predicted mean queueing wait, ms
+    rho: float  # probability a replica is busy
+    max_rate_per_replica: float  # req/ms a replica can take within its SLOs
 
     @property
-    def max_rpm(self) -> np.float32:
-        return self.max_rate_per_replica * F32(1000) * F32(60)
+    def max_rpm(self) -> float:
+        return float(F32(self.max_rate_per_replica) * F32(1000) * F32(60))
 
     def scaled_to(self, replicas: int) -> Allocation:
         """A partial allocation (saturation policies): cost and value scale, statistics don't.
@@ -40,17 +41,21 @@ class Allocation:
         """
         factor = F32(replicas) / F32(self.num_replicas)
         return replace(
-            self, num_replicas=replicas, cost=self.cost * factor, value=self.value * factor
+            self,
+            num_replicas=replicas,
+            cost=float(F32(self.cost) * factor),
+            value=float(F32(self.value) * factor),
         )
 
 
-def transition_value(current: AllocationData, candidate: Allocation) -> np.float32:
-    """The cost of moving from the current allocation to the candidate (the solver's value)."""
+def transition_value(
+    current: AllocationData, accelerator: str, replicas: int, cost: float
+) -> float:
+    """The cost of moving from the current allocation to a candidate (the solver's value)."""
     current_cost = F32(current.cost)
-    if current.accelerator == candidate.accelerator:
-        if current.num_replicas == candidate.num_replicas:
-            return F32(0)
-        return candidate.cost - current_cost
-    return ACCELERATOR_CHANGE_PENALTY * (current_cost + candidate.cost) + (
-        candidate.cost - current_cost
-    )
+    new_cost = F32(cost)
+    if current.accelerator == accelerator:
+        if current.num_replicas == replicas:
+            return 0.0
+        return float(new_cost - current_cost)
+    return float(ACCELERATOR_CHANGE_PENALTY * (current_cost + new_cost) + (new_cost - current_cost))

@@ -12,7 +12,6 @@ only recomputes the load-dependent statistics.
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,15 +23,13 @@ from adapter.model.system import (
     ModelPerfSpec,
     ModelTarget,
     ServerSpec,
-    ServiceClassSpec,
     SystemSpec,
 )
-from adapter.optimizer.allocation import Allocation, transition_value
-from adapter.queueing.sizing import Capacity, CapacityCache, Profile
+from adapter.optimizer.allocation import ACCELERATOR_CHANGE_PENALTY, Allocation, transition_value
+from adapter.queueing.sizing import CapacityCache, Profile
 from adapter.queueing.statedependent import BatchModel
 
 F32 = np.float32
-StatsKey = tuple[np.float32, np.float32, int, int, np.float32]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,18 +44,7 @@ class ServerCandidates:
     target: ModelTarget | None = None
 
 
-@dataclass
-class _Pending:
-    """A candidate waiting for its batched statistics."""
-
-    server_index: int
-    accelerator: AcceleratorSpec
-    perf: ModelPerfSpec
-    profile: Profile
-    capacity: Capacity
-    replicas: int
-    rate: np.float32  # per-replica arrival rate, req/ms
-    cost: np.float32
+StatsKey = tuple[float, float, int, int, float]
 
 
 @dataclass
@@ -67,32 +53,33 @@ class SizingCache:
 
     capacity: CapacityCache = field(default_factory=CapacityCache)
     max_stats: int = 200_000
-    _stats: OrderedDict[StatsKey, tuple[np.float32, np.float32, np.float32]] = field(
-        default_factory=OrderedDict
-    )
+    _stats: OrderedDict[StatsKey, tuple[float, float, float]] = field(default_factory=OrderedDict)
 
-    def statistics(
-        self, keys: Sequence[StatsKey]
-    ) -> list[tuple[np.float32, np.float32, np.float32]]:
+    def statistics(self, keys: Sequence[StatsKey]) -> list[tuple[float, float, float]]:
         """(serv_time S, wait W, rho) per (alpha, beta, N, K, rate) key."""
-        missing = [k for k in dict.fromkeys(keys) if k not in self._stats]
+        stats = self._stats
+        missing = [k for k in dict.fromkeys(keys) if k not in stats]
         if missing:
+            columns = list(zip(*missing, strict=True))
             model = BatchModel(
-                np.array([k[0] for k in missing], dtype=np.float32),
-                np.array([k[1] for k in missing], dtype=np.float32),
-                np.array([k[2] for k in missing], dtype=np.int64),
-                np.array([k[3] for k in missing], dtype=np.float32),
+                np.array(columns[0], dtype=np.float32),
+                np.array(columns[1], dtype=np.float32),
+                np.array(columns[2], dtype=np.int64),
+                np.array(columns[3], dtype=np.float32),
             )
-            rates = np.array([k[4] for k in missing], dtype=np.float32)
-            serv, wait, rho = model.solve(np.arange(len(missing)), rates)
-            for i, key in enumerate(missing):
-                self._stats[key] = (serv[i], wait[i], rho[i])
-        out = []
-        for key in keys:
-            self._stats.move_to_end(key)
-            out.append(self._stats[key])
-        while len(self._stats) > self.max_stats:
-            self._stats.popitem(last=False)
+            serv, wait, rho = model.solve(
+                np.arange(len(missing)), np.array(columns[4], dtype=np.float32)
+            )
+            for key, values in zip(
+                missing, zip(serv.tolist(), wait.tolist(), rho.tolist(), strict=True), strict=True
+            ):
+                stats[key] = values
+        out = [stats[key] for key in keys]
+        if len(stats) > self.max_stats:
+            for key in keys:
+                stats.move_to_end(key)
+            while len(stats) > self.max_stats:
+                stats.popitem(last=False)
         return out
 
 
@@ -114,30 +101,29 @@ def _zero_load(server: ServerSpec, accelerator: AcceleratorSpec, perf: ModelPerf
     replicas = server.min_num_replicas
     batch = server.max_batch_size if server.max_batch_size > 0 else perf.max_batch_size
     alpha, beta = F32(perf.alpha), F32(perf.beta)
-    cost = F32(accelerator.cost) * F32(perf.acc_count * replicas)
-    allocation = Allocation(
+    cost = float(F32(accelerator.cost) * F32(perf.acc_count * replicas))
+    return Allocation(
         accelerator=accelerator.name,
         num_replicas=replicas,
         max_batch=batch,
         cost=cost,
-        value=cost,
-        serv_time=alpha + beta,
-        wait_time=F32(0),
-        rho=F32(0),
+        value=transition_value(server.current_alloc, accelerator.name, replicas, cost),
+        serv_time=float(alpha + beta),
+        wait_time=0.0,
+        rho=0.0,
         # the reference's figure: a batch per decode step, not requests/ms
-        max_rate_per_replica=F32(batch) / (alpha + beta * F32(batch)),
+        max_rate_per_replica=float(F32(batch) / (alpha + beta * F32(batch))),
     )
-    return allocation
 
 
 def _accelerator_choices(
     server: ServerSpec, accelerators: Sequence[AcceleratorSpec], by_name: dict[str, AcceleratorSpec]
-) -> list[AcceleratorSpec]:
+) -> Sequence[AcceleratorSpec]:
     current = server.current_alloc.accelerator
     if server.keep_accelerator and current:
         found = by_name.get(current)
         return [found] if found is not None else []
-    return list(accelerators)
+    return accelerators
 
 
 def build_candidates(spec: SystemSpec, cache: SizingCache | None = None) -> list[ServerCandidates]:
@@ -145,101 +131,71 @@ def build_candidates(spec: SystemSpec, cache: SizingCache | None = None) -> list
     cache = cache if cache is not None else SizingCache()
     by_name = {a.name: a for a in spec.accelerators}
     perf_by_key = {(m.name, m.acc): m for m in spec.models}
-    classes: dict[str, ServiceClassSpec] = {c.name: c for c in spec.service_classes}
+    targets_by_key: dict[tuple[str, str], tuple[ModelTarget, int]] = {}
+    for service_class in spec.service_classes:
+        for target in service_class.model_targets:
+            targets_by_key.setdefault(
+                (service_class.name, target.model), (target, service_class.priority)
+            )
 
-    immediate: list[list[Allocation]] = [[] for _ in spec.servers]
+    found: list[list[Allocation]] = [[] for _ in spec.servers]
     rejected: list[list[tuple[str, str]]] = [[] for _ in spec.servers]
-    sized: list[tuple[int, AcceleratorSpec, ModelPerfSpec, Profile, np.float32]] = []
     targets: list[ModelTarget | None] = []
     priorities: list[int] = []
+    # candidates to size, as parallel columns
+    owner: list[int] = []
+    chosen_acc: list[AcceleratorSpec] = []
+    chosen_perf: list[ModelPerfSpec] = []
+    profiles: list[Profile] = []
+    rpm: list[float] = []
 
     for index, server in enumerate(spec.servers):
-        service_class = classes.get(server.service_class)
-        target = service_class.target_for(server.model) if service_class else None
-        targets.append(target)
-        priorities.append(service_class.priority if service_class else 0)
-        if target is None:
+        entry = targets_by_key.get((server.service_class, server.model))
+        targets.append(entry[0] if entry else None)
+        priorities.append(entry[1] if entry else 0)
+        if entry is None:
             continue
+        target = entry[0]
         load = server.load
-        rpm = F32(load.arrival_rate)
         tokens = load.avg_length
+        zero = load.arrival_rate == 0 or tokens == 0
         for accelerator in _accelerator_choices(server, spec.accelerators, by_name):
             perf = perf_by_key.get((server.model, accelerator.name))
             if perf is None:
                 continue
-            if rpm == 0 or tokens == 0:
-                immediate[index].append(_zero_load(server, accelerator, perf))
+            if zero:
+                found[index].append(_zero_load(server, accelerator, perf))
                 continue
-            profile = Profile.of(
-                perf.alpha,
-                perf.beta,
-                _batch_size(server, perf, tokens),
-                tokens,
-                target.slo_itl,
-                target.slo_ttw,
-                target.slo_tps,
+            owner.append(index)
+            chosen_acc.append(accelerator)
+            chosen_perf.append(perf)
+            rpm.append(load.arrival_rate)
+            profiles.append(
+                Profile(
+                    perf.alpha,
+                    perf.beta,
+                    _batch_size(server, perf, tokens),
+                    tokens,
+                    target.slo_itl,
+                    target.slo_ttw,
+                    target.slo_tps,
+                )
             )
-            sized.append((index, accelerator, perf, profile, rpm))
 
-    capacities = cache.capacity.capacities([item[3] for item in sized])
-    pending: list[_Pending] = []
-    for (index, accelerator, perf, profile, rpm), capacity in zip(sized, capacities, strict=True):
-        if not capacity.feasible:
-            rejected[index].append((accelerator.name, capacity.reason))
-            continue
-        server = spec.servers[index]
-        if profile.slo_tps > 0:
-            demand = profile.slo_tps / (F32(1000) * F32(profile.tokens))
-        else:
-            demand = rpm / F32(60) / F32(1000)
-        replicas = max(math.ceil(float(demand) / float(capacity.rate)), server.min_num_replicas)
-        pending.append(
-            _Pending(
-                server_index=index,
-                accelerator=accelerator,
-                perf=perf,
-                profile=profile,
-                capacity=capacity,
-                replicas=replicas,
-                rate=demand / F32(replicas),
-                cost=F32(accelerator.cost) * F32(perf.acc_count * replicas),
-            )
-        )
-
-    statistics = cache.statistics(
-        [
-            (p.profile.alpha, p.profile.beta, p.profile.batch, p.profile.tokens, p.rate)
-            for p in pending
-        ]
-    )
-    for item, (serv, wait, rho) in zip(pending, statistics, strict=True):
-        immediate[item.server_index].append(
-            Allocation(
-                accelerator=item.accelerator.name,
-                num_replicas=item.replicas,
-                max_batch=item.profile.batch,
-                cost=item.cost,
-                value=item.cost,
-                serv_time=serv / F32(item.profile.tokens),
-                wait_time=wait,
-                rho=rho,
-                max_rate_per_replica=item.capacity.rate,
-            )
-        )
+    if profiles:
+        _size(spec, cache, owner, chosen_acc, chosen_perf, profiles, rpm, found, rejected)
 
     order = {a.name: i for i, a in enumerate(spec.accelerators)}
     out: list[ServerCandidates] = []
     for index, server in enumerate(spec.servers):
-        found = sorted(immediate[index], key=lambda a: order[a.accelerator])
-        valued = tuple(
-            _with_value(allocation, transition_value(server.current_alloc, allocation))
-            for allocation in found
-        )
+        candidates = found[index]
+        if len(candidates) > 1:
+            candidates.sort(key=lambda a: order[a.accelerator])
         out.append(
             ServerCandidates(
                 server=server,
                 priority=priorities[index],
-                candidates=valued,
+                candidates=tuple(candidates),
                 rejected=tuple(rejected[index]),
                 target=targets[index],
             )
@@ -247,15 +203,74 @@ def build_candidates(spec: SystemSpec, cache: SizingCache | None = None) -> list
     return out
 
 
-def _with_value(allocation: Allocation, value: np.float32) -> Allocation:
-    return Allocation(
-        accelerator=allocation.accelerator,
-        num_replicas=allocation.num_replicas,
-        max_batch=allocation.max_batch,
-        cost=allocation.cost,
-        value=value,
-        serv_time=allocation.serv_time,
-        wait_time=allocation.wait_time,
-        rho=allocation.rho,
-        max_rate_per_replica=allocation.max_rate_per_replica,
+def _size(
+    spec: SystemSpec,
+    cache: SizingCache,
+    owner: list[int],
+    accelerators: list[AcceleratorSpec],
+    perfs: list[ModelPerfSpec],
+    profiles: list[Profile],
+    rpm: list[float],
+    found: list[list[Allocation]],
+    rejected: list[list[tuple[str, str]]],
+) -> None:
+    """Capacities (cached), replica counts and statistics for all loaded candidates at once."""
+    capacities = cache.capacity.capacities(profiles)
+    feasible = np.array([c.feasible for c in capacities], dtype=bool)
+    for i in np.nonzero(~feasible)[0].tolist():
+        rejected[owner[i]].append((accelerators[i].name, capacities[i].reason))
+    keep = np.nonzero(feasible)[0]
+    if not len(keep):
+        return
+    pick = keep.tolist()
+    rate_star = np.array([capacities[i].rate for i in pick], dtype=np.float32)
+    tokens = np.array([profiles[i].tokens for i in pick], dtype=np.float32)
+    tps = np.array([profiles[i].slo_tps for i in pick], dtype=np.float32)
+    load = np.array([rpm[i] for i in pick], dtype=np.float32)
+    # total demand in requests/ms (float32 steps as the reference); a TPS target overrides it
+    demand = np.where(tps > 0, tps / (F32(1000) * tokens), load / F32(60) / F32(1000))
+    minimum = np.array([spec.servers[owner[i]].min_num_replicas for i in pick], dtype=np.int64)
+    replicas = np.maximum(
+        np.ceil(demand.astype(np.float64) / rate_star.astype(np.float64)).astype(np.int64), minimum
     )
+    per_replica = demand / replicas.astype(np.float32)
+    unit_cost = np.array([accelerators[i].cost for i in pick], dtype=np.float32)
+    acc_count = np.array([perfs[i].acc_count for i in pick], dtype=np.int64)
+    cost = unit_cost * (acc_count * replicas).astype(np.float32)
+
+    # the solver's value: the transition penalty from the current allocation
+    current = [spec.servers[owner[i]].current_alloc for i in pick]
+    same_acc = np.array(
+        [c.accelerator == accelerators[i].name for c, i in zip(current, pick, strict=True)],
+        dtype=bool,
+    )
+    current_replicas = np.array([c.num_replicas for c in current], dtype=np.int64)
+    current_cost = np.array([c.cost for c in current], dtype=np.float32)
+    change = cost - current_cost
+    value = np.where(
+        same_acc,
+        np.where(current_replicas == replicas, F32(0), change),
+        ACCELERATOR_CHANGE_PENALTY * (current_cost + cost) + change,
+    )
+
+    rate_list = per_replica.tolist()
+    stats = cache.statistics(
+        [
+            (p.alpha, p.beta, p.batch, p.tokens, rate)
+            for p, rate in zip((profiles[i] for i in pick), rate_list, strict=True)
+        ]
+    )
+    serv_time = np.array([s[0] for s in stats], dtype=np.float32) / tokens  # ms per token
+    for i, n, c, v, itl, (_, wait, rho), top in zip(
+        pick,
+        replicas.tolist(),
+        cost.tolist(),
+        value.tolist(),
+        serv_time.tolist(),
+        stats,
+        rate_star.tolist(),
+        strict=True,
+    ):
+        found[owner[i]].append(
+            Allocation(accelerators[i].name, n, profiles[i].batch, c, v, itl, wait, rho, top)
+        )

@@ -38,8 +38,10 @@ class _Entry:
 
     def set_delta(self) -> None:
         if self.index + 1 < len(self.allocations):
+            # float32 difference, as the reference: ties must tie the same way
             self.delta = float(
-                self.allocations[self.index + 1].value - self.allocations[self.index].value
+                np.float32(self.allocations[self.index + 1].value)
+                - np.float32(self.allocations[self.index].value)
             )
         else:
             self.delta = MAX_FLOAT32
@@ -192,7 +194,7 @@ def solve_unlimited(servers: Sequence[ServerCandidates]) -> dict[str, Allocation
         best_value = np.float32(MAX_FLOAT32)
         for allocation in item.candidates:
             if allocation.value < best_value:
-                best, best_value = allocation, allocation.value
+                best, best_value = allocation, np.float32(allocation.value)
         if best is not None:
             chosen[item.server.name] = best
     return chosen

@@ -137,7 +137,7 @@ def _usage(
 ) -> tuple[TypeUsage, ...]:
     limits = {c.type: c.count for c in spec.capacity}
     counts: dict[str, int] = {}
-    costs: dict[str, np.float32] = {}
+    costs: dict[str, np.float32] = {}  # float32 sums, as the reference
     model_of = {s.name: s.model for s in spec.servers}
     for decision in decisions:
         allocation = decision.allocation
@@ -148,7 +148,7 @@ def _usage(
             model_of[decision.name], allocation.accelerator
         )
         counts[kind] = counts.get(kind, 0) + units
-        costs[kind] = costs.get(kind, F32(0)) + allocation.cost
+        costs[kind] = costs.get(kind, F32(0)) + F32(allocation.cost)
     return tuple(TypeUsage(kind, counts[kind], limits.get(kind, 0), costs[kind]) for kind in counts)
 
 
@@ -156,7 +156,7 @@ def _total(decisions: Sequence[ServerDecision]) -> np.float32:
     total = F32(0)
     for decision in decisions:
         if decision.allocation is not None:
-            total = total + decision.allocation.cost
+            total = total + F32(decision.allocation.cost)
     return total
 
 

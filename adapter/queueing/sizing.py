@@ -23,13 +23,19 @@ import math
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
 from adapter.queueing.bisection import HALF, MAX_ITERATIONS, binary_search, within_tolerance_array
-from adapter.queueing.statedependent import BatchModel, service_rates, solve_sequential
+from adapter.queueing.statedependent import (
+    EXPANSION_RADIUS,
+    BatchModel,
+    Expansion,
+    service_rates,
+    solve_sequential,
+)
 
 F32 = np.float32
 DELTA = F32(0.001)
@@ -42,17 +48,19 @@ STABLE_FRACTION = F32(0.9)
 Limit = Literal["itl", "ttw", "tps", "batch"]
 
 
-@dataclass(frozen=True, slots=True)
-class Profile:
-    """What a replica's capacity depends on, in the reference's float32 units."""
+class Profile(NamedTuple):
+    """What a replica's capacity depends on. Floats hold float32 values exactly.
 
-    alpha: np.float32  # ms
-    beta: np.float32  # ms per request in the batch
+    A NamedTuple: it is a cache key, hashed thousands of times per cycle.
+    """
+
+    alpha: float  # ms
+    beta: float  # ms per request in the batch
     batch: int  # N, max batch size
     tokens: int  # K, output tokens per request
-    slo_itl: np.float32  # ms per token, 0 = none
-    slo_ttw: np.float32  # ms, 0 = none
-    slo_tps: np.float32  # tokens/s, 0 = none
+    slo_itl: float  # ms per token, 0 = none
+    slo_ttw: float  # ms, 0 = none
+    slo_tps: float  # tokens/s, 0 = none
 
     @classmethod
     def of(
@@ -65,9 +73,11 @@ class Profile:
         slo_ttw: float = 0.0,
         slo_tps: float = 0.0,
     ) -> Profile:
-        return cls(
-            F32(alpha), F32(beta), int(batch), int(tokens), F32(slo_itl), F32(slo_ttw), F32(slo_tps)
-        )
+        """Round the real-valued inputs to float32, as the reference stores them."""
+        a, b, i, w, t = np.array(
+            [alpha, beta, slo_itl, slo_ttw, slo_tps], dtype=np.float32
+        ).tolist()
+        return cls(a, b, int(batch), int(tokens), i, w, t)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,11 +99,11 @@ def _bounds(rate_first: np.float32, rate_last: np.float32) -> tuple[np.float32, 
 
 
 def _service_target(profile: Profile) -> np.float32:
-    return F32(profile.tokens) * profile.slo_itl
+    return F32(profile.tokens) * F32(profile.slo_itl)
 
 
 def _wait_target(profile: Profile) -> np.float32:
-    return profile.slo_ttw / SLO_MARGIN
+    return F32(profile.slo_ttw) / SLO_MARGIN
 
 
 def _choose(profile: Profile, itl: np.float32, ttw: np.float32, lam_max: np.float32) -> Capacity:
@@ -115,7 +125,7 @@ def _unattainable(profile: Profile, which: Literal["itl", "ttw"]) -> Capacity:
     if which == "itl":
         reason = (
             f"ITL SLO {float(profile.slo_itl):g} ms unattainable: a decode step takes at "
-            f"least {float(profile.alpha + profile.beta):g} ms"
+            f"least {float(F32(profile.alpha) + F32(profile.beta)):g} ms"
         )
     else:
         reason = f"TTFT SLO {float(profile.slo_ttw):g} ms unattainable even at minimal load"
@@ -124,7 +134,7 @@ def _unattainable(profile: Profile, which: Literal["itl", "ttw"]) -> Capacity:
 
 def size_exact(profile: Profile) -> Capacity:
     """Size one profile exactly as the reference does (sequential engine). Slow: for tests."""
-    rates = service_rates(float(profile.alpha), float(profile.beta), profile.batch, profile.tokens)
+    rates = service_rates(profile.alpha, profile.beta, profile.batch, profile.tokens)
     lam_min, lam_max = _bounds(rates[0], rates[-1])
 
     def serv(x: np.float32) -> np.float32:
@@ -204,8 +214,26 @@ class _Search:
         self.active[finished] = False
 
 
+# Rows per lockstep batch. Rows are sorted by max batch first, so each chunk's
+# matrices are barely wider than its rows need.
+CHUNK_ROWS = 1024
+# At mu_1 / 1000 every state is at least 1000x less likely than the one before, so
+# states beyond this contribute nothing representable in float64.
+LOW_RATE_STATES = 64
+
+
 def size_batch(profiles: Sequence[Profile]) -> list[Capacity]:
     """Size many profiles at once; identical results to `size_exact`, far faster."""
+    order = sorted(range(len(profiles)), key=lambda i: profiles[i].batch)
+    out: list[Capacity | None] = [None] * len(profiles)
+    for start in range(0, len(order), CHUNK_ROWS):
+        chunk = order[start : start + CHUNK_ROWS]
+        for index, capacity in zip(chunk, _size_chunk([profiles[i] for i in chunk]), strict=True):
+            out[index] = capacity
+    return [c for c in out if c is not None]
+
+
+def _size_chunk(profiles: Sequence[Profile]) -> list[Capacity]:
     if not profiles:
         return []
     alpha = np.array([p.alpha for p in profiles], dtype=np.float32)
@@ -219,7 +247,7 @@ def size_batch(profiles: Sequence[Profile]) -> list[Capacity]:
     lam_max = model.mu_last * ONE_MINUS_DELTA
 
     every = np.arange(len(profiles))
-    serv_low, wait_low, _ = model.solve(every, lam_min)
+    serv_low, wait_low, _ = model.solve(every, lam_min, width=LOW_RATE_STATES)
     serv_high, wait_high, _ = model.solve(every, lam_max)
     itl = _Search.start(slo_itl > 0, tokens * slo_itl, lam_min, lam_max, serv_low, serv_high)
     ttw = _Search.start(slo_ttw > 0, slo_ttw / SLO_MARGIN, lam_min, lam_max, wait_low, wait_high)
@@ -228,6 +256,7 @@ def size_batch(profiles: Sequence[Profile]) -> list[Capacity]:
     itl.active &= ~dead
     ttw.active &= ~dead
 
+    expansions = _Expansions(model)
     for _ in range(MAX_ITERATIONS):
         _drop_non_binding(itl, ttw)
         _drop_non_binding(ttw, itl)
@@ -238,8 +267,9 @@ def size_batch(profiles: Sequence[Profile]) -> list[Capacity]:
         use_itl = itl.active[rows]
         low = np.where(use_itl, itl.low[rows], ttw.low[rows])
         high = np.where(use_itl, itl.high[rows], ttw.high[rows])
+        expansions.add_narrow(rows, low, high)
         x = HALF * (low + high)
-        serv, wait, _ = model.solve(rows, x)
+        serv, wait = expansions.solve(rows, x)
         on_itl = itl.active[rows]
         on_ttw = ttw.active[rows]
         itl.step(rows[on_itl], x[on_itl], serv[on_itl])
@@ -259,6 +289,47 @@ def size_batch(profiles: Sequence[Profile]) -> list[Capacity]:
         else:
             out.append(_choose(profile, itl.result[i], ttw.result[i], lam_max[i]))
     return out
+
+
+class _Expansions:
+    """Per-row Taylor expansions, taken once a row's bracket is narrow enough.
+
+    Every later midpoint of a bisection lies inside its current bracket, so an
+    expansion at the bracket's low end stays valid for the rest of that row's search.
+    """
+
+    def __init__(self, model: BatchModel) -> None:
+        self.model = model
+        self.owner = np.full(len(model), -1, dtype=np.int64)  # expansion id per row
+        self.position = np.zeros(len(model), dtype=np.int64)
+        self.items: list[Expansion] = []
+
+    def add_narrow(self, rows: npt.NDArray[np.intp], low: F32Array, high: F32Array) -> None:
+        batch = self.model.batch[rows].astype(np.float64)
+        low64 = low.astype(np.float64)
+        narrow = (self.owner[rows] < 0) & (
+            (high.astype(np.float64) - low64) * batch <= EXPANSION_RADIUS * low64
+        )
+        if not narrow.any():
+            return
+        chosen = rows[narrow]
+        self.owner[chosen] = len(self.items)
+        self.position[chosen] = np.arange(len(chosen))
+        self.items.append(self.model.expand(chosen, low[narrow]))
+
+    def solve(self, rows: npt.NDArray[np.intp], x: F32Array) -> tuple[F32Array, F32Array]:
+        serv = np.empty(len(rows), dtype=np.float32)
+        wait = np.empty(len(rows), dtype=np.float32)
+        owner = self.owner[rows]
+        direct = owner < 0
+        if direct.any():
+            serv[direct], wait[direct], _ = self.model.solve(rows[direct], x[direct])
+        for ident in np.unique(owner[~direct]).tolist():
+            mine = owner == ident
+            serv[mine], wait[mine], _ = self.model.solve_expanded(
+                self.items[ident], self.position[rows[mine]], x[mine]
+            )
+        return serv, wait
 
 
 def _drop_non_binding(this: _Search, other: _Search) -> None:

@@ -1,0 +1,341 @@
+"""Turn a ClusterSnapshot and a LoadReport into the optimizer's SystemSpec document.
+
+Pure: no I/O. Follows what the reference controller built (its log in the tutorial
+prints the result): one server `<va>:<namespace>` per VariantAutoscaling, the class found
+for its model, `keepAccelerator: true`, the profile entry of its labelled accelerator,
+the current allocation from the Deployment and the measured load.
+
+A VA that cannot be assembled (missing label, no cost, no profile entry, no SLO, no
+Deployment, malformed fields...) is left out with a reason and a log line naming it;
+all other VAs are assembled exactly as if it were not there. Missing metrics mean zero
+load, not an error.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from adapter.collect.metrics import LoadReport
+from adapter.model.kube import (
+    ACCELERATOR_COSTS_CONFIGMAP,
+    ACCELERATOR_LABEL,
+    SERVICE_CLASSES_CONFIGMAP,
+    AcceleratorCost,
+    ClusterSnapshot,
+    EntryProblem,
+    ServiceClass,
+    ShapeError,
+    VariantAutoscaling,
+    object_ref,
+    parse_accelerator_costs,
+    parse_deployment,
+    parse_node_gpus,
+    parse_service_classes,
+    parse_variant_autoscaling,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class AssemblySettings:
+    min_num_replicas: int = 1  # 0 allows scale to zero
+    unlimited: bool = False  # False: capacity-limited by the nodes' GPUs
+    saturation_policy: str = "None"
+    current_max_batch: int = 256  # the reference hard-codes the current allocation's maxBatch
+
+
+@dataclass(frozen=True, slots=True)
+class VAProblem:
+    """A VariantAutoscaling left out of this cycle, and why."""
+
+    namespace: str
+    name: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"VariantAutoscaling {self.namespace}/{self.name}: {self.reason}"
+
+
+@dataclass(frozen=True, slots=True)
+class SloChoice:
+    """Which service class a VA got its SLO from, and how it was found."""
+
+    class_name: str
+    key: str
+    slo_itl: float
+    slo_ttw: float
+    via: str  # "sloClassRef" or "model"
+
+
+@dataclass(frozen=True, slots=True)
+class Assembly:
+    system: dict[str, Any]  # SystemSpec JSON: adapter.model.system.parse_system reads it
+    servers: Mapping[str, VariantAutoscaling]  # server name -> the VA it sizes
+    slo: Mapping[str, SloChoice]  # server name -> where its SLO came from
+    problems: tuple[VAProblem, ...]  # VAs left out
+    config_problems: tuple[EntryProblem, ...]  # bad ConfigMap entries and Node labels
+
+
+def server_name(va: VariantAutoscaling) -> str:
+    """The reference's server name: `<va name>:<namespace>`."""
+    return f"{va.name}:{va.namespace}"
+
+
+def _number(value: float) -> float | int:
+    """Whole numbers as int, so the document reads like the reference's (cost: 100)."""
+    return int(value) if float(value).is_integer() else value
+
+
+def _measured(value: float | None, digits: int = 2) -> float:
+    """A metric as the reference stored it: NaN/inf/negative/None -> 0, two decimals."""
+    if value is None or not math.isfinite(value) or value < 0:
+        return 0.0
+    return round(value, digits)
+
+
+def _find_slo(
+    va: VariantAutoscaling, classes: Mapping[str, ServiceClass]
+) -> tuple[SloChoice | None, str]:
+    """Honour sloClassRef when it resolves; else the class listing the model.
+
+    Fallback order is deterministic: lowest priority number, then ConfigMap key.
+    Returns the choice and a note on how it was made (for the log).
+    """
+    model = va.spec.model_id
+    ref = va.spec.slo_class_ref
+    note = "no sloClassRef"
+    if ref is not None:
+        if ref.name != SERVICE_CLASSES_CONFIGMAP:
+            note = (
+                f"sloClassRef {ref.name}/{ref.key}: not the ConfigMap {SERVICE_CLASSES_CONFIGMAP}"
+            )
+        elif ref.key not in classes:
+            note = f"sloClassRef {ref.name}/{ref.key}: no such (valid) key"
+        else:
+            chosen = classes[ref.key]
+            entry = chosen.slo_for(model)
+            if entry is not None:
+                choice = SloChoice(
+                    chosen.name, ref.key, entry.slo_tpot, entry.slo_ttft, "sloClassRef"
+                )
+                return choice, f"sloClassRef {ref.name}/{ref.key}"
+            note = (
+                f"sloClassRef {ref.name}/{ref.key}: class {chosen.name} has no entry for the model"
+            )
+    candidates = sorted(
+        (c for c in classes.values() if c.slo_for(model) is not None),
+        key=lambda c: (c.priority, c.key),
+    )
+    if not candidates:
+        return None, note
+    best = candidates[0]
+    entry = best.slo_for(model)
+    assert entry is not None
+    return SloChoice(best.name, best.key, entry.slo_tpot, entry.slo_ttft, "model"), (
+        f"{note}; found by model"
+    )
+
+
+def build_system(
+    snapshot: ClusterSnapshot, loads: LoadReport, settings: AssemblySettings | None = None
+) -> Assembly:
+    """The optimizer input for every VA that can be assembled, plus why the others cannot."""
+    settings = settings or AssemblySettings()
+    namespace = snapshot.config_namespace
+    cost_data = snapshot.config_data(ACCELERATOR_COSTS_CONFIGMAP)
+    class_data = snapshot.config_data(SERVICE_CLASSES_CONFIGMAP)
+    costs, cost_problems = parse_accelerator_costs(cost_data, namespace)
+    classes, class_problems = parse_service_classes(class_data, namespace)
+    config_problems: list[EntryProblem] = [*cost_problems, *class_problems]
+    bad_cost_keys = {p.key: str(p) for p in cost_problems}
+
+    capacity: dict[str, int] = {}
+    for node in snapshot.nodes.values():
+        gpus, node_problems = parse_node_gpus(node)
+        config_problems.extend(node_problems)
+        for gpu in gpus:
+            capacity[gpu.product] = capacity.get(gpu.product, 0) + gpu.count
+    for problem in config_problems:
+        log.warning("%s", problem)
+
+    problems: list[VAProblem] = []
+    servers: dict[str, VariantAutoscaling] = {}
+    slo: dict[str, SloChoice] = {}
+    server_docs: list[dict[str, Any]] = []
+    models: dict[tuple[str, str], dict[str, Any]] = {}
+    model_owner: dict[tuple[str, str], str] = {}
+
+    def reject(ns: str, name: str, reason: str) -> None:
+        problems.append(VAProblem(ns, name, reason))
+        log.warning("VariantAutoscaling %s/%s skipped: %s", ns, name, reason)
+
+    for (va_ns, va_name), raw in snapshot.variant_autoscalings.items():
+        try:
+            va = parse_variant_autoscaling(raw)
+        except ShapeError as error:
+            reject(va_ns, va_name, f"invalid VariantAutoscaling: {error}")
+            continue
+        accelerator = va.accelerator_name
+        if accelerator is None:
+            reject(va_ns, va_name, f"missing label {ACCELERATOR_LABEL}")
+            continue
+        unit: AcceleratorCost | None = costs.get(accelerator)
+        if unit is None:
+            if cost_data is None:
+                detail = f"ConfigMap {namespace}/{ACCELERATOR_COSTS_CONFIGMAP} not found"
+            elif accelerator in bad_cost_keys:
+                detail = f"its entry is invalid ({bad_cost_keys[accelerator]})"
+            else:
+                detail = (
+                    f"no key {accelerator!r} in ConfigMap {namespace}/{ACCELERATOR_COSTS_CONFIGMAP}"
+                )
+            reject(va_ns, va_name, f"accelerator {accelerator!r} has no unit cost: {detail}")
+            continue
+        profile = va.profile_for(accelerator)
+        if profile is None:
+            reject(va_ns, va_name, f"no modelProfile entry for accelerator {accelerator!r}")
+            continue
+        key = (va.spec.model_id, accelerator)
+        earlier = models.get(key)
+        if earlier is not None and (earlier["alpha"], earlier["beta"], earlier["maxBatchSize"]) != (
+            profile.alpha,
+            profile.beta,
+            profile.max_batch_size,
+        ):
+            reject(
+                va_ns,
+                va_name,
+                f"modelProfile for model {va.spec.model_id!r} on {accelerator!r} differs from "
+                f"the one of VariantAutoscaling {model_owner[key]}",
+            )
+            continue
+        choice, how = _find_slo(va, classes)
+        if choice is None:
+            where = (
+                f"ConfigMap {namespace}/{SERVICE_CLASSES_CONFIGMAP} not found"
+                if class_data is None
+                else f"any class of ConfigMap {namespace}/{SERVICE_CLASSES_CONFIGMAP}"
+            )
+            broken = "".join(f"; invalid entry: {p}" for p in class_problems)
+            reason = f"model {va.spec.model_id!r} has no SLO in {where} ({how}){broken}"
+            reject(va_ns, va_name, reason)
+            continue
+        raw_deployment = snapshot.deployments.get((va.namespace, va.name))
+        if raw_deployment is None:
+            reject(va_ns, va_name, f"Deployment {va.namespace}/{va.name} not found")
+            continue
+        try:
+            deployment = parse_deployment(raw_deployment)
+        except ShapeError as error:
+            reject(va_ns, va_name, f"Deployment {object_ref(raw_deployment)}: {error}")
+            continue
+
+        log.info(
+            "VariantAutoscaling %s/%s: model %s uses class %s (slo-itl %s, slo-ttw %s) via %s",
+            va.namespace,
+            va.name,
+            va.spec.model_id,
+            choice.class_name,
+            _number(choice.slo_itl),
+            _number(choice.slo_ttw),
+            how,
+        )
+        name = server_name(va)
+        load = loads.get(va.namespace, va.spec.model_id)
+        output_tokens = load.avg_output_tokens
+        replicas = deployment.replicas
+        server_docs.append(
+            {
+                "name": name,
+                "class": choice.class_name,
+                "model": va.spec.model_id,
+                "keepAccelerator": True,
+                "minNumReplicas": settings.min_num_replicas,
+                "maxBatchSize": profile.max_batch_size,
+                "currentAlloc": {
+                    "accelerator": accelerator,
+                    "numReplicas": replicas,
+                    "maxBatch": settings.current_max_batch,
+                    "cost": _number(replicas * unit.cost),
+                    "itlAverage": _measured(load.itl_ms),
+                    "waitAverage": _measured(load.queue_time_ms),
+                    "load": {
+                        "arrivalRate": _measured(load.arrival_rate_rpm),
+                        "avgLength": int(output_tokens)
+                        if math.isfinite(output_tokens) and output_tokens > 0
+                        else 0,
+                    },
+                },
+            }
+        )
+        servers[name] = va
+        slo[name] = choice
+        for entry in va.spec.model_profile.accelerators:
+            entry_key = (va.spec.model_id, entry.acc)
+            if entry.acc not in costs:
+                log.debug(
+                    "%s/%s: profile for %s has no unit cost; unused", va_ns, va_name, entry.acc
+                )
+                continue
+            if entry_key in models:
+                continue
+            model_owner[entry_key] = f"{va.namespace}/{va.name}"
+            doc: dict[str, Any] = {
+                "name": va.spec.model_id,
+                "acc": entry.acc,
+                "accCount": entry.acc_count,
+                "alpha": entry.alpha,
+                "beta": entry.beta,
+                "maxBatchSize": entry.max_batch_size,
+            }
+            if entry.at_tokens is not None:
+                doc["atTokens"] = entry.at_tokens
+            models[entry_key] = doc
+
+    system: dict[str, Any] = {
+        "acceleratorData": {
+            "accelerators": [
+                {"name": c.name, "type": c.device, "multiplicity": 1, "cost": _number(c.cost)}
+                for c in costs.values()
+            ]
+        },
+        "modelData": {"models": list(models.values())},
+        "serviceClassData": {
+            "serviceClasses": [
+                {
+                    "name": c.name,
+                    "priority": c.priority,
+                    "modelTargets": [
+                        {
+                            "model": e.model,
+                            "slo-itl": _number(e.slo_tpot),
+                            "slo-ttw": _number(e.slo_ttft),
+                            "slo-tps": 0,
+                        }
+                        for e in c.data
+                    ],
+                }
+                for c in classes.values()
+            ]
+        },
+        "serverData": {"servers": server_docs},
+        "optimizerData": {
+            "optimizer": {
+                "unlimited": settings.unlimited,
+                "saturationPolicy": settings.saturation_policy,
+            }
+        },
+        "capacityData": {"count": [{"type": t, "count": n} for t, n in sorted(capacity.items())]},
+    }
+    return Assembly(
+        system=system,
+        servers=servers,
+        slo=slo,
+        problems=tuple(problems),
+        config_problems=tuple(config_problems),
+    )

@@ -1,0 +1,120 @@
+"""A ClusterSnapshot from YAML files, for running with no cluster (`run --local DIR`).
+
+Reads every `*.yaml` / `*.yml` file of a folder (or one file), multi-document and
+`kind: List` allowed, and picks VariantAutoscalings, the two ConfigMaps (in the config
+namespace, or with no namespace), Nodes and Deployments by `kind`. Other kinds are
+ignored. A file that is not valid YAML is an error: a local run should fail loudly
+rather than quietly optimize a partial system.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+
+from adapter.model.kube import (
+    ACCELERATOR_COSTS_CONFIGMAP,
+    DEFAULT_CONFIG_NAMESPACE,
+    GROUP,
+    KIND,
+    SERVICE_CLASSES_CONFIGMAP,
+    ClusterSnapshot,
+    ObjectKey,
+    slim_object,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SAMPLES = Path(__file__).resolve().parents[2] / "deploy" / "samples"
+
+
+class LocalSourceError(ValueError):
+    """A file under the local folder cannot be read as YAML."""
+
+
+def _documents(path: Path) -> Iterator[tuple[Path, Mapping[str, Any]]]:
+    files = (
+        sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+        if path.is_dir()
+        else [path]
+    )
+    for file in files:
+        try:
+            docs = list(yaml.safe_load_all(file.read_text(encoding="utf-8")))
+        except (OSError, yaml.YAMLError) as error:
+            raise LocalSourceError(f"{file}: {error}") from error
+        for doc in docs:
+            if not isinstance(doc, Mapping):
+                continue
+            if doc.get("kind") == "List" or str(doc.get("kind", "")).endswith("List"):
+                for item in doc.get("items") or []:
+                    if isinstance(item, Mapping):
+                        yield file, item
+            else:
+                yield file, doc
+
+
+def load_snapshot(
+    path: str | Path = DEFAULT_SAMPLES, config_namespace: str = DEFAULT_CONFIG_NAMESPACE
+) -> ClusterSnapshot:
+    """Build the snapshot the Kubernetes cache would give for these objects."""
+    root = Path(path)
+    if not root.exists():
+        raise LocalSourceError(f"{root}: no such file or directory")
+    vas: dict[ObjectKey, Mapping[str, Any]] = {}
+    config_maps: dict[str, Mapping[str, Any]] = {}
+    nodes: dict[str, Mapping[str, Any]] = {}
+    deployments: dict[ObjectKey, Mapping[str, Any]] = {}
+    for file, doc in _documents(root):
+        kind = doc.get("kind")
+        raw_meta = doc.get("metadata")
+        meta: Mapping[str, Any] = raw_meta if isinstance(raw_meta, Mapping) else {}
+        name = str(meta.get("name") or "")
+        namespace = str(meta.get("namespace") or "")
+        if not name:
+            log.warning("%s: a %s without metadata.name is ignored", file, kind)
+            continue
+        api_version = str(doc.get("apiVersion") or "")
+        if kind == KIND and api_version.startswith(f"{GROUP}/"):
+            key = (namespace or "default", name)
+            vas[key] = slim_object(KIND, _with_namespace(doc, key[0]))
+        elif kind == "Deployment":
+            key = (namespace or "default", name)
+            deployments[key] = slim_object("Deployment", _with_namespace(doc, key[0]))
+        elif kind == "Node":
+            nodes[name] = slim_object("Node", doc)
+        elif kind == "ConfigMap" and name in (
+            ACCELERATOR_COSTS_CONFIGMAP,
+            SERVICE_CLASSES_CONFIGMAP,
+        ):
+            if namespace in ("", config_namespace):
+                config_maps[name] = slim_object("ConfigMap", doc)
+            else:
+                log.info(
+                    "%s: ConfigMap %s/%s is not in %s; ignored",
+                    file,
+                    namespace,
+                    name,
+                    config_namespace,
+                )
+        else:
+            log.debug("%s: %s %s ignored", file, kind, name)
+    return ClusterSnapshot(
+        variant_autoscalings=MappingProxyType(dict(sorted(vas.items()))),
+        config_maps=MappingProxyType(dict(sorted(config_maps.items()))),
+        nodes=MappingProxyType(dict(sorted(nodes.items()))),
+        deployments=MappingProxyType(dict(sorted(deployments.items()))),
+        config_namespace=config_namespace,
+    )
+
+
+def _with_namespace(doc: Mapping[str, Any], namespace: str) -> dict[str, Any]:
+    """kubectl puts objects without a namespace into `default`; do the same."""
+    meta = dict(doc.get("metadata") or {})
+    meta["namespace"] = namespace
+    return {**doc, "metadata": meta}

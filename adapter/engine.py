@@ -1,0 +1,268 @@
+"""The periodic cycle: collect -> SystemSpec -> optimize -> publish an immutable snapshot.
+
+A snapshot holds, per VariantAutoscaling, the desired allocation or the reason there
+is none, the predictions behind it and the inputs used. Readers (the gRPC scaler, the
+exporter, the status writer) only ever see whole snapshots.
+
+A cycle that cannot read its inputs (metrics backend down, scrape targets warming up,
+Kubernetes unreadable) publishes nothing: the previous snapshot stays, and its age
+tells readers how stale it is. It never publishes zero load in place of unknown load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from adapter.assemble import Assembly, AssemblySettings, SloChoice, build_system
+from adapter.clock import Clock
+from adapter.collect.metrics import (
+    LoadKey,
+    LoadReport,
+    MetricsSource,
+    MetricsUnavailable,
+    ModelLoad,
+)
+from adapter.model.kube import ClusterSnapshot
+from adapter.model.system import parse_system
+from adapter.optimizer import SizingCache, optimize_parsed
+from adapter.optimizer.solution import Solution
+
+log = logging.getLogger(__name__)
+
+VariantKey = tuple[str, str]  # (namespace, name)
+
+
+@dataclass(frozen=True, slots=True)
+class VariantDecision:
+    """What the adapter recommends for one VariantAutoscaling, and why."""
+
+    namespace: str
+    name: str
+    model: str
+    accelerator: str
+    desired_replicas: int | None  # None: not solved this cycle (see reason)
+    current_replicas: int | None
+    reason: str
+    load: ModelLoad | None = None
+    slo: SloChoice | None = None
+    predicted_itl_ms: float | None = None
+    predicted_wait_ms: float | None = None
+    max_rpm_per_replica: float | None = None
+    cost: float | None = None
+
+    @property
+    def solved(self) -> bool:
+        return self.desired_replicas is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    cycle: int
+    timestamp: float  # wall-clock seconds when the cycle started
+    monotonic: float  # the same instant on the monotonic clock (for ages)
+    duration_s: float
+    decisions: Mapping[VariantKey, VariantDecision]
+    config_problems: tuple[str, ...] = ()
+
+    def age(self, clock: Clock) -> float:
+        return clock.monotonic() - self.monotonic
+
+
+class CycleError(RuntimeError):
+    """A cycle could not run; the previous snapshot stays in place."""
+
+
+@dataclass
+class EngineStats:
+    cycles_total: int = 0
+    cycle_errors_total: int = 0
+    metrics_errors_total: int = 0
+    last_error: str = ""
+    durations: list[float] = field(default_factory=list)  # recent cycle durations, seconds
+
+
+def metric_keys(snapshot: ClusterSnapshot) -> set[LoadKey]:
+    """(namespace, modelID) of every VA that names a model: what metrics to fetch."""
+    keys: set[LoadKey] = set()
+    for (namespace, _name), obj in snapshot.variant_autoscalings.items():
+        spec = obj.get("spec")
+        model = spec.get("modelID") if isinstance(spec, Mapping) else None
+        if isinstance(model, str) and model:
+            keys.add((namespace, model))
+    return keys
+
+
+class Engine:
+    """Runs cycles on demand (`run_cycle`) or forever (`run`), keeping the latest snapshot."""
+
+    def __init__(
+        self,
+        *,
+        cluster: Callable[[], ClusterSnapshot],
+        metrics: MetricsSource,
+        clock: Clock,
+        settings: AssemblySettings | None = None,
+        interval_s: float = 15.0,
+        cache: SizingCache | None = None,
+        on_snapshot: Callable[[Snapshot], None] | None = None,
+    ) -> None:
+        self._cluster = cluster
+        self._metrics = metrics
+        self._clock = clock
+        self._settings = settings or AssemblySettings()
+        self.interval_s = interval_s
+        self._cache = cache if cache is not None else SizingCache()
+        self._on_snapshot = on_snapshot
+        self._latest: Snapshot | None = None
+        self._cycle = 0
+        self.stats = EngineStats()
+
+    @property
+    def latest(self) -> Snapshot | None:
+        return self._latest
+
+    def run_cycle(self) -> Snapshot:
+        """One cycle. Raises CycleError (and keeps the old snapshot) if inputs are missing."""
+        started_wall = self._clock.now()
+        started = self._clock.monotonic()
+        self._cycle += 1
+        self.stats.cycles_total += 1
+        try:
+            cluster = self._cluster()
+            keys = metric_keys(cluster)
+            loads = self._collect(keys)
+        except CycleError as error:
+            self.stats.cycle_errors_total += 1
+            self.stats.last_error = str(error)
+            raise
+        except Exception as error:  # Kubernetes source failures
+            self.stats.cycle_errors_total += 1
+            self.stats.last_error = f"cannot read the cluster: {error}"
+            raise CycleError(self.stats.last_error) from error
+
+        assembly = build_system(cluster, loads, self._settings)
+        parsed = parse_system(assembly.system)
+        solution = optimize_parsed(parsed, self._cache)
+        decisions = _decisions(assembly, solution, loads)
+        duration = self._clock.monotonic() - started
+        snapshot = Snapshot(
+            cycle=self._cycle,
+            timestamp=started_wall,
+            monotonic=started,
+            duration_s=duration,
+            decisions=decisions,
+            config_problems=tuple(str(p) for p in assembly.config_problems)
+            + tuple(str(p) for p in parsed.problems if p.kind != "server"),
+        )
+        self.stats.durations = [*self.stats.durations[-99:], duration]
+        self._latest = snapshot
+        for decision in decisions.values():
+            _log_decision(decision)
+        if self._on_snapshot is not None:
+            self._on_snapshot(snapshot)
+        return snapshot
+
+    def _collect(self, keys: Collection[LoadKey]) -> LoadReport:
+        try:
+            return self._metrics.collect(keys)
+        except MetricsUnavailable as error:
+            self.stats.metrics_errors_total += 1
+            raise CycleError(f"metrics unavailable: {error}") from error
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Cycle every `interval_s` until `stop` is set. A failed cycle is logged and retried."""
+        while not stop.is_set():
+            try:
+                await asyncio.to_thread(self.run_cycle)
+            except CycleError as error:
+                log.warning(
+                    "cycle %d failed, keeping the previous decisions: %s", self._cycle, error
+                )
+            await self._clock.sleep(self.interval_s)
+
+
+def _decisions(
+    assembly: Assembly, solution: Solution, loads: LoadReport
+) -> dict[VariantKey, VariantDecision]:
+    out: dict[VariantKey, VariantDecision] = {}
+    for problem in assembly.problems:
+        out[(problem.namespace, problem.name)] = VariantDecision(
+            namespace=problem.namespace,
+            name=problem.name,
+            model="",
+            accelerator="",
+            desired_replicas=None,
+            current_replicas=None,
+            reason=problem.reason,
+        )
+    by_name = {decision.name: decision for decision in solution.servers}
+    for server, va in assembly.servers.items():
+        server_doc = _server_doc(assembly.system, server)
+        current = server_doc.get("currentAlloc", {}) if server_doc else {}
+        decision = by_name.get(server)
+        load = loads.get(va.namespace, va.spec.model_id)
+        base: dict[str, Any] = {
+            "namespace": va.namespace,
+            "name": va.name,
+            "model": va.spec.model_id,
+            "current_replicas": current.get("numReplicas"),
+            "load": load,
+            "slo": assembly.slo.get(server),
+        }
+        if decision is None or decision.allocation is None:
+            reason = decision.reason if decision is not None else "not in the optimizer's input"
+            out[(va.namespace, va.name)] = VariantDecision(
+                accelerator=current.get("accelerator", ""),
+                desired_replicas=None,
+                reason=reason or "no allocation",
+                **base,
+            )
+            continue
+        allocation = decision.allocation
+        out[(va.namespace, va.name)] = VariantDecision(
+            accelerator=allocation.accelerator,
+            desired_replicas=allocation.num_replicas,
+            reason="optimized",
+            predicted_itl_ms=allocation.serv_time,
+            predicted_wait_ms=allocation.wait_time,
+            max_rpm_per_replica=allocation.max_rpm if load.arrival_rate_rpm > 0 else None,
+            cost=allocation.cost,
+            **base,
+        )
+    return out
+
+
+def _server_doc(system: Mapping[str, Any], name: str) -> Mapping[str, Any] | None:
+    for server in system.get("serverData", {}).get("servers", []):
+        if server.get("name") == name:
+            return server  # type: ignore[no-any-return]
+    return None
+
+
+def _log_decision(decision: VariantDecision) -> None:
+    if decision.solved:
+        load = decision.load
+        log.info(
+            "VariantAutoscaling %s/%s: desired %s x %s (current %s); load %.2f req/min, "
+            "%d tokens/request; predicted ITL %.3f ms, wait %.3f ms",
+            decision.namespace,
+            decision.name,
+            decision.desired_replicas,
+            decision.accelerator,
+            decision.current_replicas,
+            load.arrival_rate_rpm if load else 0.0,
+            int(load.avg_output_tokens) if load else 0,
+            decision.predicted_itl_ms or 0.0,
+            decision.predicted_wait_ms or 0.0,
+        )
+    else:
+        log.warning(
+            "VariantAutoscaling %s/%s: no decision: %s",
+            decision.namespace,
+            decision.name,
+            decision.reason,
+        )

@@ -1,0 +1,551 @@
+"""Kubernetes objects the adapter reads: VariantAutoscaling, two ConfigMaps, Nodes, Deployments.
+
+Pure shapes and parsers, no I/O. The VariantAutoscaling model accepts the tutorial's YAML
+unchanged (Aug-2025 CRD plus the optional `atTokens`). ConfigMaps and Nodes are parsed
+entry by entry: a bad entry becomes an `EntryProblem` naming the object, the key and the
+field, and every other entry is still used.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+GROUP = "llmd.ai"
+VERSION = "v1alpha1"
+PLURAL = "variantautoscalings"
+KIND = "VariantAutoscaling"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+ACCELERATOR_LABEL = "inference.optimization/acceleratorName"
+ACCELERATOR_COSTS_CONFIGMAP = "accelerator-unit-costs"
+SERVICE_CLASSES_CONFIGMAP = "service-classes-config"
+DEFAULT_CONFIG_NAMESPACE = "inferno-autoscaler-system"
+GPU_VENDORS: tuple[str, ...] = ("nvidia.com", "amd.com", "intel.com")
+
+_DECIMAL = re.compile(r"^\d+(\.\d+)?$")
+
+
+class _Shape(BaseModel):
+    """Base for Kubernetes shapes: immutable; unknown fields ignored (objects carry many)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+
+def _decimal(value: Any) -> float:
+    """A CRD decimal: a string matching ^\\d+(\\.\\d+)?$ or a non-negative finite number."""
+    if isinstance(value, bool):
+        raise ValueError("must be a decimal string like '6.356', not a boolean")
+    if isinstance(value, str):
+        if not _DECIMAL.match(value.strip()):
+            raise ValueError(f"{value!r} is not a decimal like '6.356'")
+        return float(value)
+    if isinstance(value, int | float):
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"{value!r} must be a non-negative finite number")
+        return float(value)
+    raise ValueError(f"must be a decimal string like '6.356', got {type(value).__name__}")
+
+
+def describe_validation(error: ValidationError, prefix: str = "") -> str:
+    """Each failed field as a path with indices, e.g. `spec.modelProfile.accelerators[0].alpha`."""
+    errors = error.errors()
+    parts = []
+    for item in errors:
+        loc = item["loc"]
+        # a list whose items failed is also reported "too short": keep only the item errors
+        if item["type"] == "too_short" and any(
+            other["loc"][: len(loc)] == loc and len(other["loc"]) > len(loc) for other in errors
+        ):
+            continue
+        path = prefix
+        for part in loc:
+            if isinstance(part, int):
+                path += f"[{part}]"
+            else:
+                path = f"{path}.{part}" if path else str(part)
+        message = "required field is missing" if item["type"] == "missing" else item["msg"]
+        message = message.removeprefix("Value error, ")
+        parts.append(f"{path or '(object)'}: {message}")
+    return "; ".join(parts)
+
+
+# ---------------------------------------------------------------- VariantAutoscaling
+
+
+class ObjectMeta(_Shape):
+    name: str = Field(min_length=1)
+    namespace: str = ""
+    labels: dict[str, str] = Field(default_factory=dict)
+    resource_version: str | None = Field(None, alias="resourceVersion")
+    generation: int | None = None
+    uid: str | None = None
+
+
+class SloClassRef(_Shape):
+    """Where the VA's SLO is meant to live: ConfigMap `name`, key `key`."""
+
+    name: str = Field(min_length=1)
+    key: str = Field(min_length=1)
+
+
+class AcceleratorProfile(_Shape):
+    """Decode performance of the VA's model on one accelerator: ITL = alpha + beta * batch (ms)."""
+
+    acc: str = Field(min_length=1)
+    acc_count: int = Field(ge=1, alias="accCount")
+    alpha: float
+    beta: float
+    max_batch_size: int = Field(ge=1, alias="maxBatchSize")
+    at_tokens: int | None = Field(None, ge=1, alias="atTokens")
+
+    _check_decimals = field_validator("alpha", "beta", mode="before")(_decimal)
+
+
+class ModelProfile(_Shape):
+    accelerators: tuple[AcceleratorProfile, ...] = Field(min_length=1)
+
+
+class VariantAutoscalingSpec(_Shape):
+    model_id: str = Field(min_length=1, alias="modelID")
+    slo_class_ref: SloClassRef | None = Field(None, alias="sloClassRef")
+    model_profile: ModelProfile = Field(alias="modelProfile")
+
+
+def _status_decimal(value: Any) -> str:
+    text = value if isinstance(value, str) else f"{_decimal(value):.2f}"
+    if not _DECIMAL.match(text):
+        raise ValueError(f"{text!r} is not a decimal like '8.46'")
+    return text
+
+
+class LoadStatus(_Shape):
+    arrival_rate: str = Field("0", alias="arrivalRate", description="requests per minute")
+    avg_length: str = Field("0", alias="avgLength", description="output tokens per request")
+
+
+class CurrentAlloc(_Shape):
+    """The variant as collected: strings with two decimals, as the reference CRD stores them."""
+
+    accelerator: str = Field(min_length=1)
+    num_replicas: int = Field(0, ge=0, alias="numReplicas")
+    max_batch: int = Field(0, ge=0, alias="maxBatch")
+    variant_cost: str = Field("0", alias="variantCost")
+    itl_average: str = Field("0", alias="itlAverage")
+    wait_average: str = Field("0", alias="waitAverage")
+    load: LoadStatus = LoadStatus()
+
+    _check = field_validator("variant_cost", "itl_average", "wait_average", mode="before")(
+        _status_decimal
+    )
+
+
+class DesiredOptimizedAlloc(_Shape):
+    last_run_time: datetime | None = Field(None, alias="lastRunTime")
+    accelerator: str = Field(min_length=2)
+    num_replicas: int = Field(ge=0, alias="numReplicas")
+
+
+class Actuation(_Shape):
+    applied: bool
+
+
+class Condition(_Shape):
+    """metav1.Condition."""
+
+    type: str = Field(min_length=1)
+    status: Literal["True", "False", "Unknown"]
+    reason: str = ""
+    message: str = ""
+    last_transition_time: datetime | None = Field(None, alias="lastTransitionTime")
+    observed_generation: int | None = Field(None, ge=0, alias="observedGeneration")
+
+
+class VariantAutoscalingStatus(_Shape):
+    current_alloc: CurrentAlloc | None = Field(None, alias="currentAlloc")
+    desired_optimized_alloc: DesiredOptimizedAlloc | None = Field(
+        None, alias="desiredOptimizedAlloc"
+    )
+    actuation: Actuation | None = None
+    conditions: tuple[Condition, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """The status as the API server stores it (camelCase, no nulls)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class VariantAutoscaling(_Shape):
+    api_version: str = Field(API_VERSION, alias="apiVersion")
+    kind: str = KIND
+    metadata: ObjectMeta
+    spec: VariantAutoscalingSpec
+    status: VariantAutoscalingStatus | None = None
+
+    @property
+    def namespace(self) -> str:
+        return self.metadata.namespace
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def accelerator_name(self) -> str | None:
+        """The `inference.optimization/acceleratorName` label: the variant's accelerator."""
+        return self.metadata.labels.get(ACCELERATOR_LABEL) or None
+
+    def profile_for(self, accelerator: str) -> AcceleratorProfile | None:
+        for entry in self.spec.model_profile.accelerators:
+            if entry.acc == accelerator:
+                return entry
+        return None
+
+
+class ShapeError(ValueError):
+    """An object that does not have the expected shape; the message names the field."""
+
+
+def _map(obj: Any, key: str) -> Mapping[str, Any]:
+    """`obj[key]` when both are mappings, else an empty mapping (raw objects may be junk)."""
+    value = obj.get(key) if isinstance(obj, Mapping) else None
+    return value if isinstance(value, Mapping) else {}
+
+
+def object_ref(obj: Mapping[str, Any]) -> str:
+    """`namespace/name` (or `name`) of a raw object, for messages; tolerant of junk."""
+    meta = _map(obj, "metadata")
+    name, namespace = str(meta.get("name") or "?"), meta.get("namespace")
+    return f"{namespace}/{name}" if namespace else name
+
+
+def parse_variant_autoscaling(obj: Mapping[str, Any]) -> VariantAutoscaling:
+    """Validate one raw VA; raises ShapeError naming every bad field."""
+    try:
+        return VariantAutoscaling.model_validate(obj)
+    except ValidationError as error:
+        raise ShapeError(describe_validation(error)) from None
+
+
+# ---------------------------------------------------------------- ConfigMap entries
+
+
+@dataclass(frozen=True, slots=True)
+class EntryProblem:
+    """One unusable entry: which object (`ConfigMap ns/name`, `Node n`), which key, which field."""
+
+    source: str
+    key: str
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.source} key {self.key!r}" if self.key else self.source
+        return (
+            f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        )
+
+
+class AcceleratorCost(_Shape):
+    """An `accelerator-unit-costs` entry: accelerator `name` is the key, `device` the node label."""
+
+    name: str = Field(min_length=1)
+    device: str = Field(min_length=1)
+    cost: float
+
+    _check_cost = field_validator("cost", mode="before")(_decimal)
+
+
+class SloEntry(_Shape):
+    model: str = Field(min_length=1)
+    slo_tpot: float = Field(ge=0, alias="slo-tpot", description="ITL target, ms")
+    slo_ttft: float = Field(ge=0, alias="slo-ttft", description="queue-wait target, ms")
+
+    _check = field_validator("slo_tpot", "slo_ttft", mode="before")(_decimal)
+
+
+class ServiceClass(_Shape):
+    """One `service-classes-config` key: a class name, a priority (1 = highest), model SLOs."""
+
+    key: str
+    name: str = Field(min_length=1)
+    priority: int
+    data: tuple[SloEntry, ...] = ()
+
+    def slo_for(self, model: str) -> SloEntry | None:
+        for entry in self.data:
+            if entry.model == model:
+                return entry
+        return None
+
+
+def _configmap_source(name: str, namespace: str) -> str:
+    return f"ConfigMap {namespace}/{name}" if namespace else f"ConfigMap {name}"
+
+
+def parse_accelerator_costs(
+    data: Mapping[str, Any] | None, namespace: str = ""
+) -> tuple[dict[str, AcceleratorCost], list[EntryProblem]]:
+    """Each key is an accelerator name, each value a JSON object {"device", "cost"}."""
+    source = _configmap_source(ACCELERATOR_COSTS_CONFIGMAP, namespace)
+    costs: dict[str, AcceleratorCost] = {}
+    problems: list[EntryProblem] = []
+    for key in sorted(data or {}):
+        raw = (data or {})[key]
+        try:
+            value = json.loads(raw) if isinstance(raw, str) else raw
+        except json.JSONDecodeError as error:
+            problems.append(EntryProblem(source, key, "", f"invalid JSON: {error}"))
+            continue
+        if not isinstance(value, Mapping):
+            problems.append(EntryProblem(source, key, "", "expected a JSON object"))
+            continue
+        try:
+            costs[key] = AcceleratorCost.model_validate({**value, "name": key})
+        except ValidationError as error:
+            problems.append(EntryProblem(source, key, "", describe_validation(error)))
+    return costs, problems
+
+
+def parse_service_classes(
+    data: Mapping[str, Any] | None, namespace: str = ""
+) -> tuple[dict[str, ServiceClass], list[EntryProblem]]:
+    """Each key is a YAML document {name, priority, data: [{model, slo-tpot, slo-ttft}]}.
+
+    A key whose YAML, name or priority is bad is skipped; a bad `data` item is dropped
+    and the rest of the class kept. A class name already defined by an earlier key
+    (sorted order) is skipped, since the optimizer keys classes by name.
+    """
+    source = _configmap_source(SERVICE_CLASSES_CONFIGMAP, namespace)
+    classes: dict[str, ServiceClass] = {}
+    problems: list[EntryProblem] = []
+    names: dict[str, str] = {}
+    for key in sorted(data or {}):
+        raw = (data or {})[key]
+        try:
+            doc = yaml.safe_load(raw) if isinstance(raw, str) else raw
+        except yaml.YAMLError as error:
+            problems.append(EntryProblem(source, key, "", f"invalid YAML: {error}"))
+            continue
+        if not isinstance(doc, Mapping):
+            problems.append(EntryProblem(source, key, "", "expected a YAML mapping"))
+            continue
+        items = doc.get("data") or []
+        if not isinstance(items, list):
+            problems.append(EntryProblem(source, key, "data", "expected a list"))
+            continue
+        entries: list[SloEntry] = []
+        seen: set[str] = set()
+        for index, item in enumerate(items):
+            try:
+                entry = SloEntry.model_validate(item)
+            except ValidationError as error:
+                problems.append(
+                    EntryProblem(source, key, "", describe_validation(error, f"data[{index}]"))
+                )
+                continue
+            if entry.model in seen:
+                problems.append(
+                    EntryProblem(
+                        source, key, f"data[{index}].model", f"duplicate model {entry.model!r}"
+                    )
+                )
+                continue
+            seen.add(entry.model)
+            entries.append(entry)
+        try:
+            header = {f: doc[f] for f in ("name", "priority") if doc.get(f) is not None}
+            parsed = ServiceClass.model_validate({"key": key, **header})
+        except ValidationError as error:
+            problems.append(EntryProblem(source, key, "", describe_validation(error)))
+            continue
+        if parsed.name in names:
+            problems.append(
+                EntryProblem(
+                    source,
+                    key,
+                    "name",
+                    f"class {parsed.name!r} is already defined by key {names[parsed.name]!r}",
+                )
+            )
+            continue
+        names[parsed.name] = key
+        classes[key] = parsed.model_copy(update={"data": tuple(entries)})
+    return classes, problems
+
+
+# ---------------------------------------------------------------- Nodes and Deployments
+
+
+@dataclass(frozen=True, slots=True)
+class NodeGpus:
+    """GPUs of one vendor on one node, as GPU feature discovery labels them."""
+
+    node: str
+    vendor: str
+    product: str
+    count: int
+    memory_mb: int | None
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("not a count")
+    if isinstance(value, int) and value >= 0:
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    raise ValueError(f"{value!r} is not a whole number of GPUs")
+
+
+def parse_node_gpus(node: Mapping[str, Any]) -> tuple[list[NodeGpus], list[EntryProblem]]:
+    """Read `<vendor>/gpu.product`, `<vendor>/gpu.memory` labels and allocatable `<vendor>/gpu`."""
+    meta = _map(node, "metadata")
+    name = str(meta.get("name") or "?")
+    labels = _map(meta, "labels")
+    status = _map(node, "status")
+    allocatable = _map(status, "allocatable")
+    source = f"Node {name}"
+    found: list[NodeGpus] = []
+    problems: list[EntryProblem] = []
+    for vendor in GPU_VENDORS:
+        product = labels.get(f"{vendor}/gpu.product")
+        raw_count = allocatable.get(f"{vendor}/gpu")
+        if not product:
+            if raw_count not in (None, "0", 0):
+                problems.append(
+                    EntryProblem(
+                        source,
+                        "",
+                        f"metadata.labels[{vendor}/gpu.product]",
+                        f"missing; its {raw_count} allocatable {vendor}/gpu are not counted",
+                    )
+                )
+            continue
+        if raw_count is None:
+            problems.append(
+                EntryProblem(source, "", f"status.allocatable[{vendor}/gpu]", "missing")
+            )
+            continue
+        try:
+            count = _count(raw_count)
+        except ValueError as error:
+            problems.append(
+                EntryProblem(source, "", f"status.allocatable[{vendor}/gpu]", str(error))
+            )
+            continue
+        memory: int | None = None
+        raw_memory = labels.get(f"{vendor}/gpu.memory")
+        if raw_memory is not None:
+            try:
+                memory = _count(raw_memory)
+            except ValueError:
+                problems.append(
+                    EntryProblem(
+                        source,
+                        "",
+                        f"metadata.labels[{vendor}/gpu.memory]",
+                        f"{raw_memory!r} is not a whole number of MiB (GPUs still counted)",
+                    )
+                )
+        found.append(NodeGpus(name, vendor, str(product), count, memory))
+    return found, problems
+
+
+class Deployment(_Shape):
+    """What the adapter needs of a Deployment: desired and ready replicas."""
+
+    namespace: str
+    name: str
+    replicas: int = Field(1, ge=0, description="spec.replicas (API default 1)")
+    ready_replicas: int = Field(0, ge=0, description="status.readyReplicas")
+
+
+def _replica_field(value: Any, field: str, default: int) -> int:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ShapeError(f"{field}: must be a non-negative integer, got {value!r}")
+    return value
+
+
+def parse_deployment(obj: Mapping[str, Any]) -> Deployment:
+    """Raises ShapeError naming the bad field."""
+    meta = _map(obj, "metadata")
+    spec = _map(obj, "spec")
+    status = _map(obj, "status")
+    name = meta.get("name")
+    if not isinstance(name, str) or not name:
+        raise ShapeError("metadata.name: required field is missing")
+    return Deployment(
+        namespace=str(meta.get("namespace") or "default"),
+        name=name,
+        replicas=_replica_field(spec.get("replicas"), "spec.replicas", 1),
+        ready_replicas=_replica_field(status.get("readyReplicas"), "status.readyReplicas", 0),
+    )
+
+
+# ---------------------------------------------------------------- trimming for caches
+
+
+def slim_object(kind: str, obj: Mapping[str, Any]) -> dict[str, Any]:
+    """Keep only what the adapter reads, so a cache of Nodes/Deployments stays small.
+
+    VariantAutoscalings and ConfigMaps are kept whole (minus managedFields).
+    """
+    meta = dict(obj.get("metadata") or {})
+    meta.pop("managedFields", None)
+    if kind == "Node":
+        status = obj.get("status") or {}
+        return {
+            "kind": "Node",
+            "metadata": {k: meta[k] for k in ("name", "labels", "resourceVersion") if k in meta},
+            "status": {"allocatable": dict(status.get("allocatable") or {})},
+        }
+    if kind == "Deployment":
+        spec = obj.get("spec") or {}
+        status = obj.get("status") or {}
+        keep = ("name", "namespace", "labels", "resourceVersion", "generation")
+        return {
+            "kind": "Deployment",
+            "metadata": {k: meta[k] for k in keep if k in meta},
+            "spec": {k: spec[k] for k in ("replicas",) if k in spec},
+            "status": {k: status[k] for k in ("replicas", "readyReplicas") if k in status},
+        }
+    return {**obj, "metadata": meta}
+
+
+# ---------------------------------------------------------------- the cluster as read
+
+ObjectKey = tuple[str, str]  # (namespace, name); namespace "" for cluster-scoped objects
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSnapshot:
+    """Everything the adapter reads from Kubernetes at one moment, as raw (slimmed) JSON.
+
+    Objects stay raw so that a malformed VA is reported by the assembler with a reason
+    instead of vanishing in the cache. Sources never mutate an object once it is in a
+    snapshot (updates replace it), so a snapshot can be shared between threads; callers
+    must not mutate it either.
+    """
+
+    variant_autoscalings: Mapping[ObjectKey, Mapping[str, Any]]
+    config_maps: Mapping[str, Mapping[str, Any]]  # by name, from `config_namespace`
+    nodes: Mapping[str, Mapping[str, Any]]
+    deployments: Mapping[ObjectKey, Mapping[str, Any]]
+    config_namespace: str = DEFAULT_CONFIG_NAMESPACE
+
+    def config_data(self, name: str) -> Mapping[str, Any] | None:
+        """A ConfigMap's `data`, or None when the ConfigMap does not exist."""
+        found = self.config_maps.get(name)
+        if found is None:
+            return None
+        return _map(found, "data")

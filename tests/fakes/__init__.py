@@ -1,0 +1,1 @@
+"""Test doubles that speak real protocols (HTTP fake Kubernetes API server)."""

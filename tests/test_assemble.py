@@ -1,0 +1,416 @@
+"""build_system: the reference's assembly rules, and per-VA isolation of bad inputs."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+import pytest
+
+from adapter.assemble import AssemblySettings, build_system
+from adapter.collect.local import load_snapshot
+from adapter.collect.metrics import LoadReport, ModelLoad
+from adapter.model.kube import ClusterSnapshot
+from adapter.model.system import parse_system
+from tests.kube_helpers import MODEL, tutorial_load
+
+Objects = dict[str, dict[Any, dict[str, Any]]]
+OTHER = ("team-b", "other")
+OTHER_SERVER = "other:team-b"
+VLLM_SERVER = "vllm:vllm-test"
+
+
+def base_objects() -> Objects:
+    """The tutorial's objects plus a second VA (llama0-7b on A100, Freemium) in team-b."""
+    snap = load_snapshot()
+    objects: Objects = {
+        "vas": {k: copy.deepcopy(dict(v)) for k, v in snap.variant_autoscalings.items()},
+        "cms": {k: copy.deepcopy(dict(v)) for k, v in snap.config_maps.items()},
+        "nodes": {k: copy.deepcopy(dict(v)) for k, v in snap.nodes.items()},
+        "deps": {k: copy.deepcopy(dict(v)) for k, v in snap.deployments.items()},
+    }
+    objects["vas"][OTHER] = {
+        "apiVersion": "llmd.ai/v1alpha1",
+        "kind": "VariantAutoscaling",
+        "metadata": {
+            "name": "other",
+            "namespace": "team-b",
+            "labels": {"inference.optimization/acceleratorName": "A100"},
+        },
+        "spec": {
+            "modelID": "llama0-7b",
+            "modelProfile": {
+                "accelerators": [
+                    {
+                        "acc": "A100",
+                        "accCount": 2,
+                        "alpha": "20.58",
+                        "beta": "0.41",
+                        "maxBatchSize": 4,
+                    }
+                ]
+            },
+        },
+    }
+    objects["deps"][OTHER] = {
+        "kind": "Deployment",
+        "metadata": {"name": "other", "namespace": "team-b"},
+        "spec": {"replicas": 3},
+    }
+    return objects
+
+
+def snapshot_of(objects: Objects) -> ClusterSnapshot:
+    return ClusterSnapshot(
+        variant_autoscalings=MappingProxyType(dict(sorted(objects["vas"].items()))),
+        config_maps=MappingProxyType(objects["cms"]),
+        nodes=MappingProxyType(objects["nodes"]),
+        deployments=MappingProxyType(objects["deps"]),
+    )
+
+
+def servers_by_name(system: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {s["name"]: s for s in system["serverData"]["servers"]}
+
+
+def test_two_healthy_variants_are_both_assembled() -> None:
+    loads = LoadReport(
+        {
+            **tutorial_load().loads,
+            ("team-b", "llama0-7b"): ModelLoad(
+                "team-b", "llama0-7b", 60.0, 100.0, 33.9, itl_ms=21.456, queue_time_ms=3.333
+            ),
+        }
+    )
+    assembly = build_system(snapshot_of(base_objects()), loads)
+    assert assembly.problems == ()
+    other = servers_by_name(assembly.system)[OTHER_SERVER]
+    assert other == {
+        "name": OTHER_SERVER,
+        "class": "Freemium",
+        "model": "llama0-7b",
+        "keepAccelerator": True,
+        "minNumReplicas": 1,
+        "maxBatchSize": 4,
+        "currentAlloc": {
+            "accelerator": "A100",
+            "numReplicas": 3,
+            "maxBatch": 256,
+            "cost": 120,
+            "itlAverage": 21.46,
+            "waitAverage": 3.33,
+            "load": {"arrivalRate": 60.0, "avgLength": 33},
+        },
+    }
+    assert assembly.servers[OTHER_SERVER].name == "other"
+    assert assembly.slo[OTHER_SERVER].via == "model"
+    parsed = parse_system(assembly.system)
+    assert parsed.problems == () and len(parsed.spec.servers) == 2
+
+
+def test_missing_metrics_mean_zero_load_and_min_replicas_is_a_setting() -> None:
+    assembly = build_system(
+        snapshot_of(base_objects()), LoadReport(), AssemblySettings(min_num_replicas=0)
+    )
+    vllm = servers_by_name(assembly.system)[VLLM_SERVER]
+    assert vllm["minNumReplicas"] == 0
+    assert vllm["currentAlloc"]["load"] == {"arrivalRate": 0.0, "avgLength": 0}
+    assert (vllm["currentAlloc"]["itlAverage"], vllm["currentAlloc"]["waitAverage"]) == (0, 0)
+
+
+def test_non_finite_metrics_become_zero() -> None:
+    nan = float("nan")
+    loads = LoadReport(
+        {("vllm-test", MODEL): ModelLoad("vllm-test", MODEL, nan, nan, nan, itl_ms=float("inf"))}
+    )
+    alloc = servers_by_name(build_system(snapshot_of(base_objects()), loads).system)[VLLM_SERVER][
+        "currentAlloc"
+    ]
+    assert alloc["load"] == {"arrivalRate": 0.0, "avgLength": 0} and alloc["itlAverage"] == 0
+
+
+def test_slo_class_ref_is_honoured_when_it_resolves(caplog: pytest.LogCaptureFixture) -> None:
+    objects = base_objects()
+    # llama0-7b is also listed, with other SLOs, in Premium (priority 1)
+    premium = objects["cms"]["service-classes-config"]["data"]
+    premium["premium.yaml"] += "  - model: llama0-7b\n    slo-tpot: 50\n    slo-ttft: 400\n"
+    by_model = build_system(snapshot_of(objects), LoadReport())
+    assert by_model.slo[OTHER_SERVER].class_name == "Premium"  # fallback: lowest priority
+    objects["vas"][OTHER]["spec"]["sloClassRef"] = {
+        "name": "service-classes-config",
+        "key": "freemium.yaml",
+    }
+    with caplog.at_level(logging.INFO, logger="adapter.assemble"):
+        by_ref = build_system(snapshot_of(objects), LoadReport())
+    choice = by_ref.slo[OTHER_SERVER]
+    assert (choice.class_name, choice.slo_itl, choice.slo_ttw, choice.via) == (
+        "Freemium",
+        150,
+        1500,
+        "sloClassRef",
+    )
+    assert servers_by_name(by_ref.system)[OTHER_SERVER]["class"] == "Freemium"
+    assert any(
+        "team-b/other" in r.getMessage() and "Freemium" in r.getMessage() for r in caplog.records
+    )
+    # the tutorial's unresolvable ref falls back to the class listing the model
+    assert by_ref.slo[VLLM_SERVER].class_name == "Premium"
+    assert by_ref.slo[VLLM_SERVER].via == "model"
+
+
+def test_output_is_deterministic_and_json_serialisable() -> None:
+    first = build_system(snapshot_of(base_objects()), tutorial_load()).system
+    second = build_system(snapshot_of(base_objects()), tutorial_load()).system
+    assert json.dumps(first) == json.dumps(second)
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    mutate: Callable[[Objects], None]
+    reason: str  # expected substring of the problem
+    where: str = "va"  # "va": the other VA is left out; "config": a config/node problem only
+
+
+def _other(o: Objects) -> dict[str, Any]:
+    return o["vas"][OTHER]
+
+
+def _other_acc(o: Objects) -> dict[str, Any]:
+    entry: dict[str, Any] = _other(o)["spec"]["modelProfile"]["accelerators"][0]
+    return entry
+
+
+def _set(
+    path: Callable[[Objects], dict[str, Any]], key: str, value: Any
+) -> Callable[[Objects], None]:
+    def mutate(o: Objects) -> None:
+        path(o)[key] = value
+
+    return mutate
+
+
+def _delete(path: Callable[[Objects], dict[Any, Any]], key: Any) -> Callable[[Objects], None]:
+    def mutate(o: Objects) -> None:
+        del path(o)[key]
+
+    return mutate
+
+
+def _costs(o: Objects) -> dict[str, Any]:
+    data: dict[str, Any] = o["cms"]["accelerator-unit-costs"]["data"]
+    return data
+
+
+def _classes(o: Objects) -> dict[str, Any]:
+    data: dict[str, Any] = o["cms"]["service-classes-config"]["data"]
+    return data
+
+
+def _conflicting_profile(o: Objects) -> None:
+    twin = copy.deepcopy(o["vas"][("vllm-test", "vllm")])
+    twin["metadata"].update(name="other", namespace="zz")
+    twin["spec"]["modelProfile"]["accelerators"][0]["alpha"] = "7.0"
+    del o["vas"][OTHER]
+    o["vas"][("zz", "other")] = twin
+    o["deps"][("zz", "other")] = {"metadata": {"name": "other", "namespace": "zz"}}
+
+
+CASES = [
+    Case(
+        "alpha not a decimal",
+        _set(_other_acc, "alpha", "fast"),
+        "spec.modelProfile.accelerators[0].alpha",
+    ),
+    Case("alpha negative", _set(_other_acc, "alpha", -1.5), "accelerators[0].alpha"),
+    Case("beta with exponent", _set(_other_acc, "beta", "1e-3"), "accelerators[0].beta"),
+    Case(
+        "modelID missing",
+        _delete(lambda o: _other(o)["spec"], "modelID"),
+        "spec.modelID: required field is missing",
+    ),
+    Case("accCount zero", _set(_other_acc, "accCount", 0), "accelerators[0].accCount"),
+    Case(
+        "maxBatchSize not an int",
+        _set(_other_acc, "maxBatchSize", "big"),
+        "accelerators[0].maxBatchSize",
+    ),
+    Case(
+        "empty profile",
+        _set(lambda o: _other(o)["spec"]["modelProfile"], "accelerators", []),
+        "spec.modelProfile.accelerators",
+    ),
+    Case(
+        "sloClassRef without name",
+        _set(lambda o: _other(o)["spec"], "sloClassRef", {"key": "k"}),
+        "spec.sloClassRef.name",
+    ),
+    Case(
+        "accelerator label missing",
+        _delete(
+            lambda o: _other(o)["metadata"]["labels"], "inference.optimization/acceleratorName"
+        ),
+        "missing label inference.optimization/acceleratorName",
+    ),
+    Case(
+        "unknown accelerator",
+        _set(
+            lambda o: _other(o)["metadata"]["labels"],
+            "inference.optimization/acceleratorName",
+            "TPU",
+        ),
+        "accelerator 'TPU' has no unit cost",
+    ),
+    Case("cost entry invalid JSON", _set(_costs, "A100", "{device: A100"), "'A100': invalid JSON"),
+    Case(
+        "cost not a number",
+        _set(_costs, "A100", '{"device": "X", "cost": "forty"}'),
+        "cost: 'forty' is not a decimal",
+    ),
+    Case(
+        "cost entry without device",
+        _set(_costs, "A100", '{"cost": "40"}'),
+        "device: required field is missing",
+    ),
+    Case(
+        "no profile for the labelled accelerator",
+        _set(
+            lambda o: _other(o)["metadata"]["labels"],
+            "inference.optimization/acceleratorName",
+            "G2",
+        ),
+        "no modelProfile entry for accelerator 'G2'",
+    ),
+    Case(
+        "model in no service class",
+        _set(lambda o: _other(o)["spec"], "modelID", "mystery"),
+        "model 'mystery' has no SLO",
+    ),
+    Case(
+        "service class key is broken YAML",
+        _set(_classes, "freemium.yaml", "name: [Freemium"),
+        "'freemium.yaml': invalid YAML",
+    ),
+    Case(
+        "service class SLO not a number",
+        _set(
+            _classes,
+            "freemium.yaml",
+            "name: Freemium\npriority: 10\n"
+            "data:\n  - {model: llama0-7b, slo-tpot: quick, slo-ttft: 1}\n",
+        ),
+        "data[0].slo-tpot",
+    ),
+    Case(
+        "service class priority missing",
+        _set(
+            _classes,
+            "freemium.yaml",
+            "name: Freemium\ndata:\n  - {model: llama0-7b, slo-tpot: 1, slo-ttft: 1}\n",
+        ),
+        "priority: required field is missing",
+    ),
+    Case(
+        "Deployment missing",
+        _delete(lambda o: o["deps"], OTHER),
+        "Deployment team-b/other not found",
+    ),
+    Case(
+        "Deployment replicas negative",
+        _set(lambda o: o["deps"][OTHER]["spec"], "replicas", -1),
+        "spec.replicas",
+    ),
+    Case(
+        "same model and accelerator with another profile",
+        _conflicting_profile,
+        "differs from the one of VariantAutoscaling vllm-test/vllm",
+    ),
+    Case(
+        "node GPU count not a number",
+        _set(
+            lambda o: o["nodes"]["pokprod-b93r38s1"]["status"]["allocatable"],
+            "nvidia.com/gpu",
+            "seven",
+        ),
+        "Node pokprod-b93r38s1: status.allocatable[nvidia.com/gpu]",
+        where="config",
+    ),
+    Case(
+        "node GPUs without a product label",
+        _delete(
+            lambda o: o["nodes"]["pokprod-b93r38s1"]["metadata"]["labels"], "nvidia.com/gpu.product"
+        ),
+        "metadata.labels[nvidia.com/gpu.product]",
+        where="config",
+    ),
+    Case(
+        "node GPU memory label malformed",
+        _set(
+            lambda o: o["nodes"]["pokprod-b93r38s1"]["metadata"]["labels"],
+            "nvidia.com/gpu.memory",
+            "80G",
+        ),
+        "nvidia.com/gpu.memory",
+        where="config",
+    ),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_a_bad_input_leaves_the_other_variant_unchanged(
+    case: Case, caplog: pytest.LogCaptureFixture
+) -> None:
+    baseline = build_system(snapshot_of(base_objects()), tutorial_load())
+    assert baseline.problems == () and baseline.config_problems == ()
+    objects = base_objects()
+    case.mutate(objects)
+    with caplog.at_level(logging.WARNING):
+        assembly = build_system(snapshot_of(objects), tutorial_load())
+
+    servers = servers_by_name(assembly.system)
+    assert servers[VLLM_SERVER] == servers_by_name(baseline.system)[VLLM_SERVER]
+    assert assembly.slo[VLLM_SERVER] == baseline.slo[VLLM_SERVER]
+    parsed = parse_system(assembly.system)
+    assert VLLM_SERVER in {s.name for s in parsed.spec.servers}
+    assert VLLM_SERVER not in parsed.rejected_servers
+
+    if case.where == "va":
+        assert OTHER_SERVER not in servers and OTHER_SERVER not in assembly.servers
+        (problem,) = assembly.problems
+        assert case.reason in problem.reason, problem.reason
+        assert any(
+            f"{problem.namespace}/{problem.name}" in r.getMessage() and "skipped" in r.getMessage()
+            for r in caplog.records
+        )
+    else:
+        assert OTHER_SERVER in servers and assembly.problems == ()
+        assert any(case.reason in str(p) for p in assembly.config_problems), (
+            assembly.config_problems
+        )
+
+
+def test_a_bad_config_entry_names_configmap_and_key() -> None:
+    objects = base_objects()
+    _costs(objects)["A100"] = "{device: A100"
+    assembly = build_system(snapshot_of(objects), tutorial_load())
+    (problem,) = assembly.config_problems
+    assert str(problem).startswith(
+        "ConfigMap inferno-autoscaler-system/accelerator-unit-costs key 'A100': invalid JSON"
+    )
+    # the other entries are still offered to the optimizer
+    names = [a["name"] for a in assembly.system["acceleratorData"]["accelerators"]]
+    assert names == ["G2", "H100", "MI300X"]
+
+
+def test_node_problem_lowers_capacity_only_by_that_node() -> None:
+    objects = base_objects()
+    objects["nodes"]["pokprod-b93r38s1"]["status"]["allocatable"]["nvidia.com/gpu"] = "seven"
+    assembly = build_system(snapshot_of(objects), tutorial_load())
+    assert assembly.system["capacityData"]["count"] == [
+        {"type": "NVIDIA-H100-80GB-HBM3", "count": 24}
+    ]
