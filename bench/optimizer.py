@@ -36,7 +36,11 @@ ACCELERATORS = (
     ("MI300X", "AMD-MI300X-192GB", 65.0),
     ("G2", "Intel-Gaudi-2-96GB", 23.0),
 )
-CLASSES = (("Premium", 1, (20.0, 60.0), (300.0, 1500.0)), ("Standard", 5, (40.0, 120.0), (1000.0, 4000.0)), ("Batch", 10, (80.0, 250.0), (3000.0, 10000.0)))
+CLASSES = (
+    ("Premium", 1, (20.0, 60.0), (300.0, 1500.0)),
+    ("Standard", 5, (40.0, 120.0), (1000.0, 4000.0)),
+    ("Batch", 10, (80.0, 250.0), (3000.0, 10000.0)),
+)
 
 
 def make_system(servers: int, seed: int) -> dict[str, Any]:
@@ -82,14 +86,25 @@ def make_system(servers: int, seed: int) -> dict[str, Any]:
                     "accelerator": rng.choice(ACCELERATORS)[0],
                     "numReplicas": rng.randint(1, 4),
                     "cost": 100,
-                    "load": {"arrivalRate": round(10 ** rng.uniform(1, 3.5), 2), "avgLength": tokens},
+                    "load": {
+                        "arrivalRate": round(10 ** rng.uniform(1, 3.5), 2),
+                        "avgLength": tokens,
+                    },
                 },
             }
         )
     return {
-        "acceleratorData": {"accelerators": [{"name": a, "type": t, "multiplicity": 1, "cost": c} for a, t, c in ACCELERATORS]},
+        "acceleratorData": {
+            "accelerators": [
+                {"name": a, "type": t, "multiplicity": 1, "cost": c} for a, t, c in ACCELERATORS
+            ]
+        },
         "modelData": {"models": models},
-        "serviceClassData": {"serviceClasses": [{"name": n, "priority": p, "modelTargets": targets[n]} for n, p, *_ in CLASSES]},
+        "serviceClassData": {
+            "serviceClasses": [
+                {"name": n, "priority": p, "modelTargets": targets[n]} for n, p, *_ in CLASSES
+            ]
+        },
         "serverData": {"servers": server_specs},
         "optimizerData": {"optimizer": {"unlimited": False, "saturationPolicy": "None"}},
         "capacityData": {"count": [{"type": t, "count": 1_000_000} for _a, t, _c in ACCELERATORS]},
@@ -98,7 +113,7 @@ def make_system(servers: int, seed: int) -> dict[str, Any]:
 
 def perturb(document: dict[str, Any], seed: int) -> dict[str, Any]:
     rng = random.Random(seed)
-    copy = json.loads(json.dumps(document))
+    copy: dict[str, Any] = json.loads(json.dumps(document))
     for server in copy["serverData"]["servers"]:
         load = server["currentAlloc"]["load"]
         load["arrivalRate"] = round(load["arrivalRate"] * rng.uniform(0.8, 1.2), 2)
@@ -152,13 +167,16 @@ def main() -> int:
         sizes = [s for s in sizes if s <= 100]
         repeat = 1
     rows = []
-    print(f"{'servers':>8} {'cands':>7} {'parse s':>9} {'cold s':>9} {'warm s':>9} {'warm+load s':>12}")
+    print(
+        f"{'servers':>8} {'cands':>7} {'parse s':>9} {'cold s':>9} "
+        f"{'warm s':>9} {'warm+load s':>12}"
+    )
     for size in sizes:
         row = run(size, repeat if size < 10000 else 1)
         rows.append(row)
         print(
-            f"{row['servers']:>8} {row['candidates']:>7} {row['parse_s']:>9.4f} {row['cold_s']:>9.4f} "
-            f"{row['warm_s']:>9.4f} {row['warm_new_load_s']:>12.4f}",
+            f"{row['servers']:>8} {row['candidates']:>7} {row['parse_s']:>9.4f} "
+            f"{row['cold_s']:>9.4f} {row['warm_s']:>9.4f} {row['warm_new_load_s']:>12.4f}",
             flush=True,
         )
     result = {
@@ -172,7 +190,11 @@ def main() -> int:
         "repeat": repeat,
         "results": rows,
     }
-    out = Path(__file__).parent / "results" / ("optimizer-smoke.json" if args.smoke else "optimizer.json")
+    out = (
+        Path(__file__).parent
+        / "results"
+        / ("optimizer-smoke.json" if args.smoke else "optimizer.json")
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")

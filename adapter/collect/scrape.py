@@ -1,0 +1,273 @@
+"""Load without Prometheus: scrape each vLLM pod's /metrics and difference two scrapes.
+
+Each target keeps its last two scrapes; counters become rates over the interval
+between them (a counter that went down was reset, e.g. the pod restarted, and counts
+from zero). Rates and gauges are then summed by (namespace, model_name), the same
+aggregation the PromQL source uses.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+from collections import defaultdict
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from adapter.collect.metrics import LoadKey, LoadReport, MetricsUnavailable, ModelLoad
+
+log = logging.getLogger(__name__)
+
+# Ask for the classic text format: it keeps vLLM's colon names whatever the server's
+# prometheus_client version (OpenMetrics output of >= 0.23 rewrites them to `_`).
+_ACCEPT = "text/plain;version=0.0.4;q=1.0,*/*;q=0.1"
+
+_SUCCESS = "vllm:request_success_total"
+_PROMPT = "vllm:request_prompt_tokens"
+_OUTPUT = "vllm:request_generation_tokens"
+_QUEUE = "vllm:request_queue_time_seconds"
+_TTFT = "vllm:time_to_first_token_seconds"
+_ITL_NEW = "vllm:inter_token_latency_seconds"
+_ITL_OLD = "vllm:time_per_output_token_seconds"
+# counters rated as they are; the ITL pair is picked per target (see add_rates)
+_RATED = (
+    _SUCCESS,
+    *(f"{h}_{p}" for h in (_PROMPT, _OUTPUT, _QUEUE, _TTFT) for p in ("sum", "count")),
+)
+_COUNTERS = frozenset(
+    [*_RATED, *(f"{h}_{p}" for h in (_ITL_NEW, _ITL_OLD) for p in ("sum", "count"))]
+)
+_RUNNING = "vllm:num_requests_running"
+_WAITING = "vllm:num_requests_waiting"
+_KV = "vllm:kv_cache_usage_perc"
+_GAUGES = frozenset([_RUNNING, _WAITING, _KV])
+
+Series = tuple[str, str]  # (sample name, model_name), other labels summed away
+
+
+class ScrapeTarget(BaseModel):
+    """One vLLM pod's metrics endpoint and the namespace its load belongs to."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    url: str = Field(description="Full URL, e.g. http://10.0.0.7:8000/metrics")
+    namespace: str
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", url):
+            raise ValueError("url must start with http:// or https:// and name a host")
+        return url
+
+
+class ScrapeSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    targets: tuple[ScrapeTarget, ...] = ()
+    timeout_s: float = Field(default=5.0, gt=0)
+    max_workers: int = Field(default=10, ge=1, description="Targets scraped concurrently")
+
+
+class MetricsWarmingUp(MetricsUnavailable):
+    """Every target has been scraped once only: there is no interval to rate over yet."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Scrape:
+    at: float  # clock() when the answer arrived
+    values: Mapping[Series, float]  # summed over the series' other labels
+    series: Mapping[Series, int]  # how many series were summed (to average ratios)
+
+
+class ScrapeSource:
+    """MetricsSource that scrapes the vLLM pods directly.
+
+    `clock` returns monotonic seconds (injected so tests control the intervals).
+    After each collect, `last_failures` lists the targets that could not be scraped
+    and `failures_total` counts them over the source's life. Not thread-safe: collect
+    and set_targets belong to the one thread running the cycle.
+    """
+
+    def __init__(
+        self,
+        settings: ScrapeSettings,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        session: requests.Session | None = None,
+    ) -> None:
+        self.settings = settings
+        self._clock = clock
+        self._session = session if session is not None else requests.Session()
+        self._targets: tuple[ScrapeTarget, ...] = tuple(dict.fromkeys(settings.targets))
+        self._history: dict[ScrapeTarget, tuple[_Scrape | None, _Scrape]] = {}
+        self.last_failures: tuple[ScrapeTarget, ...] = ()
+        self.failures_total = 0
+
+    @property
+    def targets(self) -> tuple[ScrapeTarget, ...]:
+        return self._targets
+
+    def set_targets(self, targets: Iterable[ScrapeTarget]) -> None:
+        """Replace the target list (pods come and go); forgotten targets lose their history."""
+        self._targets = tuple(dict.fromkeys(targets))  # a duplicate would count twice
+        kept = set(self._targets)
+        self._history = {t: h for t, h in self._history.items() if t in kept}
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> ScrapeSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def collect(self, keys: Collection[LoadKey]) -> LoadReport:
+        """Scrape every target once, then report the wanted keys.
+
+        No targets means no pod serves anything: an empty (zero-load) report.
+        Raises MetricsUnavailable if every target failed, and MetricsWarmingUp if the
+        targets that answered have been scraped once only.
+        """
+        targets = self._targets
+        if not targets:
+            return LoadReport()
+        workers = min(self.settings.max_workers, len(targets))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="scrape") as pool:
+            results = list(pool.map(self._scrape, targets))
+
+        failed = tuple(t for t, r in zip(targets, results, strict=True) if r is None)
+        self.last_failures = failed
+        self.failures_total += len(failed)
+        if len(failed) == len(targets):
+            raise MetricsUnavailable(
+                f"all {len(targets)} vLLM metrics targets failed to scrape"
+                f" (first: {targets[0].url})"
+            )
+
+        totals = _Totals()
+        rated = 0
+        for target, scrape in zip(targets, results, strict=True):
+            if scrape is None:
+                continue  # keep its older scrape: the next rate spans the gap
+            last = self._history.get(target)
+            previous = last[1] if last is not None else None
+            self._history[target] = (previous, scrape)
+            if previous is not None:
+                rated += 1
+                totals.add_rates(target.namespace, previous, scrape)
+            totals.add_gauges(target.namespace, scrape)
+        if rated == 0:
+            raise MetricsWarmingUp(
+                "vLLM metrics targets scraped once only; rates need a second scrape"
+            )
+        warming = len(targets) - len(failed) - rated
+        if warming:
+            log.info("%d new vLLM metrics targets have no rate yet", warming)
+
+        wanted = set(keys)
+        loads = {key: load for key, load in totals.loads().items() if key in wanted}
+        return LoadReport(loads=loads, queries=len(targets))
+
+    def _scrape(self, target: ScrapeTarget) -> _Scrape | None:
+        """One scrape, or None (logged) if the target did not answer with metrics."""
+        try:
+            response = self._session.get(
+                target.url, headers={"Accept": _ACCEPT}, timeout=self.settings.timeout_s
+            )
+            at = self._clock()
+            response.raise_for_status()
+            return _parse(response.text, at)
+        except (requests.RequestException, ValueError) as exc:
+            log.warning("cannot scrape %s: %s: %s", target.url, type(exc).__name__, exc)
+            return None
+
+
+def _parse(text: str, at: float) -> _Scrape:
+    values: dict[Series, float] = defaultdict(float)
+    series: dict[Series, int] = defaultdict(int)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name not in _COUNTERS and sample.name not in _GAUGES:
+                continue
+            model = sample.labels.get("model_name")
+            if model and math.isfinite(sample.value):
+                values[sample.name, model] += sample.value
+                series[sample.name, model] += 1
+    return _Scrape(at=at, values=dict(values), series=dict(series))
+
+
+class _Totals:
+    """Per (namespace, model) sums of counter rates and gauges across targets."""
+
+    def __init__(self) -> None:
+        self.rates: dict[LoadKey, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        self.gauges: dict[LoadKey, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        self.series: dict[LoadKey, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+
+    def add_rates(self, namespace: str, previous: _Scrape, current: _Scrape) -> None:
+        elapsed = current.at - previous.at
+        if elapsed <= 0:
+            return
+        for model in _models(current):
+            # one ITL histogram per target: the new name where the pod exports it
+            itl = _ITL_NEW if (f"{_ITL_NEW}_count", model) in current.values else _ITL_OLD
+            names = {name: name for name in _RATED}
+            names[f"{itl}_sum"], names[f"{itl}_count"] = "itl_sum", "itl_count"
+            rates = self.rates[namespace, model]
+            for name, as_name in names.items():
+                now = current.values.get((name, model))
+                if now is None:
+                    continue
+                before = previous.values.get((name, model), 0.0)
+                increase = now - before if now >= before else now  # went down: reset
+                rates[as_name] += increase / elapsed
+
+    def add_gauges(self, namespace: str, current: _Scrape) -> None:
+        for (name, model), value in current.values.items():
+            if name in _GAUGES:
+                self.gauges[namespace, model][name] += value
+                self.series[namespace, model][name] += current.series[name, model]
+
+    def loads(self) -> dict[LoadKey, ModelLoad]:
+        loads = {}
+        for key in self.rates.keys() | self.gauges.keys():
+            rates = self.rates.get(key, {})
+            gauges = self.gauges.get(key, {})
+            kv_series = self.series.get(key, {}).get(_KV, 0)
+            loads[key] = ModelLoad(
+                namespace=key[0],
+                model=key[1],
+                arrival_rate_rpm=rates.get(_SUCCESS, 0.0) * 60.0,
+                avg_prompt_tokens=_mean(rates, _PROMPT) or 0.0,
+                avg_output_tokens=_mean(rates, _OUTPUT) or 0.0,
+                itl_ms=_ms(_mean(rates, "itl")),
+                queue_time_ms=_ms(_mean(rates, _QUEUE)),
+                ttft_ms=_ms(_mean(rates, _TTFT)),
+                running=gauges.get(_RUNNING),
+                waiting=gauges.get(_WAITING),
+                kv_cache_usage=gauges[_KV] / kv_series if kv_series else None,
+            )
+        return loads
+
+
+def _mean(rates: Mapping[str, float], histogram: str) -> float | None:
+    """Mean observation over the interval: rate of _sum over rate of _count."""
+    count = rates.get(f"{histogram}_count", 0.0)
+    return rates.get(f"{histogram}_sum", 0.0) / count if count > 0 else None
+
+
+def _ms(seconds: float | None) -> float | None:
+    return seconds * 1000.0 if seconds is not None else None
+
+
+def _models(scrape: _Scrape) -> Sequence[str]:
+    return sorted({model for _, model in scrape.values})

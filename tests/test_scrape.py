@@ -1,0 +1,250 @@
+"""ScrapeSource against emulated vLLM endpoints, with an injected clock."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from adapter.collect.metrics import MetricsUnavailable
+from adapter.collect.scrape import MetricsWarmingUp, ScrapeSettings, ScrapeSource, ScrapeTarget
+from adapter.emulator.metrics import ITL_OLD, MetricsServer, VllmMetrics
+
+KEY = ("ns-a", "m1")
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Endpoint:
+    metrics: VllmMetrics
+    server: MetricsServer
+
+    def target(self, namespace: str) -> ScrapeTarget:
+        return ScrapeTarget(url=self.server.url, namespace=namespace)
+
+    def serve(
+        self,
+        n: int,
+        *,
+        prompt: int,
+        output: int,
+        itl_s: float,
+        queue_s: float = 0.1,
+        ttft_s: float = 0.2,
+    ) -> None:
+        for _ in range(n):
+            self.metrics.record_request(
+                prompt_tokens=prompt,
+                output_tokens=output,
+                queue_time_s=queue_s,
+                ttft_s=ttft_s,
+                inter_token_latencies_s=[itl_s] * (output - 1),
+            )
+
+
+@pytest.fixture
+def endpoints() -> Iterator[list[Endpoint]]:
+    """Two vLLM pods of model m1; the second exports both ITL histogram names."""
+    started = [
+        Endpoint(m, MetricsServer(m).start())
+        for m in (VllmMetrics("m1"), VllmMetrics("m1", engine="1"))
+    ]
+    yield started
+    for endpoint in started:
+        endpoint.server.stop()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def make_source(clock: FakeClock, *targets: ScrapeTarget) -> ScrapeSource:
+    return ScrapeSource(ScrapeSettings(targets=targets, timeout_s=2), clock=clock)
+
+
+def test_first_collect_is_warming_up_not_zero_load(
+    endpoints: list[Endpoint], clock: FakeClock
+) -> None:
+    a, b = endpoints
+    a.serve(3, prompt=10, output=2, itl_s=0.01)
+    with make_source(clock, a.target("ns-a"), b.target("ns-a")) as source:
+        with pytest.raises(MetricsWarmingUp, match="second scrape"):
+            source.collect([KEY])
+        clock.now += 1
+        assert source.collect([KEY]).get(*KEY).arrival_rate_rpm == 0.0
+
+
+def test_rates_and_means_over_the_interval_summed_across_pods(
+    endpoints: list[Endpoint], clock: FakeClock
+) -> None:
+    a, b = endpoints
+    a.serve(7, prompt=999, output=99, itl_s=0.5)  # before the first scrape: not counted
+    with make_source(clock, a.target("ns-a"), b.target("ns-a")) as source:
+        with pytest.raises(MetricsWarmingUp):
+            source.collect([KEY])
+        a.serve(10, prompt=100, output=11, itl_s=0.020, queue_s=0.1, ttft_s=0.2)
+        b.serve(30, prompt=200, output=21, itl_s=0.030, queue_s=0.3, ttft_s=0.4)
+        a.metrics.set_gauges(running=3, waiting=1, kv_cache_usage=0.2)
+        b.metrics.set_gauges(running=5, waiting=0, kv_cache_usage=0.6)
+        clock.now += 10
+
+        report = source.collect([KEY])
+
+    load = report.get(*KEY)
+    assert report.queries == 2
+    assert load.arrival_rate_rpm == pytest.approx(40 / 10 * 60)
+    assert load.avg_prompt_tokens == pytest.approx((10 * 100 + 30 * 200) / 40)
+    assert load.avg_output_tokens == pytest.approx((10 * 11 + 30 * 21) / 40)
+    # per token, each pod counted once although b exports both ITL names
+    assert load.itl_ms == pytest.approx((100 * 20 + 600 * 30) / 700)
+    assert load.queue_time_ms == pytest.approx((10 * 100 + 30 * 300) / 40)
+    assert load.ttft_ms == pytest.approx((10 * 200 + 30 * 400) / 40)
+    assert (load.running, load.waiting) == (8, 1)
+    assert load.kv_cache_usage == pytest.approx(0.4)
+
+
+def test_old_itl_name_is_used_when_the_new_one_is_absent(clock: FakeClock) -> None:
+    metrics = VllmMetrics("m2", itl_metrics=[ITL_OLD])
+    old = Endpoint(metrics, MetricsServer(metrics).start())
+    try:
+        with make_source(clock, old.target("ns-b")) as source:
+            with pytest.raises(MetricsWarmingUp):
+                source.collect([("ns-b", "m2")])
+            old.serve(4, prompt=10, output=6, itl_s=0.04)
+            clock.now += 2
+            load = source.collect([("ns-b", "m2")]).get("ns-b", "m2")
+    finally:
+        old.server.stop()
+    assert load.itl_ms == pytest.approx(40)
+    assert load.arrival_rate_rpm == pytest.approx(4 / 2 * 60)
+
+
+def test_no_traffic_gives_zero_rate_and_no_means(
+    endpoints: list[Endpoint], clock: FakeClock
+) -> None:
+    a, b = endpoints
+    with make_source(clock, a.target("ns-a"), b.target("ns-a")) as source:
+        with pytest.raises(MetricsWarmingUp):
+            source.collect([KEY])
+        clock.now += 5
+        load = source.collect([KEY]).get(*KEY)
+    assert load.arrival_rate_rpm == 0.0
+    assert load.avg_prompt_tokens == 0.0 and load.avg_output_tokens == 0.0
+    assert load.itl_ms is None and load.ttft_ms is None and load.queue_time_ms is None
+    assert load.running == 0
+
+
+def test_counter_reset_counts_from_zero(endpoints: list[Endpoint], clock: FakeClock) -> None:
+    a, b = endpoints
+    a.serve(50, prompt=100, output=2, itl_s=0.01)
+    with make_source(clock, a.target("ns-a"), b.target("ns-a")) as source:
+        with pytest.raises(MetricsWarmingUp):
+            source.collect([KEY])
+        restarted = VllmMetrics("m1")  # the pod restarted: counters start again from 0
+        a.server.source = restarted
+        Endpoint(restarted, a.server).serve(5, prompt=300, output=2, itl_s=0.01)
+        b.serve(10, prompt=100, output=2, itl_s=0.01)
+        clock.now += 5
+        load = source.collect([KEY]).get(*KEY)
+    assert load.arrival_rate_rpm == pytest.approx(15 / 5 * 60)
+    assert load.avg_prompt_tokens == pytest.approx((5 * 300 + 10 * 100) / 15)
+
+
+def test_one_target_down_is_reported_and_the_rest_still_counts(
+    endpoints: list[Endpoint], clock: FakeClock
+) -> None:
+    a, b = endpoints
+    target_b = b.target("ns-a")
+    with make_source(clock, a.target("ns-a"), target_b) as source:
+        with pytest.raises(MetricsWarmingUp):
+            source.collect([KEY])
+        a.serve(6, prompt=10, output=2, itl_s=0.01)
+        b.serve(100, prompt=10, output=2, itl_s=0.01)
+        b.server.stop()
+        clock.now += 3
+
+        report = source.collect([KEY])
+
+        assert report.get(*KEY).arrival_rate_rpm == pytest.approx(6 / 3 * 60)
+        assert source.last_failures == (target_b,)
+        assert source.failures_total == 1
+
+
+def test_a_target_answering_an_error_counts_as_failed(
+    endpoints: list[Endpoint], clock: FakeClock
+) -> None:
+    a, _ = endpoints
+    broken = ScrapeTarget(url=a.server.url.replace("/metrics", "/nope"), namespace="ns-a")
+    with make_source(clock, a.target("ns-a"), broken) as source:
+        with pytest.raises(MetricsWarmingUp):
+            source.collect([KEY])
+        clock.now += 1
+        source.collect([KEY])
+        assert source.last_failures == (broken,)
+        assert source.failures_total == 2
+
+
+def test_all_targets_down_raises(endpoints: list[Endpoint], clock: FakeClock) -> None:
+    a, b = endpoints
+    with make_source(clock, a.target("ns-a"), b.target("ns-a")) as source:
+        with pytest.raises(MetricsWarmingUp):
+            source.collect([KEY])
+        for endpoint in endpoints:
+            endpoint.server.stop()
+        clock.now += 1
+        with pytest.raises(MetricsUnavailable, match="all 2 vLLM metrics targets failed") as err:
+            source.collect([KEY])
+        assert not isinstance(err.value, MetricsWarmingUp)
+        assert source.failures_total == 2
+
+
+def test_namespaces_are_kept_apart_and_only_wanted_keys_reported(
+    endpoints: list[Endpoint], clock: FakeClock
+) -> None:
+    a, b = endpoints
+    with make_source(clock, a.target("ns-a"), b.target("ns-b")) as source:
+        with pytest.raises(MetricsWarmingUp):
+            source.collect([KEY])
+        a.serve(2, prompt=10, output=2, itl_s=0.01)
+        b.serve(4, prompt=10, output=2, itl_s=0.01)
+        clock.now += 2
+        report = source.collect([("ns-b", "m1"), ("ns-c", "absent")])
+
+    assert set(report.loads) == {("ns-b", "m1")}
+    assert report.get("ns-b", "m1").arrival_rate_rpm == pytest.approx(4 / 2 * 60)
+    assert report.get("ns-c", "absent").arrival_rate_rpm == 0.0
+
+
+def test_no_targets_is_an_empty_report() -> None:
+    with ScrapeSource(ScrapeSettings()) as source:
+        report = source.collect([KEY])
+    assert report.loads == {} and report.queries == 0
+
+
+def test_forgotten_target_starts_warming_up_again(
+    endpoints: list[Endpoint], clock: FakeClock
+) -> None:
+    a, _ = endpoints
+    target = a.target("ns-a")
+    with make_source(clock, target) as source:
+        with pytest.raises(MetricsWarmingUp):
+            source.collect([KEY])
+        source.set_targets([])
+        source.set_targets([target, target])
+        assert source.targets == (target,)
+        with pytest.raises(MetricsWarmingUp):
+            source.collect([KEY])
+
+
+def test_target_url_must_be_http() -> None:
+    with pytest.raises(ValueError, match="http"):
+        ScrapeTarget(url="10.0.0.1:8000/metrics", namespace="ns")
