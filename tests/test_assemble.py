@@ -17,6 +17,7 @@ from adapter.collect.local import load_snapshot
 from adapter.collect.metrics import LoadReport, ModelLoad
 from adapter.model.kube import ClusterSnapshot
 from adapter.model.system import parse_system
+from adapter.optimizer import optimize_parsed
 from tests.kube_helpers import MODEL, tutorial_load
 
 Objects = dict[str, dict[Any, dict[str, Any]]]
@@ -378,6 +379,11 @@ def test_a_bad_input_leaves_the_other_variant_unchanged(
     parsed = parse_system(assembly.system)
     assert VLLM_SERVER in {s.name for s in parsed.spec.servers}
     assert VLLM_SERVER not in parsed.rejected_servers
+    # and the optimizer's decision for it is the same as without the bad input
+    decided = optimize_parsed(parsed).decision(VLLM_SERVER)
+    expected = optimize_parsed(parse_system(baseline.system)).decision(VLLM_SERVER)
+    assert decided.allocation is not None
+    assert decided.allocation == expected.allocation
 
     if case.where == "va":
         assert OTHER_SERVER not in servers and OTHER_SERVER not in assembly.servers

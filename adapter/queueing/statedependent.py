@@ -149,7 +149,8 @@ class BatchModel:
         columns = (
             self.cum_log_mu.shape[1] if width is None else min(width + 1, self.cum_log_mu.shape[1])
         )
-        if len(rows) == len(self.batch):  # all rows, in order: no gather copy
+        if len(rows) == len(self.batch) and bool((rows == np.arange(len(rows))).all()):
+            # all rows, in order: use the table itself, no gather copy
             cum = self.cum_log_mu[:, :columns]
         else:
             cum = self.cum_log_mu[rows, :columns]

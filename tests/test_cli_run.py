@@ -1,0 +1,110 @@
+"""`wva-adapter run --local deploy/samples --scrape URL`: the cycle with no cluster and no
+Prometheus, as a user runs it (a real subprocess against an emulated vLLM pod)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from adapter.emulator.metrics import MetricsServer, VllmMetrics
+from tests.kube_helpers import MODEL, SAMPLES
+
+
+@pytest.fixture
+def busy_pod() -> Iterator[MetricsServer]:
+    """A pod finishing 20 requests/s (1200/min): more than one H100 replica can take."""
+    metrics = VllmMetrics(MODEL)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.wait(0.05):
+            metrics.record_request(
+                prompt_tokens=128,
+                output_tokens=512,
+                queue_time_s=0.0,
+                ttft_s=0.05,
+                inter_token_latencies_s=[0.009] * 511,
+            )
+
+    worker = threading.Thread(target=serve, daemon=True)
+    with MetricsServer(metrics) as server:
+        worker.start()
+        yield server
+        stop.set()
+        worker.join(timeout=5)
+
+
+def test_run_with_local_objects_and_scraping_logs_decisions(busy_pod: MetricsServer) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "adapter.cli",
+            "run",
+            "--local",
+            str(SAMPLES),
+            "--scrape",
+            busy_pod.url,
+            "--cycles",
+            "3",
+            "--interval",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    # the first cycle has a single scrape: no rate yet, so no decision
+    assert "rates need a second scrape" in result.stderr
+    decisions = [line for line in result.stderr.splitlines() if "desired" in line]
+    assert len(decisions) == 2
+    assert all("vllm-test/vllm: desired 2 x H100 (current 1)" in line for line in decisions)
+
+
+def test_run_rejects_a_missing_folder_and_two_metric_sources() -> None:
+    missing = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "adapter.cli",
+            "run",
+            "--local",
+            "/nonexistent",
+            "--scrape",
+            "http://127.0.0.1:9/metrics",
+            "--cycles",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert missing.returncode == 2
+    assert "no such file or directory" in missing.stderr and "Traceback" not in missing.stderr
+    both = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "adapter.cli",
+            "run",
+            "--local",
+            str(SAMPLES),
+            "--scrape",
+            "http://127.0.0.1:9/metrics",
+            "--prometheus",
+            "http://127.0.0.1:9",
+            "--cycles",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert both.returncode == 2
+    assert "exactly one metrics source" in both.stderr

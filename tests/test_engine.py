@@ -1,0 +1,172 @@
+"""The engine cycle over real parts: YAML objects, emulated vLLM pods scraped over HTTP.
+
+Time is a ManualClock: rates come from the scrape timestamps the clock hands out,
+so the traffic a test records between two cycles fixes the load exactly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from adapter.clock import ManualClock
+from adapter.collect.local import load_snapshot
+from adapter.collect.scrape import ScrapeSettings, ScrapeSource, ScrapeTarget
+from adapter.emulator.metrics import MetricsServer, VllmMetrics
+from adapter.engine import CycleError, Engine, Snapshot
+from adapter.model.kube import ClusterSnapshot
+from tests.kube_helpers import MODEL, SAMPLES
+
+NAMESPACE = "vllm-test"
+
+
+def record(metrics: VllmMetrics, count: int, itl_s: float = 0.008) -> None:
+    for _ in range(count):
+        metrics.record_request(
+            prompt_tokens=128,
+            output_tokens=512,
+            queue_time_s=0.0,
+            ttft_s=0.05,
+            inter_token_latencies_s=[itl_s] * 511,
+        )
+
+
+@pytest.fixture
+def pod() -> Iterator[tuple[VllmMetrics, MetricsServer]]:
+    metrics = VllmMetrics(MODEL)
+    with MetricsServer(metrics) as server:
+        yield metrics, server
+
+
+def make_engine(
+    server: MetricsServer,
+    clock: ManualClock,
+    cluster: ClusterSnapshot | None = None,
+    on_snapshot: Callable[[Snapshot], None] | None = None,
+) -> Engine:
+    snapshot = cluster if cluster is not None else load_snapshot(SAMPLES)
+    source = ScrapeSource(
+        ScrapeSettings(targets=(ScrapeTarget(url=server.url, namespace=NAMESPACE),)),
+        clock=clock.monotonic,
+    )
+    return Engine(
+        cluster=lambda: snapshot,
+        metrics=source,
+        clock=clock,
+        interval_s=15.0,
+        on_snapshot=on_snapshot,
+    )
+
+
+def test_first_cycle_waits_for_a_rate_then_decisions_follow_the_load(
+    pod: tuple[VllmMetrics, MetricsServer],
+) -> None:
+    metrics, server = pod
+    clock = ManualClock()
+    engine = make_engine(server, clock)
+
+    with pytest.raises(CycleError, match="scraped once"):
+        engine.run_cycle()
+    assert engine.latest is None  # never a zero-load decision in place of unknown load
+
+    record(metrics, 120)  # 120 requests in 15 s: 8 req/s, the tutorial's first job
+    clock.advance(15)
+    started = clock.now()
+    first = engine.run_cycle()
+    decision = first.decisions[(NAMESPACE, "vllm")]
+    assert decision.load is not None
+    assert decision.load.arrival_rate_rpm == pytest.approx(480.0)
+    assert decision.load.avg_output_tokens == pytest.approx(512.0)
+    assert decision.load.itl_ms == pytest.approx(8.0)
+    assert (decision.desired_replicas, decision.accelerator) == (1, "H100")
+    assert decision.current_replicas == 1
+    assert decision.predicted_itl_ms == pytest.approx(7.8070107, rel=1e-7)
+    assert decision.max_rpm_per_replica == pytest.approx(769.4129, rel=1e-6)
+    assert decision.slo is not None and decision.slo.class_name == "Premium"
+    assert first.timestamp == started and first.cycle == 2
+
+    record(metrics, 240)  # 16 req/s: the second job joins
+    clock.advance(15)
+    second = engine.run_cycle()
+    assert second.decisions[(NAMESPACE, "vllm")].desired_replicas == 2
+    assert second.decisions[(NAMESPACE, "vllm")].predicted_itl_ms == pytest.approx(
+        7.8070107, rel=1e-7
+    )
+
+
+def test_unreachable_metrics_keep_the_last_snapshot_and_its_age(
+    pod: tuple[VllmMetrics, MetricsServer],
+) -> None:
+    metrics, server = pod
+    clock = ManualClock()
+    engine = make_engine(server, clock)
+    with pytest.raises(CycleError):
+        engine.run_cycle()
+    record(metrics, 240)
+    clock.advance(15)
+    good = engine.run_cycle()
+    server.stop()
+    clock.advance(15)
+    with pytest.raises(CycleError, match="metrics unavailable"):
+        engine.run_cycle()
+    assert engine.latest is good
+    assert good.age(clock) == pytest.approx(15.0)
+    assert engine.stats.metrics_errors_total == 2
+    assert good.decisions[(NAMESPACE, "vllm")].desired_replicas == 2
+
+
+def _with_second_va(model_id: Any) -> ClusterSnapshot:
+    base = load_snapshot(SAMPLES)
+    second = copy.deepcopy(dict(base.variant_autoscalings[(NAMESPACE, "vllm")]))
+    second["metadata"] = {**second["metadata"], "name": "broken"}
+    second["spec"] = {**second["spec"], "modelID": model_id}
+    return ClusterSnapshot(
+        variant_autoscalings={**base.variant_autoscalings, (NAMESPACE, "broken"): second},
+        config_maps=base.config_maps,
+        nodes=base.nodes,
+        deployments=base.deployments,
+        config_namespace=base.config_namespace,
+    )
+
+
+def test_a_malformed_variant_gets_a_reason_and_the_other_is_solved(
+    pod: tuple[VllmMetrics, MetricsServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    metrics, server = pod
+    clock = ManualClock()
+    engine = make_engine(server, clock, cluster=_with_second_va(""))
+    with pytest.raises(CycleError):
+        engine.run_cycle()
+    record(metrics, 120)
+    clock.advance(15)
+    snapshot = engine.run_cycle()
+    broken = snapshot.decisions[(NAMESPACE, "broken")]
+    assert not broken.solved and "modelID" in broken.reason
+    good = snapshot.decisions[(NAMESPACE, "vllm")]
+    assert (good.desired_replicas, good.accelerator) == (1, "H100")
+    assert any("vllm-test/broken" in r.getMessage() for r in caplog.records)
+
+
+def test_run_loop_cycles_on_the_injected_clock(pod: tuple[VllmMetrics, MetricsServer]) -> None:
+    metrics, server = pod
+    clock = ManualClock()
+    seen: list[Snapshot] = []
+    stop = asyncio.Event()
+
+    def on_snapshot(snapshot: Snapshot) -> None:
+        seen.append(snapshot)
+        record(metrics, 120)
+        if len(seen) == 3:
+            stop.set()
+
+    engine = make_engine(server, clock, on_snapshot=on_snapshot)
+    record(metrics, 120)
+    asyncio.run(asyncio.wait_for(engine.run(stop), timeout=30))
+    # cycle 1 warmed up; cycles 2-4 published, 15 s apart on the clock
+    assert [s.cycle for s in seen] == [2, 3, 4]
+    assert [s.monotonic for s in seen] == [15.0, 30.0, 45.0]
+    assert all(s.decisions[(NAMESPACE, "vllm")].desired_replicas == 1 for s in seen)
