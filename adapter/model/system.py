@@ -33,9 +33,15 @@ class _Shape(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
 
+FLOAT32_MAX = 3.4028234663852886e38
+
+
 def _finite(value: float) -> float:
+    """The optimizer computes in float32, as the reference: larger numbers cannot be used."""
     if not math.isfinite(value):
         raise ValueError("must be a finite number")
+    if abs(value) > FLOAT32_MAX:
+        raise ValueError(f"{value:g} is out of range (at most {FLOAT32_MAX:.7g})")
     return value
 
 
@@ -114,7 +120,7 @@ class LoadSpec(_Shape):
     arrival_cov: float = Field(0, ge=0, alias="arrivalCOV")
     service_cov: float = Field(0, ge=0, alias="serviceCOV")
 
-    _check = field_validator("arrival_rate")(_finite)
+    _check = field_validator("arrival_rate", "arrival_cov", "service_cov")(_finite)
 
 
 class AllocationData(_Shape):
@@ -126,7 +132,7 @@ class AllocationData(_Shape):
     wait_average: float = Field(0, ge=0, alias="waitAverage")
     load: LoadSpec = LoadSpec()
 
-    _check = field_validator("cost")(_finite)
+    _check = field_validator("cost", "itl_average", "wait_average")(_finite)
 
 
 class ServerSpec(_Shape):

@@ -158,7 +158,9 @@ def build_candidates(spec: SystemSpec, cache: SizingCache | None = None) -> list
         target = entry[0]
         load = server.load
         tokens = load.avg_length
-        zero = load.arrival_rate == 0 or tokens == 0
+        # the reference tests the float32 rate; a rate too small for a float32 request
+        # rate per millisecond is no traffic either (not a 0/0 later)
+        zero = tokens == 0 or F32(F32(load.arrival_rate) / F32(60)) / F32(1000) == 0
         for accelerator in _accelerator_choices(server, spec.accelerators, by_name):
             perf = perf_by_key.get((server.model, accelerator.name))
             if perf is None:

@@ -121,14 +121,26 @@ def _choose(profile: Profile, itl: np.float32, ttw: np.float32, lam_max: np.floa
     return Capacity(True, best, limit)
 
 
-def _unattainable(profile: Profile, which: Literal["itl", "ttw"]) -> Capacity:
+def _unattainable(
+    profile: Profile, which: Literal["itl", "ttw"], serv_low: np.float32, serv_high: np.float32
+) -> Capacity:
+    """Why no rate meets a limit, in the operator's terms."""
     if which == "itl":
-        reason = (
-            f"ITL SLO {float(profile.slo_itl):g} ms unattainable: a decode step takes at "
-            f"least {float(F32(profile.alpha) + F32(profile.beta)):g} ms"
-        )
+        tokens = F32(profile.tokens)
+        itl_low = float(serv_low / tokens)
+        if serv_low >= serv_high:
+            reason = (
+                f"ITL SLO {profile.slo_itl:g} ms cannot be sized: the predicted ITL "
+                f"({itl_low:.6g} ms) does not grow with load at max batch {profile.batch}, so "
+                "the reference's search finds no crossing"
+            )
+        else:
+            reason = (
+                f"ITL SLO {profile.slo_itl:g} ms unattainable: even at minimal load the "
+                f"predicted ITL is {itl_low:.6g} ms"
+            )
     else:
-        reason = f"TTFT SLO {float(profile.slo_ttw):g} ms unattainable even at minimal load"
+        reason = f"TTFT SLO {profile.slo_ttw:g} ms unattainable even at minimal load"
     return Capacity(False, F32(0), None, reason)
 
 
@@ -147,12 +159,12 @@ def size_exact(profile: Profile) -> Capacity:
     if profile.slo_itl > 0:
         lam_itl, indicator = binary_search(lam_min, lam_max, _service_target(profile), serv)
         if indicator < 0:
-            return _unattainable(profile, "itl")
+            return _unattainable(profile, "itl", serv(lam_min), serv(lam_max))
     lam_ttw = lam_max
     if profile.slo_ttw > 0:
         lam_ttw, indicator = binary_search(lam_min, lam_max, _wait_target(profile), wait)
         if indicator < 0:
-            return _unattainable(profile, "ttw")
+            return _unattainable(profile, "ttw", F32(0), F32(0))
     return _choose(profile, lam_itl, lam_ttw, lam_max)
 
 
@@ -283,9 +295,9 @@ def _size_chunk(profiles: Sequence[Profile]) -> list[Capacity]:
     out: list[Capacity] = []
     for i, profile in enumerate(profiles):
         if itl.infeasible[i]:
-            out.append(_unattainable(profile, "itl"))
+            out.append(_unattainable(profile, "itl", serv_low[i], serv_high[i]))
         elif ttw.infeasible[i]:
-            out.append(_unattainable(profile, "ttw"))
+            out.append(_unattainable(profile, "ttw", F32(0), F32(0)))
         else:
             out.append(_choose(profile, itl.result[i], ttw.result[i], lam_max[i]))
     return out

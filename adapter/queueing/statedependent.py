@@ -217,15 +217,13 @@ class BatchModel:
         lam = rate.astype(np.float64)
         base = expansion.base[select]
         eps = (lam - base) / base
-        mass_coef = expansion.mass[select]
-        moment_coef = expansion.moment[select]
-        head_mass = mass_coef[:, -1].copy()
-        head_moment = moment_coef[:, -1].copy()
-        for k in range(EXPANSION_TERMS - 2, -1, -1):  # Horner
-            head_mass *= eps
-            head_mass += mass_coef[:, k]
-            head_moment *= eps
-            head_moment += moment_coef[:, k]
+        # powers eps^k, k = 0..terms-1; every term is >= 0 (eps >= 0), so no cancellation
+        powers = np.empty((len(eps), EXPANSION_TERMS))
+        powers[:, 0] = 1.0
+        powers[:, 1:] = eps[:, None]
+        np.cumprod(powers, axis=1, out=powers)
+        head_mass = np.einsum("ij,ij->i", expansion.mass[select], powers)
+        head_moment = np.einsum("ij,ij->i", expansion.moment[select], powers)
         growth = np.exp(self.batch[rows].astype(np.float64) * np.log1p(eps))  # (1+eps)^N
         return self._finish(
             rows,
