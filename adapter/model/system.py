@@ -362,6 +362,7 @@ def parse_system(document: Any) -> ParsedSystem:
 
     # servers must reference a class with a target for their model, and a model with data
     by_class = {c.name: c for c in classes}
+    targeted = {(c.name, t.model) for c in classes for t in c.model_targets}
     models_with_perf = {m.name for m in valid_models}
     valid_servers: list[ServerSpec] = []
     rejected: list[str] = []
@@ -373,7 +374,7 @@ def parse_system(document: Any) -> ParsedSystem:
             reason = ("name", "duplicate server name; the first one is used")
         elif service_class is None:
             reason = ("class", f"unknown service class {server.service_class!r}")
-        elif service_class.target_for(server.model) is None:
+        elif (server.service_class, server.model) not in targeted:
             reason = (
                 "model",
                 f"service class {server.service_class!r} has no SLO target for model "

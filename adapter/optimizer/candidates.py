@@ -13,8 +13,8 @@ only recomputes the load-dependent statistics.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -53,6 +53,10 @@ class SizingCache:
 
     capacity: CapacityCache = field(default_factory=CapacityCache)
     max_stats: int = 200_000
+    # whole candidate lists by the values that decide them: an unchanged server costs
+    # one dictionary lookup
+    max_servers: int = 50_000
+    servers: OrderedDict[Hashable, ServerCandidates] = field(default_factory=OrderedDict)
     _stats: OrderedDict[StatsKey, tuple[float, float, float]] = field(default_factory=OrderedDict)
 
     def statistics(self, keys: Sequence[StatsKey]) -> list[tuple[float, float, float]]:
@@ -74,7 +78,7 @@ class SizingCache:
                 missing, zip(serv.tolist(), wait.tolist(), rho.tolist(), strict=True), strict=True
             ):
                 stats[key] = values
-        out = [stats[key] for key in keys]
+        out = list(map(stats.__getitem__, keys))
         if len(stats) > self.max_stats:
             for key in keys:
                 stats.move_to_end(key)
@@ -138,10 +142,21 @@ def build_candidates(spec: SystemSpec, cache: SizingCache | None = None) -> list
                 (service_class.name, target.model), (target, service_class.priority)
             )
 
-    found: list[list[Allocation]] = [[] for _ in spec.servers]
-    rejected: list[list[tuple[str, str]]] = [[] for _ in spec.servers]
-    targets: list[ModelTarget | None] = []
-    priorities: list[int] = []
+    # inputs that decide a server's candidates, by value, for the per-server memo
+    perf_values = {
+        key: (m.alpha, m.beta, m.max_batch_size, m.at_tokens, m.acc_count)
+        for key, m in perf_by_key.items()
+    }
+    acc_values = {a.name: (a.type, a.multiplicity, a.cost) for a in spec.accelerators}
+    memo = cache.servers
+
+    count = len(spec.servers)
+    results: list[ServerCandidates | None] = [None] * count
+    memo_keys: list[Hashable] = [None] * count
+    found: list[list[Allocation]] = [[] for _ in range(count)]
+    rejected: list[list[tuple[str, str]]] = [[] for _ in range(count)]
+    targets: list[ModelTarget | None] = [None] * count
+    priorities: list[int] = [0] * count
     # candidates to size, as parallel columns
     owner: list[int] = []
     chosen_acc: list[AcceleratorSpec] = []
@@ -151,17 +166,48 @@ def build_candidates(spec: SystemSpec, cache: SizingCache | None = None) -> list
 
     for index, server in enumerate(spec.servers):
         entry = targets_by_key.get((server.service_class, server.model))
-        targets.append(entry[0] if entry else None)
-        priorities.append(entry[1] if entry else 0)
         if entry is None:
+            results[index] = ServerCandidates(server=server, priority=0, candidates=())
             continue
-        target = entry[0]
+        target, priority = entry
+        targets[index] = target
+        priorities[index] = priority
+        choices = _accelerator_choices(server, spec.accelerators, by_name)
         load = server.load
+        current = server.current_alloc
+        memo_key = (
+            server.name,
+            server.model,
+            server.keep_accelerator,
+            server.min_num_replicas,
+            server.max_batch_size,
+            current.accelerator,
+            current.num_replicas,
+            current.cost,
+            load.arrival_rate,
+            load.avg_length,
+            target.slo_itl,
+            target.slo_ttw,
+            target.slo_tps,
+            priority,
+            tuple(
+                (a.name, acc_values[a.name], perf_values.get((server.model, a.name)))
+                for a in choices
+            ),
+        )
+        remembered = memo.get(memo_key)
+        if remembered is not None:
+            results[index] = (
+                remembered if remembered.server is server else replace(remembered, server=server)
+            )
+            continue
+        memo_keys[index] = memo_key
         tokens = load.avg_length
         # the reference tests the float32 rate; a rate too small for a float32 request
         # rate per millisecond is no traffic either (not a 0/0 later)
         zero = tokens == 0 or F32(F32(load.arrival_rate) / F32(60)) / F32(1000) == 0
-        for accelerator in _accelerator_choices(server, spec.accelerators, by_name):
+        override = server.max_batch_size
+        for accelerator in choices:
             perf = perf_by_key.get((server.model, accelerator.name))
             if perf is None:
                 continue
@@ -176,7 +222,7 @@ def build_candidates(spec: SystemSpec, cache: SizingCache | None = None) -> list
                 Profile(
                     perf.alpha,
                     perf.beta,
-                    _batch_size(server, perf, tokens),
+                    override or _batch_size(server, perf, tokens),
                     tokens,
                     target.slo_itl,
                     target.slo_ttw,
@@ -187,21 +233,22 @@ def build_candidates(spec: SystemSpec, cache: SizingCache | None = None) -> list
     if profiles:
         _size(spec, cache, owner, chosen_acc, chosen_perf, profiles, rpm, found, rejected)
 
-    order = {a.name: i for i, a in enumerate(spec.accelerators)}
+    # each server's candidates were appended in accelerator (input) order
     out: list[ServerCandidates] = []
     for index, server in enumerate(spec.servers):
-        candidates = found[index]
-        if len(candidates) > 1:
-            candidates.sort(key=lambda a: order[a.accelerator])
-        out.append(
-            ServerCandidates(
+        result = results[index]
+        if result is None:
+            result = ServerCandidates(
                 server=server,
                 priority=priorities[index],
-                candidates=tuple(candidates),
+                candidates=tuple(found[index]),
                 rejected=tuple(rejected[index]),
                 target=targets[index],
             )
-        )
+            memo[memo_keys[index]] = result
+        out.append(result)
+    while len(memo) > cache.max_servers:
+        memo.popitem(last=False)
     return out
 
 
@@ -257,10 +304,7 @@ def _size(
 
     rate_list = per_replica.tolist()
     stats = cache.statistics(
-        [
-            (p.alpha, p.beta, p.batch, p.tokens, rate)
-            for p, rate in zip((profiles[i] for i in pick), rate_list, strict=True)
-        ]
+        [(*profiles[i][:4], rate) for i, rate in zip(pick, rate_list, strict=True)]
     )
     serv_time = np.array([s[0] for s in stats], dtype=np.float32) / tokens  # ms per token
     for i, n, c, v, itl, (_, wait, rho), top in zip(

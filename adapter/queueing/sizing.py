@@ -375,16 +375,16 @@ class CapacityCache:
         return len(self._entries)
 
     def capacities(self, profiles: Sequence[Profile]) -> list[Capacity]:
-        missing = [p for p in dict.fromkeys(profiles) if p not in self._entries]
+        entries = self._entries
+        missing = [p for p in dict.fromkeys(profiles) if p not in entries]
         self.misses += len(missing)
         self.hits += len(profiles) - len(missing)
         for profile, capacity in zip(missing, size_batch(missing), strict=True):
-            self._entries[profile] = capacity
-        out = []
-        for profile in profiles:
-            capacity = self._entries[profile]
-            self._entries.move_to_end(profile)
-            out.append(capacity)
-        while len(self._entries) > self._max:
-            self._entries.popitem(last=False)
+            entries[profile] = capacity
+        out = list(map(entries.__getitem__, profiles))
+        if len(entries) > self._max:
+            for profile in profiles:  # keep what this cycle used
+                entries.move_to_end(profile)
+            while len(entries) > self._max:
+                entries.popitem(last=False)
         return out
