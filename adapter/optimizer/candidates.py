@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field, replace
+from operator import itemgetter
 
 import numpy as np
 
@@ -26,7 +27,7 @@ from adapter.model.system import (
     SystemSpec,
 )
 from adapter.optimizer.allocation import ACCELERATOR_CHANGE_PENALTY, Allocation, transition_value
-from adapter.queueing.sizing import CapacityCache, Profile
+from adapter.queueing.sizing import CHUNK_ROWS, CapacityCache, Profile
 from adapter.queueing.statedependent import BatchModel
 
 F32 = np.float32
@@ -62,9 +63,11 @@ class SizingCache:
     def statistics(self, keys: Sequence[StatsKey]) -> list[tuple[float, float, float]]:
         """(serv_time S, wait W, rho) per (alpha, beta, N, K, rate) key."""
         stats = self._stats
-        missing = [k for k in dict.fromkeys(keys) if k not in stats]
-        if missing:
-            columns = list(zip(*missing, strict=True))
+        missing = sorted((k for k in dict.fromkeys(keys) if k not in stats), key=itemgetter(2))
+        # in chunks of similar max batch: small, tight matrices
+        for start in range(0, len(missing), CHUNK_ROWS):
+            chunk = missing[start : start + CHUNK_ROWS]
+            columns = list(zip(*chunk, strict=True))
             model = BatchModel(
                 np.array(columns[0], dtype=np.float32),
                 np.array(columns[1], dtype=np.float32),
@@ -72,10 +75,10 @@ class SizingCache:
                 np.array(columns[3], dtype=np.float32),
             )
             serv, wait, rho = model.solve(
-                np.arange(len(missing)), np.array(columns[4], dtype=np.float32)
+                np.arange(len(chunk)), np.array(columns[4], dtype=np.float32)
             )
             for key, values in zip(
-                missing, zip(serv.tolist(), wait.tolist(), rho.tolist(), strict=True), strict=True
+                chunk, zip(serv.tolist(), wait.tolist(), rho.tolist(), strict=True), strict=True
             ):
                 stats[key] = values
         out = list(map(stats.__getitem__, keys))
