@@ -29,9 +29,11 @@ test: lint typecheck unit
 
 bench: $(STAMP)
 	$(BIN)/python bench/optimizer.py
+	$(BIN)/python bench/scaler.py
 
 bench-smoke: $(STAMP)
 	$(BIN)/python bench/optimizer.py --smoke
+	$(BIN)/python bench/scaler.py --smoke
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -12,7 +12,9 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 from typing import Any, TextIO
 
 from pydantic import ValidationError
@@ -24,11 +26,23 @@ from adapter.collect.local import LocalSourceError, load_snapshot
 from adapter.collect.metrics import MetricsSource
 from adapter.collect.prometheus import PrometheusSettings, PrometheusSource
 from adapter.collect.scrape import ScrapeSettings, ScrapeSource, ScrapeTarget
-from adapter.engine import CycleError, Engine
+from adapter.engine import Engine, EngineStats, Snapshot
+from adapter.exporter import Exporter
+from adapter.leader import LeaderElector, LeaderSettings, default_identity
 from adapter.model.kube import DEFAULT_CONFIG_NAMESPACE, ClusterSnapshot
 from adapter.model.system import SATURATION_POLICIES, SystemFormatError, parse_system
 from adapter.optimizer.goformat import go_float32
 from adapter.optimizer.solution import format_log, optimize_parsed, to_json
+from adapter.scaler import (
+    ScalerServer,
+    ScalerService,
+    ScalerSettings,
+    ServerSettings,
+    TlsFiles,
+    install_signal_handlers,
+    serve_until,
+)
+from adapter.status import StatusSettings, StatusWriter
 
 EXIT_OK = 0
 EXIT_PARTIAL = 1  # some entries were invalid; the rest was solved
@@ -153,8 +167,15 @@ def _metrics_source(args: argparse.Namespace, default_namespace: str | None) -> 
     return PrometheusSource(settings)
 
 
-def _cluster_source(args: argparse.Namespace) -> tuple[Callable[[], ClusterSnapshot], str | None]:
-    """The cluster reader, and the namespace of the VAs when they all share one."""
+@dataclass
+class _Cluster:
+    snapshot: Callable[[], ClusterSnapshot]
+    shared_namespace: str | None = None  # the VAs' namespace when they all share one
+    api_client: Any = None  # kubernetes.client.ApiClient when reading a real cluster
+    cache: KubeCache | None = None
+
+
+def _cluster_source(args: argparse.Namespace) -> _Cluster:
     if args.local is not None:
         try:
             snapshot = load_snapshot(args.local, config_namespace=args.config_namespace)
@@ -162,7 +183,8 @@ def _cluster_source(args: argparse.Namespace) -> tuple[Callable[[], ClusterSnaps
             raise InputError(str(error)) from error
         namespaces = {ns for ns, _ in snapshot.variant_autoscalings}
         shared = next(iter(namespaces)) if len(namespaces) == 1 else None
-        return (lambda: snapshot), shared
+        return _Cluster(lambda: snapshot, shared)
+    from kubernetes import client as kube_client
     from kubernetes import config as kube_config
 
     try:
@@ -175,50 +197,150 @@ def _cluster_source(args: argparse.Namespace) -> tuple[Callable[[], ClusterSnaps
                 kube_config.load_kube_config()  # type: ignore[no-untyped-call]
     except Exception as error:  # the client raises several unrelated types here
         raise InputError(f"cannot configure Kubernetes access: {error}") from error
-    from kubernetes import client as kube_client
-
+    api_client = kube_client.ApiClient()
     cache = KubeCache(
-        kube_client.ApiClient(),
+        api_client,
         CacheSettings(
             namespaces=tuple(args.namespace or ()), config_namespace=args.config_namespace
         ),
     ).start()
-    if not cache.wait_synced(timeout=60):
-        raise InputError("the Kubernetes cache did not sync within 60 s")
-    return cache.snapshot, None
+    if not cache.wait_synced(timeout=args.sync_timeout):
+        cache.stop()
+        raise InputError(f"the Kubernetes cache did not sync within {args.sync_timeout:g} s")
+    return _Cluster(cache.snapshot, None, api_client, cache)
+
+
+def _tls(args: argparse.Namespace) -> TlsFiles | None:
+    cert, key, ca = args.grpc_tls_cert_file, args.grpc_tls_key_file, args.grpc_tls_client_ca_file
+    if cert is None and key is None:
+        if ca is not None:
+            raise InputError("--grpc-tls-client-ca-file needs --grpc-tls-cert-file and -key-file")
+        return None
+    if cert is None or key is None:
+        raise InputError("give both --grpc-tls-cert-file and --grpc-tls-key-file")
+    files = [Path(cert), Path(key)] + ([Path(ca)] if ca else [])
+    for path in files:
+        if not path.is_file():
+            raise InputError(f"TLS file {path} does not exist")
+    return TlsFiles(Path(cert), Path(key), Path(ca) if ca else None)
 
 
 def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -> int:
-    """The adapter's main loop: a cycle every --interval seconds."""
+    """The adapter: a cycle every --interval seconds, served over gRPC and /metrics."""
     del out, err, stdin
-    cluster, shared_namespace = _cluster_source(args)
-    metrics = _metrics_source(args, shared_namespace)
+    if args.interval <= 0:
+        raise InputError("--interval must be > 0 seconds")
+    tls = _tls(args)
+    cluster = _cluster_source(args)
+    try:
+        metrics = _metrics_source(args, cluster.shared_namespace)
+        return asyncio.run(_serve(args, cluster, metrics, tls))
+    finally:
+        if cluster.cache is not None:
+            cluster.cache.stop()
+
+
+async def _serve(
+    args: argparse.Namespace, cluster: _Cluster, metrics: MetricsSource, tls: TlsFiles | None
+) -> int:
+    clock = WallClock()
+    staleness = args.staleness if args.staleness is not None else 3 * args.interval
+    engine: Engine | None = None
+
+    def latest() -> Snapshot | None:
+        return engine.latest if engine is not None else None
+
+    service = ScalerService(latest, clock, ScalerSettings(staleness_s=staleness))
+    server = ScalerServer(
+        service,
+        ServerSettings(
+            address=f"{args.grpc_host}:{args.grpc_port}",
+            reflection=args.grpc_reflection,
+            tls=tls,
+            grace_s=args.grace_period,
+        ),
+    )
+    stop = asyncio.Event()
+    tasks = []
+    writer: StatusWriter | None = None
+    elector: LeaderElector | None = None
+    if cluster.api_client is not None and not args.no_status:
+        from kubernetes import client as kube_client
+
+        if args.leader_election:
+            elector = LeaderElector(
+                kube_client.CoordinationV1Api(cluster.api_client),
+                LeaderSettings(
+                    namespace=args.leader_election_namespace,
+                    name=args.leader_election_id,
+                    identity=args.pod_name or default_identity(),
+                ),
+                clock,
+            )
+        cache = cluster.cache
+        assert cache is not None
+        writer = StatusWriter(
+            kube_client.CustomObjectsApi(cluster.api_client),
+            lambda: cache.snapshot().variant_autoscalings,
+            clock,
+            is_leader=(lambda: elector.is_leader) if elector is not None else (lambda: True),
+            settings=StatusSettings(max_age_s=staleness),
+        )
+
+    def kubernetes_errors() -> dict[str, int]:
+        counts = {}
+        if writer is not None:
+            counts["status_write"] = writer.errors_total
+        if elector is not None:
+            counts["lease"] = elector.errors_total
+        return counts
+
+    exporter = Exporter(
+        latest,
+        lambda: engine.stats if engine is not None else EngineStats(),
+        clock,
+        host=args.metrics_host,
+        port=args.metrics_port,
+        max_age_s=staleness,
+        kubernetes_errors=kubernetes_errors,
+    )
+
+    def published(snapshot: Snapshot) -> None:
+        exporter.observe(snapshot)
+        server.notify()
+
     engine = Engine(
-        cluster=cluster,
+        cluster=cluster.snapshot,
         metrics=metrics,
-        clock=WallClock(),
+        clock=clock,
         settings=AssemblySettings(
             min_num_replicas=args.min_replicas,
             unlimited=args.unlimited,
             saturation_policy=args.saturation_policy,
         ),
         interval_s=args.interval,
+        on_snapshot=published,
     )
-    if args.cycles is None:
-        stop = asyncio.Event()
-        try:
-            asyncio.run(engine.run(stop))
-        except KeyboardInterrupt:
-            return EXIT_OK
-        return EXIT_OK
-    clock = WallClock()
-    for cycle in range(args.cycles):
-        try:
-            engine.run_cycle()
-        except CycleError as error:
-            logging.getLogger("adapter").warning("cycle failed: %s", error)
-        if cycle + 1 < args.cycles:
-            asyncio.run(clock.sleep(args.interval))
+    remove_handlers = install_signal_handlers(stop)
+    exporter.start()
+    try:
+        port = await server.start()
+        logging.getLogger("adapter").info(
+            "serving KEDA external scaler on %s:%d, metrics on %s",
+            args.grpc_host,
+            port,
+            exporter.url,
+        )
+        tasks.append(engine.run(stop, max_cycles=args.cycles))
+        tasks.append(serve_until(server, stop))
+        if elector is not None:
+            tasks.append(elector.run(stop))
+        if writer is not None:
+            tasks.append(writer.run(latest, stop))
+        await asyncio.gather(*tasks)
+    finally:
+        remove_handlers()
+        exporter.stop()
     return EXIT_OK if engine.latest is not None else EXIT_PARTIAL
 
 
@@ -262,9 +384,35 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--prometheus-insecure-skip-verify", action="store_true")
     run.add_argument("--interval", type=float, default=15.0, help="seconds between cycles")
     run.add_argument("--cycles", type=int, help="stop after this many cycles (default: never)")
+    run.add_argument(
+        "--staleness",
+        type=float,
+        help="seconds after which a snapshot is not served (default: 3 x --interval)",
+    )
     run.add_argument("--min-replicas", type=int, default=1, help="0 allows scale to zero")
     run.add_argument("--unlimited", action="store_true", help="ignore the nodes' GPU capacity")
     run.add_argument("--saturation-policy", default="None", choices=SATURATION_POLICIES)
+    run.add_argument("--sync-timeout", type=float, default=60.0, help="initial cache sync, s")
+    serve = run.add_argument_group("serving")
+    serve.add_argument("--grpc-host", default="0.0.0.0")
+    serve.add_argument("--grpc-port", type=int, default=9090, help="KEDA external scaler")
+    serve.add_argument("--grpc-reflection", action="store_true", help="enable gRPC reflection")
+    serve.add_argument("--grpc-tls-cert-file", help="PEM certificate chain (enables TLS)")
+    serve.add_argument("--grpc-tls-key-file", help="PEM private key")
+    serve.add_argument(
+        "--grpc-tls-client-ca-file", help="PEM CA: clients must present a certificate it signed"
+    )
+    serve.add_argument("--grace-period", type=float, default=5.0, help="seconds for in-flight RPCs")
+    serve.add_argument("--metrics-host", default="0.0.0.0")
+    serve.add_argument("--metrics-port", type=int, default=8080, help="/metrics /healthz /readyz")
+    status = run.add_argument_group("VariantAutoscaling status (with a cluster)")
+    status.add_argument("--no-status", action="store_true", help="do not write VA status")
+    status.add_argument(
+        "--leader-election", action="store_true", help="only the Lease holder writes status"
+    )
+    status.add_argument("--leader-election-namespace", default=DEFAULT_CONFIG_NAMESPACE)
+    status.add_argument("--leader-election-id", default="wva-adapter-leader", help="Lease name")
+    status.add_argument("--pod-name", help="this replica's identity (default: $POD_NAME)")
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     run.set_defaults(handler=cmd_run)
     return parser

@@ -173,8 +173,13 @@ class Engine:
             self.stats.metrics_errors_total += 1
             raise CycleError(f"metrics unavailable: {error}") from error
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Cycle every `interval_s` until `stop` is set. A failed cycle is logged and retried."""
+    async def run(self, stop: asyncio.Event, max_cycles: int | None = None) -> None:
+        """Cycle every `interval_s` until `stop` is set (or after `max_cycles` cycles).
+
+        A failed cycle is logged and retried at the next tick; the previous snapshot
+        stays in place meanwhile.
+        """
+        done = 0
         while not stop.is_set():
             try:
                 await asyncio.to_thread(self.run_cycle)
@@ -182,7 +187,23 @@ class Engine:
                 log.warning(
                     "cycle %d failed, keeping the previous decisions: %s", self._cycle, error
                 )
-            await self._clock.sleep(self.interval_s)
+            done += 1
+            if max_cycles is not None and done >= max_cycles:
+                stop.set()
+                break
+            await _sleep_unless(self._clock, self.interval_s, stop)
+
+
+async def _sleep_unless(clock: Clock, seconds: float, stop: asyncio.Event) -> None:
+    """Sleep on the clock, returning early when `stop` is set (prompt shutdown)."""
+    sleeper = asyncio.ensure_future(clock.sleep(seconds))
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (sleeper, stopper):
+            task.cancel()
+        await asyncio.gather(sleeper, stopper, return_exceptions=True)
 
 
 def _decisions(

@@ -481,7 +481,7 @@ class Exporter:
     """The collector, its own registry and the HTTP server, started and stopped together.
 
     Wiring in `run`: `Exporter(snapshot=lambda: engine.latest, stats=engine.stats,
-    clock=clock, port=9090, host="0.0.0.0", max_age_s=..., kubernetes_errors=...)`, and
+    clock=clock, host="0.0.0.0", port=8080, max_age_s=..., kubernetes_errors=...)`, and
     `exporter.observe` in the engine's `on_snapshot` hook.
     """
 

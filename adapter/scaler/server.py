@@ -126,7 +126,7 @@ class ScalerServer:
             "plaintext" if tls is None else ("mutual TLS" if tls.client_ca else "TLS"),
             ", reflection" if self.settings.reflection else "",
         )
-        return port
+        return self._port
 
     def notify(self) -> None:
         """A new snapshot was published: push stream updates, re-check health. Thread-safe."""

@@ -1,0 +1,138 @@
+"""`wva-adapter run` as deployed: decisions reach KEDA over gRPC and Prometheus over
+/metrics, and SIGTERM stops it cleanly. A real subprocess, real sockets on 127.0.0.1."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from adapter._proto import externalscaler_pb2 as pb
+from adapter._proto import externalscaler_pb2_grpc as pb_grpc
+from adapter.emulator.metrics import MetricsServer, VllmMetrics
+from tests.kube_helpers import MODEL, SAMPLES
+from tests.prometheus_server import free_port
+
+DEADLINE_S = 60.0
+
+
+@pytest.fixture
+def busy_pod() -> Iterator[MetricsServer]:
+    """20 requests/s finished: more than one H100 replica can take within the ITL SLO."""
+    metrics = VllmMetrics(MODEL)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.wait(0.05):
+            metrics.record_request(
+                prompt_tokens=128,
+                output_tokens=512,
+                queue_time_s=0.0,
+                ttft_s=0.05,
+                inter_token_latencies_s=[0.009] * 511,
+            )
+
+    worker = threading.Thread(target=serve, daemon=True)
+    with MetricsServer(metrics) as server:
+        worker.start()
+        yield server
+        stop.set()
+        worker.join(timeout=5)
+
+
+def _until(check: object, what: str) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while time.monotonic() < deadline:
+        if callable(check) and check():
+            return
+        time.sleep(0.1)  # polling an external process with a deadline
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_run_serves_keda_and_prometheus_then_stops_on_sigterm(busy_pod: MetricsServer) -> None:
+    grpc_port, metrics_port = free_port(), free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "adapter.cli",
+            "run",
+            "--local",
+            str(SAMPLES),
+            "--scrape",
+            busy_pod.url,
+            "--interval",
+            "1",
+            "--grpc-host",
+            "127.0.0.1",
+            "--grpc-port",
+            str(grpc_port),
+            "--metrics-host",
+            "127.0.0.1",
+            "--metrics-port",
+            str(metrics_port),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
+        health = health_pb2_grpc.HealthStub(channel)
+
+        def serving() -> bool:
+            try:
+                answer = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+            except grpc.RpcError:
+                return False
+            return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
+
+        _until(serving, "the first decision to be served")
+        scaler = pb_grpc.ExternalScalerStub(channel)  # type: ignore[no-untyped-call]
+        ref = pb.ScaledObjectRef(name="vllm", namespace="vllm-test")
+        spec = scaler.GetMetricSpec(ref, timeout=5)
+        (metric,) = spec.metricSpecs
+        assert (metric.metricName, metric.targetSize, metric.targetSizeFloat) == (
+            "wva-vllm-test-vllm",
+            1,
+            1.0,
+        )
+        values = scaler.GetMetrics(
+            pb.GetMetricsRequest(scaledObjectRef=ref, metricName=metric.metricName), timeout=5
+        )
+        (value,) = values.metricValues
+        assert (value.metricValue, value.metricValueFloat) == (2, 2.0)
+        assert scaler.IsActive(ref, timeout=5).result is True
+        with pytest.raises(grpc.RpcError) as unknown:
+            scaler.GetMetrics(
+                pb.GetMetricsRequest(
+                    scaledObjectRef=pb.ScaledObjectRef(name="nope", namespace="vllm-test")
+                ),
+                timeout=5,
+            )
+        assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
+            exposition = r.read().decode()
+        assert (
+            'wva_desired_replicas{accelerator_type="H100",namespace="vllm-test",'
+            'variant_name="vllm"} 2.0' in exposition
+        )
+        channel.close()
+
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=20)
+        assert process.returncode == 0, stderr
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert "Traceback" not in stderr, stderr
+    assert "shutting down" in stderr
