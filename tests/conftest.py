@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import pytest
+from kubernetes import client
 
+from adapter.emulator.metrics import MetricsServer, VllmMetrics
+from tests.fakes.kube_api import FakeKubeAPI
+from tests.kube_helpers import MODEL
 from tests.prometheus_server import PrometheusServer
 
 
@@ -22,3 +27,44 @@ def prometheus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prom
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeKubeAPI]:
+    """An HTTP fake Kubernetes API server on 127.0.0.1 (see tests/fakes/kube_api.py)."""
+    with FakeKubeAPI() as server:
+        yield server
+
+
+@pytest.fixture
+def api(fake: FakeKubeAPI) -> Iterator[client.ApiClient]:
+    """The official client, pointed at the fake API server."""
+    config = client.Configuration()
+    config.host = fake.url
+    with client.ApiClient(config) as api_client:
+        yield api_client
+
+
+@pytest.fixture
+def busy_pod() -> Iterator[MetricsServer]:
+    """An emulated vLLM pod finishing 20 requests/s (1200/min) of the tutorial's model:
+    more than one H100 replica can take within the ITL SLO, so the decision is 2."""
+    metrics = VllmMetrics(MODEL)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.wait(0.05):
+            metrics.record_request(
+                prompt_tokens=128,
+                output_tokens=512,
+                queue_time_s=0.0,
+                ttft_s=0.05,
+                inter_token_latencies_s=[0.009] * 511,
+            )
+
+    worker = threading.Thread(target=serve, daemon=True)
+    with MetricsServer(metrics) as server:
+        worker.start()
+        yield server
+        stop.set()
+        worker.join(timeout=5)

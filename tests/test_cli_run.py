@@ -5,37 +5,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
 
-import pytest
-
-from adapter.emulator.metrics import MetricsServer, VllmMetrics
-from tests.kube_helpers import MODEL, SAMPLES
-
-
-@pytest.fixture
-def busy_pod() -> Iterator[MetricsServer]:
-    """A pod finishing 20 requests/s (1200/min): more than one H100 replica can take."""
-    metrics = VllmMetrics(MODEL)
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.wait(0.05):
-            metrics.record_request(
-                prompt_tokens=128,
-                output_tokens=512,
-                queue_time_s=0.0,
-                ttft_s=0.05,
-                inter_token_latencies_s=[0.009] * 511,
-            )
-
-    worker = threading.Thread(target=serve, daemon=True)
-    with MetricsServer(metrics) as server:
-        worker.start()
-        yield server
-        stop.set()
-        worker.join(timeout=5)
+from adapter.emulator.metrics import MetricsServer
+from tests.kube_helpers import SAMPLES
 
 
 def test_run_with_local_objects_and_scraping_logs_decisions(busy_pod: MetricsServer) -> None:

@@ -86,20 +86,6 @@ def va(name: str, namespace: str = "vllm-test", model: str = "m") -> dict[str, A
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeKubeAPI]:
-    with FakeKubeAPI() as server:
-        yield server
-
-
-@pytest.fixture
-def api(fake: FakeKubeAPI) -> Iterator[client.ApiClient]:
-    config = client.Configuration()
-    config.host = fake.url
-    with client.ApiClient(config) as api_client:
-        yield api_client
-
-
-@pytest.fixture
 def backoff() -> RecordingBackoff:
     return RecordingBackoff()
 

@@ -6,10 +6,8 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
-from collections.abc import Iterator
 
 import grpc
 import pytest
@@ -17,35 +15,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from adapter._proto import externalscaler_pb2 as pb
 from adapter._proto import externalscaler_pb2_grpc as pb_grpc
-from adapter.emulator.metrics import MetricsServer, VllmMetrics
-from tests.kube_helpers import MODEL, SAMPLES
+from adapter.emulator.metrics import MetricsServer
+from tests.kube_helpers import SAMPLES
 from tests.prometheus_server import free_port
 
 DEADLINE_S = 60.0
-
-
-@pytest.fixture
-def busy_pod() -> Iterator[MetricsServer]:
-    """20 requests/s finished: more than one H100 replica can take within the ITL SLO."""
-    metrics = VllmMetrics(MODEL)
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.wait(0.05):
-            metrics.record_request(
-                prompt_tokens=128,
-                output_tokens=512,
-                queue_time_s=0.0,
-                ttft_s=0.05,
-                inter_token_latencies_s=[0.009] * 511,
-            )
-
-    worker = threading.Thread(target=serve, daemon=True)
-    with MetricsServer(metrics) as server:
-        worker.start()
-        yield server
-        stop.set()
-        worker.join(timeout=5)
 
 
 def _until(check: object, what: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
@@ -22,20 +22,6 @@ from tests.test_exporter import decisions
 
 T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 LEASE_NS = "wva-system"
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeKubeAPI]:
-    with FakeKubeAPI() as server:
-        yield server
-
-
-@pytest.fixture
-def api(fake: FakeKubeAPI) -> Iterator[client.ApiClient]:
-    config = client.Configuration()
-    config.host = fake.url
-    with client.ApiClient(config) as api_client:
-        yield api_client
 
 
 @pytest.fixture
