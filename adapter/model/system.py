@@ -12,7 +12,7 @@ as a `Problem` naming it and the field, and every other entry is still usable.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -254,16 +254,18 @@ def _parse_entries(
     return parsed
 
 
-def _unique(items: Iterable[_M], key: str, kind: str, problems: list[Problem]) -> list[_M]:
-    seen: set[Any] = set()
+def _unique(
+    items: Iterable[_M], ident: Callable[[_M], str], kind: str, problems: list[Problem]
+) -> list[_M]:
+    """Drop later entries with an identity already seen, reporting each."""
+    seen: set[str] = set()
     kept: list[_M] = []
     for item in items:
-        ident = getattr(item, key) if key != "model/acc" else (item.name, item.acc)  # type: ignore[attr-defined]
-        if ident in seen:
-            name = ident if isinstance(ident, str) else "/".join(ident)
+        name = ident(item)
+        if name in seen:
             problems.append(Problem(kind, name, "name", "duplicate entry; the first one is used"))
             continue
-        seen.add(ident)
+        seen.add(name)
         kept.append(item)
     return kept
 
@@ -288,7 +290,7 @@ def parse_system(document: Any) -> ParsedSystem:
             "acceleratorData.accelerators",
             problems,
         ),
-        "name",
+        lambda a: a.name,
         "accelerator",
         problems,
     )
@@ -307,7 +309,7 @@ def parse_system(document: Any) -> ParsedSystem:
             "serviceClassData.serviceClasses",
             problems,
         ),
-        "name",
+        lambda c: c.name,
         "serviceClass",
         problems,
     )
@@ -347,7 +349,7 @@ def parse_system(document: Any) -> ParsedSystem:
     # model perf entries must name a known accelerator
     known_accelerators = {a.name for a in accelerators}
     valid_models: list[ModelPerfSpec] = []
-    for perf in _unique(models, "model/acc", "model", problems):
+    for perf in _unique(models, lambda m: f"{m.name}/{m.acc}", "model", problems):
         if perf.acc not in known_accelerators:
             problems.append(
                 Problem(
