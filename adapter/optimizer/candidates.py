@@ -5,9 +5,10 @@ one with `keepAccelerator`), each with the replica count that carries the load
 within the SLOs, its cost, the predicted ITL/wait at that count, and its value: the
 transition penalty from the current allocation, which the solvers minimise.
 
-All sizing happens in batches (one numpy pass over all candidates), and the
-per-replica capacity is cached by profile, so a cycle whose profiles did not change
-only recomputes the load-dependent statistics.
+All sizing happens in batches (one numpy pass over all candidates). Three caches make
+later cycles cheap: per-replica capacity by profile (it does not depend on the load),
+statistics by (queue, per-replica rate), and whole candidate lists by the values that
+decide them, so an unchanged server costs one dictionary lookup.
 """
 
 from __future__ import annotations
@@ -209,7 +210,6 @@ def build_candidates(spec: SystemSpec, cache: SizingCache | None = None) -> list
         # the reference tests the float32 rate; a rate too small for a float32 request
         # rate per millisecond is no traffic either (not a 0/0 later)
         zero = tokens == 0 or F32(F32(load.arrival_rate) / F32(60)) / F32(1000) == 0
-        override = server.max_batch_size
         for accelerator in choices:
             perf = perf_by_key.get((server.model, accelerator.name))
             if perf is None:
@@ -225,7 +225,7 @@ def build_candidates(spec: SystemSpec, cache: SizingCache | None = None) -> list
                 Profile(
                     perf.alpha,
                     perf.beta,
-                    override or _batch_size(server, perf, tokens),
+                    _batch_size(server, perf, tokens),
                     tokens,
                     target.slo_itl,
                     target.slo_ttw,
