@@ -10,8 +10,9 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -42,6 +43,7 @@ from adapter.scaler import (
     install_signal_handlers,
     serve_until,
 )
+from adapter.settings import SettingsError, check_run_values, env_defaults, env_epilog
 from adapter.status import StatusSettings, StatusWriter
 
 EXIT_OK = 0
@@ -361,7 +363,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run the tutorial's scenario locally")
     demo.set_defaults(handler=cmd_demo)
 
-    run = commands.add_parser("run", help="run the adapter: collect, optimize, serve")
+    run = commands.add_parser(
+        "run",
+        help="run the adapter: collect, optimize, serve",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     cluster = run.add_argument_group("cluster (one of)")
     cluster.add_argument("--local", metavar="DIR", help="read VAs, ConfigMaps, Nodes from YAML")
     cluster.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then ~/.kube)")
@@ -415,7 +421,43 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--pod-name", help="this replica's identity (default: $POD_NAME)")
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     run.set_defaults(handler=cmd_run)
+    run.epilog = env_epilog(run)
     return parser
+
+
+def _subcommand(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            found: argparse.ArgumentParser = action.choices[name]
+            return found
+    raise LookupError(name)
+
+
+def parse_run_settings(
+    argv: Sequence[str] | None, environ: Mapping[str, str]
+) -> argparse.Namespace:
+    """Parse the command line; for `run`, flags not given come from `WVA_<FLAG>` variables.
+
+    Raises InputError naming the variable or flag whose value cannot be used.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command != "run":
+        return args
+    run = _subcommand(parser, "run")
+    try:
+        from_env = {dest: value for dest, (_, value) in env_defaults(run, environ).items()}
+        # repeatable flags would add to a default list: fill those only when not given
+        appended = {a.dest for a in run._actions if isinstance(a, argparse._AppendAction)}
+        run.set_defaults(**{d: v for d, v in from_env.items() if d not in appended})
+        args = parser.parse_args(argv)
+        for dest in appended & from_env.keys():
+            if getattr(args, dest) is None:
+                setattr(args, dest, from_env[dest])
+        check_run_values(run, args)
+    except SettingsError as error:
+        raise InputError(str(error)) from error
+    return args
 
 
 def main(
@@ -423,11 +465,16 @@ def main(
     out: TextIO | None = None,
     err: TextIO | None = None,
     stdin: TextIO | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> int:
     out = out if out is not None else sys.stdout
     err = err if err is not None else sys.stderr
     stdin = stdin if stdin is not None else sys.stdin
-    args = build_parser().parse_args(argv)
+    try:
+        args = parse_run_settings(argv, os.environ if environ is None else environ)
+    except InputError as error:
+        print(f"error: {error}", file=err)
+        return EXIT_INPUT
     logging.basicConfig(
         level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -201,13 +201,12 @@ def test_sample_configmaps_are_the_tutorials(rendered: list[Doc]) -> None:
 # (namespace or "" for cluster-wide, apiGroup, resource) -> verbs. The adapter's code
 # calls must stay inside this table; a later test compares the two.
 EXPECTED_RBAC: dict[tuple[str, str, str], set[str]] = {
-    ("", "llmd.ai", "variantautoscalings"): {"get", "list", "watch"},
-    ("", "llmd.ai", "variantautoscalings/status"): {"get", "patch", "update"},
-    ("", "apps", "deployments"): {"get", "list", "watch"},
-    ("", "", "nodes"): {"get", "list", "watch"},
-    ("", "", "events"): {"create", "patch"},
-    (ADAPTER_NS, "", "configmaps"): {"get", "list", "watch"},
-    (ADAPTER_NS, "coordination.k8s.io", "leases"): {"get", "create", "update", "patch"},
+    ("", "llmd.ai", "variantautoscalings"): {"list", "watch"},
+    ("", "llmd.ai", "variantautoscalings/status"): {"patch"},
+    ("", "apps", "deployments"): {"list", "watch"},
+    ("", "", "nodes"): {"list", "watch"},
+    (ADAPTER_NS, "", "configmaps"): {"list", "watch"},
+    (ADAPTER_NS, "coordination.k8s.io", "leases"): {"get", "create", "update"},
 }
 LEADER_LEASE = "wva-adapter-leader"
 

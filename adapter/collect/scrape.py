@@ -199,7 +199,8 @@ def _parse(text: str, at: float) -> _Scrape:
             if sample.name not in _COUNTERS and sample.name not in _GAUGES:
                 continue
             model = sample.labels.get("model_name")
-            if model and math.isfinite(sample.value):
+            # every vLLM family is a count, a duration or a ratio: negative is garbage
+            if model and math.isfinite(sample.value) and sample.value >= 0:
                 values[sample.name, model] += sample.value
                 series[sample.name, model] += 1
     return _Scrape(at=at, values=dict(values), series=dict(series))
@@ -225,9 +226,9 @@ class _Totals:
             rates = self.rates[namespace, model]
             for name, as_name in names.items():
                 now = current.values.get((name, model))
-                if now is None:
-                    continue
-                before = previous.values.get((name, model), 0.0)
+                before = previous.values.get((name, model))
+                if now is None or before is None:
+                    continue  # a rate needs the series in both scrapes, as in PromQL
                 increase = now - before if now >= before else now  # went down: reset
                 rates[as_name] += increase / elapsed
 
