@@ -19,7 +19,8 @@ unchanged:
 - 404 / 409 / 410 / 500 answers carry a `Status` body.
 
 Fault injection for reliability tests: `fail_next(n, status=500, match=...)` fails the
-next n matching requests; `drop_watches()` cuts every open watch stream mid-chunk (the
+next n matching requests; `hang_next(n, match=...)` holds them unanswered until released
+(client timeouts); `drop_watches()` cuts every open watch stream mid-chunk (the
 client sees a broken connection); `compact()` forgets the event window so that any resume
 gets 410. `requests` logs every request (method, path, query) for assertions.
 
@@ -337,6 +338,7 @@ class FakeKubeAPI:
         self.store = Store(event_window)
         self.requests: list[RequestRecord] = []
         self._faults: list[_Fault] = []
+        self._hangs: list[tuple[_Fault, threading.Event]] = []
         self._lock = threading.Lock()
         self._watch_sockets: set[socket.socket] = set()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
@@ -355,6 +357,9 @@ class FakeKubeAPI:
         return self
 
     def stop(self) -> None:
+        with self._lock:
+            for _fault, gate in self._hangs:
+                gate.set()
         with self.store.cond:
             self.store.closing = True
             self.store.cond.notify_all()
@@ -392,6 +397,16 @@ class FakeKubeAPI:
         with self._lock:
             self._faults.append(_Fault(count, status, match or (lambda _m, _p: True)))
 
+    def hang_next(
+        self, count: int, match: Callable[[str, str], bool] | None = None
+    ) -> threading.Event:
+        """Hold the next `count` matching requests unanswered until the returned event is
+        set (or the server stops): a hung API server, for client timeouts."""
+        gate = threading.Event()
+        with self._lock:
+            self._hangs.append((_Fault(count, 0, match or (lambda _m, _p: True)), gate))
+        return gate
+
     def drop_watches(self) -> int:
         """Cut every open watch stream without the terminating chunk; returns how many."""
         with self._lock:
@@ -425,6 +440,14 @@ class FakeKubeAPI:
                 and all(record.query.get(k) == v for k, v in query.items())
             ):
                 yield record
+
+    def _take_hang(self, method: str, path: str) -> threading.Event | None:
+        with self._lock:
+            for fault, gate in self._hangs:
+                if fault.remaining > 0 and fault.match(method, path):
+                    fault.remaining -= 1
+                    return gate
+        return None
 
     def _take_fault(self, method: str, path: str) -> int | None:
         with self._lock:
@@ -469,6 +492,10 @@ class FakeKubeAPI:
                     api.requests.append(RequestRecord(self.command, split.path, query))
                 try:
                     body = self._body() if self.command in ("POST", "PUT", "PATCH") else None
+                    gate = api._take_hang(self.command, split.path)
+                    if gate is not None:
+                        while not gate.wait(0.05) and not api.store.closing:
+                            pass
                     injected = api._take_fault(self.command, split.path)
                     if injected is not None:
                         reasons = {410: "Expired", 500: "InternalError", 503: "ServiceUnavailable"}
