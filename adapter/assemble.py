@@ -235,7 +235,20 @@ def build_system(
             reject(va_ns, va_name, f"Deployment {object_ref(raw_deployment)}: {error}")
             continue
 
-        log.info(
+        name = server_name(va)
+        load = loads.get(va.namespace, va.spec.model_id)
+        in_flight = (load.running or 0.0) + (load.waiting or 0.0)
+        if load.arrival_rate_rpm <= 0 and in_flight > 0:
+            # e.g. a restarted Prometheus whose rate window has no samples yet: sizing this
+            # at zero load would scale a busy service down
+            reject(
+                va_ns,
+                va_name,
+                f"metrics incomplete: {in_flight:g} requests in flight but no completion "
+                "rate in the window yet; not sized at zero load",
+            )
+            continue
+        log.debug(
             "VariantAutoscaling %s/%s: model %s uses class %s (slo-itl %s, slo-ttw %s) via %s",
             va.namespace,
             va.name,
@@ -245,8 +258,6 @@ def build_system(
             _number(choice.slo_ttw),
             how,
         )
-        name = server_name(va)
-        load = loads.get(va.namespace, va.spec.model_id)
         output_tokens = load.avg_output_tokens
         replicas = deployment.replicas
         server_docs.append(

@@ -12,6 +12,7 @@ tells readers how stale it is. It never publishes zero load in place of unknown 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
@@ -116,6 +117,7 @@ class Engine:
         self._settings = settings or AssemblySettings()
         self.interval_s = interval_s
         self._cache = cache if cache is not None else SizingCache()
+        self._own_cache = cache is None
         self._on_snapshot = on_snapshot
         self._latest: Snapshot | None = None
         self._cycle = 0
@@ -146,6 +148,8 @@ class Engine:
 
         assembly = build_system(cluster, loads, self._settings)
         parsed = parse_system(assembly.system)
+        if self._own_cache:
+            _fit_cache(self._cache, len(assembly.servers))
         solution = optimize_parsed(parsed, self._cache)
         decisions = _decisions(assembly, solution, loads)
         duration = self._clock.monotonic() - started
@@ -159,9 +163,23 @@ class Engine:
             + tuple(str(p) for p in parsed.problems if p.kind != "server"),
         )
         self.stats.durations = [*self.stats.durations[-99:], duration]
+        previous = self._latest
         self._latest = snapshot
-        for decision in decisions.values():
+        for key, decision in decisions.items():
             _log_decision(decision)
+            before = previous.decisions.get(key) if previous is not None else None
+            if decision.slo is not None and (before is None or before.slo != decision.slo):
+                log.info(
+                    "VariantAutoscaling %s/%s: model %s uses class %s (slo-itl %g ms, "
+                    "slo-ttft %g ms) via %s",
+                    decision.namespace,
+                    decision.name,
+                    decision.model,
+                    decision.slo.class_name,
+                    decision.slo.slo_itl,
+                    decision.slo.slo_ttw,
+                    decision.slo.via,
+                )
         if self._on_snapshot is not None:
             self._on_snapshot(snapshot)
         return snapshot
@@ -182,7 +200,7 @@ class Engine:
         done = 0
         while not stop.is_set():
             try:
-                await asyncio.to_thread(self.run_cycle)
+                await asyncio.to_thread(self._cycle_and_settle, done)
             except CycleError as error:
                 log.warning(
                     "cycle %d failed, keeping the previous decisions: %s", self._cycle, error
@@ -192,6 +210,28 @@ class Engine:
                 stop.set()
                 break
             await _sleep_unless(self._clock, self.interval_s, stop)
+
+    def _cycle_and_settle(self, done: int) -> None:
+        """A cycle, then move what survived it out of the garbage collector's way.
+
+        The cycle shares the GIL with the event loop that answers gRPC. Full garbage
+        collections walk every tracked object (the cluster cache, the caches) with the GIL
+        held: at 500 VAs they delayed GetMetrics by 150 ms. Objects that survive a cycle
+        are long-lived, so they are frozen (never walked again; still freed by reference
+        counting); every FULL_COLLECTION_EVERY cycles one full collection reclaims any
+        reference cycles other code made meanwhile.
+        """
+        try:
+            self.run_cycle()
+        finally:
+            if done % FULL_COLLECTION_EVERY == 0:
+                gc.unfreeze()
+                gc.collect()
+            gc.freeze()
+
+
+# cycles between full garbage collections while `Engine.run` runs
+FULL_COLLECTION_EVERY = 40
 
 
 async def _sleep_unless(clock: Clock, seconds: float, stop: asyncio.Event) -> None:
@@ -221,8 +261,9 @@ def _decisions(
             reason=problem.reason,
         )
     by_name = {decision.name: decision for decision in solution.servers}
+    docs = _server_docs(assembly.system)
     for server, va in assembly.servers.items():
-        server_doc = _server_doc(assembly.system, server)
+        server_doc = docs.get(server)
         current = server_doc.get("currentAlloc", {}) if server_doc else {}
         decision = by_name.get(server)
         load = loads.get(va.namespace, va.spec.model_id)
@@ -257,11 +298,28 @@ def _decisions(
     return out
 
 
-def _server_doc(system: Mapping[str, Any], name: str) -> Mapping[str, Any] | None:
+def _server_docs(system: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """The SystemSpec's server documents by name (the first one for a repeated name).
+
+    One pass: looking each server up in the list made a cycle quadratic in the number
+    of VAs (seconds at 5000).
+    """
+    docs: dict[str, Mapping[str, Any]] = {}
     for server in system.get("serverData", {}).get("servers", []):
-        if server.get("name") == name:
-            return server  # type: ignore[no-any-return]
-    return None
+        docs.setdefault(server.get("name"), server)
+    return docs
+
+
+def _fit_cache(cache: SizingCache, servers: int) -> None:
+    """Bound the engine's own sizing cache by the problem size (a memo: no effect on results).
+
+    The default bounds (50 000 candidate lists, 200 000 statistics) cost about 4 KB per
+    list: with 5000 VAs whose load changes, the cache grew by ~20 MB a cycle up to
+    ~250 MB. Two lists per server keep every unchanged server a hit and leave room for a
+    cycle in which every load changes.
+    """
+    cache.max_servers = max(1_000, 2 * servers)
+    cache.max_stats = max(20_000, 4 * servers)
 
 
 def _log_decision(decision: VariantDecision) -> None:

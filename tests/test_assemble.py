@@ -124,6 +124,28 @@ def test_missing_metrics_mean_zero_load_and_min_replicas_is_a_setting() -> None:
     assert (vllm["currentAlloc"]["itlAverage"], vllm["currentAlloc"]["waitAverage"]) == (0, 0)
 
 
+def test_requests_in_flight_without_a_rate_are_not_sized_at_zero_load(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A rate window with no samples yet (e.g. Prometheus just restarted) while the pods
+    report work in flight: the VA is left unsolved, not scaled to its minimum."""
+    busy = ModelLoad("vllm-test", MODEL, arrival_rate_rpm=0.0, running=12.0, waiting=3.0)
+    with caplog.at_level(logging.WARNING):
+        assembly = build_system(
+            snapshot_of(base_objects()), LoadReport({("vllm-test", MODEL): busy})
+        )
+    (problem,) = assembly.problems
+    assert (problem.namespace, problem.name) == ("vllm-test", "vllm")
+    assert "metrics incomplete: 15 requests in flight" in problem.reason
+    assert VLLM_SERVER not in servers_by_name(assembly.system)
+    assert OTHER_SERVER in servers_by_name(assembly.system)  # its model had no such report
+    assert any("vllm-test/vllm" in r.getMessage() for r in caplog.records)
+    # idle pods (nothing in flight) with no rate are simply zero load
+    idle = ModelLoad("vllm-test", MODEL, arrival_rate_rpm=0.0, running=0.0, waiting=0.0)
+    quiet = build_system(snapshot_of(base_objects()), LoadReport({("vllm-test", MODEL): idle}))
+    assert quiet.problems == () and VLLM_SERVER in servers_by_name(quiet.system)
+
+
 def test_non_finite_metrics_become_zero() -> None:
     nan = float("nan")
     loads = LoadReport(
@@ -146,7 +168,7 @@ def test_slo_class_ref_is_honoured_when_it_resolves(caplog: pytest.LogCaptureFix
         "name": "service-classes-config",
         "key": "freemium.yaml",
     }
-    with caplog.at_level(logging.INFO, logger="adapter.assemble"):
+    with caplog.at_level(logging.DEBUG, logger="adapter.assemble"):
         by_ref = build_system(snapshot_of(objects), LoadReport())
     choice = by_ref.slo[OTHER_SERVER]
     assert (choice.class_name, choice.slo_itl, choice.slo_ttw, choice.via) == (

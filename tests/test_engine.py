@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -96,6 +97,26 @@ def test_first_cycle_waits_for_a_rate_then_decisions_follow_the_load(
     assert second.decisions[(NAMESPACE, "vllm")].predicted_itl_ms == pytest.approx(
         7.8070107, rel=1e-7
     )
+
+
+def test_the_slo_choice_is_logged_when_it_changes_not_every_cycle(
+    pod: tuple[VllmMetrics, MetricsServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    metrics, server = pod
+    clock = ManualClock()
+    engine = make_engine(server, clock)
+    with pytest.raises(CycleError):
+        engine.run_cycle()
+    with caplog.at_level(logging.INFO, logger="adapter.engine"):
+        for _ in range(3):
+            record(metrics, 120)
+            clock.advance(15)
+            engine.run_cycle()
+    choices = [r.getMessage() for r in caplog.records if "uses class" in r.getMessage()]
+    assert choices == [
+        "VariantAutoscaling vllm-test/vllm: model unsloth/Meta-Llama-3.1-8B uses class Premium "
+        "(slo-itl 9 ms, slo-ttft 1000 ms) via model"
+    ]
 
 
 def test_unreachable_metrics_keep_the_last_snapshot_and_its_age(

@@ -1,0 +1,682 @@
+"""Load benchmark: thousands of VariantAutoscalings through the whole adapter.
+
+Three processes, so that neither the fakes nor the client share the adapter's GIL:
+
+- coordinator (this process): the fake Kubernetes API server (tests/fakes/kube_api.py)
+  holding N VAs and their Deployments (clones of deploy/samples/, spread over namespaces
+  and models), the tutorial's ConfigMaps (the service classes extended with every
+  model), GPU nodes; and a small HTTP server that speaks Prometheus' query API
+  (`POST /api/v1/query`, form `query=`) answering the adapter's 9 batched PromQL
+  expressions with a vector sample for every (namespace, model_name) key. It is not a
+  real Prometheus: it answers exactly the expressions `build_queries` makes, with
+  synthetic but plausible vLLM figures; a fraction (`--churn`) of the keys get a new
+  arrival rate at every cycle so that warm cycles are not all cache hits.
+- adapter (`--adapter`): the production path as `wva-adapter run` wires it: KubeCache
+  (list+watch through the official client), PrometheusSource, Engine (`Engine.run`,
+  cycle in a worker thread, back to back: interval 0), ScalerServer (grpc.aio) on
+  127.0.0.1, INFO logging to a file. It reports the cold (first) and warm cycle times,
+  VmHWM/VmRSS and the cycle intervals on CLOCK_MONOTONIC (shared by the processes).
+- client (`--client`): grpc.aio, `--scaled-objects` ScaledObjects polled with GetMetrics at
+  a paced total rate, one run of `--duration` seconds per rate in `--rates`. Cycles run
+  back to back meanwhile, so (almost) every call is answered while a cycle runs.
+
+Usage: python bench/load.py [--smoke] [--vas 5000] [--namespaces 100] [--models 50]
+       [--rates 100,500] [--scaled-objects 1000] [--duration 20] [--churn 0.2]
+Prints a summary and writes bench/results/load.json (load-smoke.json with --smoke).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import json
+import logging
+import math
+import os
+import platform
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from adapter.collect.prometheus import build_queries  # noqa: E402
+
+SAMPLES = ROOT / "deploy" / "samples"
+WINDOW = "1m"
+TARGETS = {"cycle_s": 2.0, "rss_mb": 300.0, "p99_ms": 10.0}
+
+
+# -- the cluster -------------------------------------------------------------------------
+
+
+def _samples() -> dict[str, list[dict[str, Any]]]:
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted(SAMPLES.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if isinstance(doc, dict):
+                by_kind.setdefault(doc["kind"], []).append(doc)
+    return by_kind
+
+
+def va_namespace(i: int, vas: int, namespaces: int) -> str:
+    return f"load-{i * namespaces // vas:03d}"
+
+
+def va_name(i: int) -> str:
+    return f"vllm-{i:05d}"
+
+
+def model_name(i: int, models: int) -> str:
+    return f"org/model-{i % models:03d}"
+
+
+def cluster_objects(vas: int, namespaces: int, models: int) -> list[dict[str, Any]]:
+    """ConfigMaps, Nodes, then a VA and its Deployment per variant (clones of the samples).
+
+    VA i lives in namespace i*namespaces//vas and serves model i % models, so every VA has
+    its own (namespace, model) key when models >= vas/namespaces. Each model has one
+    profile (H100 and A100 entries, alpha/beta varying by model) and a Premium or
+    Freemium SLO; a fifth of the VAs run on A100. GPU nodes: twice as many GPUs as VAs.
+    """
+    samples = _samples()
+    costs = next(c for c in samples["ConfigMap"] if c["metadata"]["name"].startswith("acc"))
+    classes = copy.deepcopy(
+        next(c for c in samples["ConfigMap"] if c["metadata"]["name"].startswith("service"))
+    )
+    premium = yaml.safe_load(classes["data"]["premium.yaml"])
+    freemium = yaml.safe_load(classes["data"]["freemium.yaml"])
+    for m in range(models):
+        target = premium if m % 2 == 0 else freemium
+        itl, ttft = (24 + m % 7, 1000) if m % 2 == 0 else (80 + m % 11, 2000)
+        target["data"].append({"model": model_name(m, models), "slo-tpot": itl, "slo-ttft": ttft})
+    classes["data"] = {
+        "premium.yaml": yaml.safe_dump(premium, sort_keys=False),
+        "freemium.yaml": yaml.safe_dump(freemium, sort_keys=False),
+    }
+    objects: list[dict[str, Any]] = [costs, classes]
+
+    node = samples["Node"][0]
+    gpus_per_node = 8
+    a100_nodes = max(1, vas * 2 // 5 // gpus_per_node)
+    h100_nodes = max(1, vas * 2 * 4 // 5 // gpus_per_node)
+    for n in range(h100_nodes + a100_nodes):
+        clone = copy.deepcopy(node)
+        clone["metadata"]["name"] = f"gpu-node-{n:05d}"
+        clone["metadata"]["labels"]["kubernetes.io/hostname"] = clone["metadata"]["name"]
+        if n >= h100_nodes:
+            clone["metadata"]["labels"]["nvidia.com/gpu.product"] = "NVIDIA-A100-PCIE-80GB"
+        clone["status"]["allocatable"]["nvidia.com/gpu"] = str(gpus_per_node)
+        objects.append(clone)
+
+    va_sample = samples["VariantAutoscaling"][0]
+    deployment_sample = samples["Deployment"][0]
+    for i in range(vas):
+        m = i % models
+        namespace, name, model = va_namespace(i, vas, namespaces), va_name(i), model_name(i, models)
+        accelerator = "A100" if i % 5 == 4 else "H100"
+        va = copy.deepcopy(va_sample)
+        va["metadata"].update(name=name, namespace=namespace)
+        va["metadata"]["labels"] = {
+            "inference.optimization/modelName": model.split("/")[-1],
+            "inference.optimization/acceleratorName": accelerator,
+        }
+        va["spec"]["modelID"] = model
+        va["spec"]["sloClassRef"] = {
+            "name": "service-classes-config",
+            "key": "premium.yaml" if m % 2 == 0 else "freemium.yaml",
+        }
+        va["spec"]["modelProfile"]["accelerators"] = [
+            {
+                "acc": "H100",
+                "accCount": 1,
+                "alpha": f"{6.0 + 0.05 * m:.3f}",
+                "beta": f"{0.040 + 0.0005 * (m % 9):.4f}",
+                "maxBatchSize": 256 + 64 * (m % 5),
+                "atTokens": 512,
+            },
+            {
+                "acc": "A100",
+                "accCount": 1,
+                "alpha": f"{9.0 + 0.05 * m:.3f}",
+                "beta": f"{0.060 + 0.0005 * (m % 9):.4f}",
+                "maxBatchSize": 256,
+                "atTokens": 512,
+            },
+        ]
+        deployment = copy.deepcopy(deployment_sample)
+        deployment["metadata"].update(name=name, namespace=namespace)
+        deployment["metadata"]["labels"] = {"app": name}
+        deployment["spec"]["replicas"] = 1 + i % 3
+        deployment["spec"]["selector"]["matchLabels"] = {"app": name}
+        deployment["spec"]["template"]["metadata"]["labels"] = {"app": name}
+        deployment["status"] = {"replicas": 1 + i % 3, "readyReplicas": 1 + i % 3}
+        objects += [va, deployment]
+    return objects
+
+
+# -- Prometheus' query API, for the adapter's batched expressions ------------------------
+
+
+class FakePrometheus:
+    """`POST /api/v1/query` answering the expressions of `build_queries(WINDOW)`.
+
+    Every (namespace, model) key gets a sample in every answer; values are in
+    Prometheus' units (per second, seconds) and plausible for vLLM. The arrival rate of
+    a `churn` fraction of the keys changes at every cycle (the arrival-rate query is the
+    first of a cycle): warm cycles then size that many servers anew.
+    """
+
+    def __init__(self, keys: list[tuple[str, str]], churn: float, seed: int = 7) -> None:
+        self.keys = keys
+        self.churn = churn
+        self.queries = {q.expr: q for q in build_queries(WINDOW)}
+        self.arrival_expr = build_queries(WINDOW)[0].expr
+        self.requests = 0
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self._rates = [self._rng.uniform(60.0, 900.0) for _ in keys]  # requests/minute
+        self._static: dict[str, bytes] = {}
+        for query in self.queries.values():
+            if query.expr != self.arrival_expr:
+                self._static[query.expr] = self._render(
+                    [self._value(query.field, k) / query.scale for k in range(len(keys))]
+                )
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def _value(self, field: str, k: int) -> float:
+        """A plausible figure for key k in ModelLoad units (rpm, tokens, ms, ratio)."""
+        return {
+            "avg_prompt_tokens": 128.0 + k % 512,
+            "avg_output_tokens": 256.0 + k % 384,
+            "itl_ms": 7.0 + (k % 30) / 10.0,
+            "queue_time_ms": float(k % 50),
+            "ttft_ms": 40.0 + k % 200,
+            "running": float(k % 64),
+            "waiting": float(k % 5),
+            "kv_cache_usage": (k % 100) / 100.0,
+        }[field]
+
+    def _render(self, values: list[float]) -> bytes:
+        now = time.time()
+        samples = ",".join(
+            f'{{"metric":{{"namespace":"{ns}","model_name":"{model}"}},'
+            f'"value":[{now:.3f},"{value!r}"]}}'
+            for (ns, model), value in zip(self.keys, values, strict=True)
+        )
+        return (
+            '{"status":"success","data":{"resultType":"vector","result":[' + samples + "]}}"
+        ).encode()
+
+    def answer(self, expr: str) -> bytes | None:
+        with self._lock:
+            self.requests += 1
+            if expr != self.arrival_expr:
+                return self._static.get(expr)
+            for k in self._rng.sample(range(len(self.keys)), int(self.churn * len(self.keys))):
+                self._rates[k] = self._rng.uniform(60.0, 900.0)
+            return self._render([rate / 60.0 for rate in self._rates])
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            wbufsize = 1 << 16  # headers and body in one send (no Nagle/delayed-ACK stall)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                form = parse_qs(self.rfile.read(length).decode())
+                body = None
+                if self.path == "/api/v1/query" and form.get("query"):
+                    body = fake.answer(form["query"][0])
+                status = 200
+                if body is None:
+                    status = 400
+                    body = json.dumps(
+                        {"status": "error", "errorType": "bad_data", "error": "unknown query"}
+                    ).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        return Handler
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def __enter__(self) -> FakePrometheus:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+# -- adapter process -------------------------------------------------------------------
+
+
+def memory_mb() -> dict[str, float]:
+    """Peak (VmHWM) and current (VmRSS) resident memory of this process, MiB."""
+    found: dict[str, float] = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmHWM", "VmRSS"):
+            found[key] = round(int(value.split()[0]) / 1024, 1)
+    found["ru_maxrss"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return found
+
+
+async def adapter(args: argparse.Namespace) -> dict[str, Any]:
+    from kubernetes import client
+
+    from adapter.clock import WallClock
+    from adapter.collect.kube import CacheSettings, KubeCache
+    from adapter.collect.prometheus import PrometheusSettings, PrometheusSource
+    from adapter.engine import Engine, Snapshot
+    from adapter.scaler import ScalerServer, ScalerService, ScalerSettings, ServerSettings
+
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        filename=args.log_file,
+    )
+    config = client.Configuration()
+    config.host = args.kube_url
+    started = time.monotonic()
+    api = client.ApiClient(config)
+    cache = KubeCache(api, CacheSettings()).start()
+    synced = cache.wait_for(
+        lambda snap: (
+            len(snap.variant_autoscalings) == args.vas and len(snap.deployments) == args.vas
+        ),
+        timeout=args.sync_timeout,
+    )
+    if synced is None:
+        raise RuntimeError(f"the cache did not see {args.vas} VAs in {args.sync_timeout} s")
+    sync_s = time.monotonic() - started
+    memory_synced = memory_mb()
+
+    clock = WallClock()
+    cycles: list[dict[str, float]] = []
+    engine: Engine | None = None
+    service = ScalerService(
+        lambda: engine.latest if engine is not None else None,
+        clock,
+        ScalerSettings(staleness_s=3600.0),
+    )
+    server = ScalerServer(service, ServerSettings(address="127.0.0.1:0"))
+    stop = asyncio.Event()
+    first = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def published(snapshot: Snapshot) -> None:
+        cycles.append(
+            {
+                "start": snapshot.monotonic,
+                "end": snapshot.monotonic + snapshot.duration_s,
+                "duration_s": snapshot.duration_s,
+                "solved": sum(d.solved for d in snapshot.decisions.values()),
+            }
+        )
+        server.notify()
+        loop.call_soon_threadsafe(first.set)
+
+    source = PrometheusSource(PrometheusSettings(url=args.prometheus_url, window=WINDOW))
+    engine = Engine(
+        cluster=cache.snapshot,
+        metrics=source,
+        clock=clock,
+        interval_s=0.0,  # back to back
+        on_snapshot=published,
+    )
+    port = await server.start()
+    run = asyncio.create_task(engine.run(stop))
+    await first.wait()
+    print(json.dumps({"port": port}), flush=True)
+    # Cycles run until the coordinator closes our stdin.
+    await loop.run_in_executor(None, sys.stdin.read)
+    stop.set()
+    await run
+    await server.stop(grace_s=1.0)
+    source.close()
+    cache.stop()
+    api.close()  # type: ignore[no-untyped-call]
+    return {
+        "sync_s": round(sync_s, 3),
+        "memory_after_sync_mb": memory_synced,
+        "memory_mb": memory_mb(),
+        "cycles": cycles,
+        "errors": engine.stats.cycle_errors_total,
+        "last_error": engine.stats.last_error,
+    }
+
+
+# -- client process --------------------------------------------------------------------
+
+
+async def poll(args: argparse.Namespace) -> dict[str, Any]:
+    import grpc
+
+    from adapter._proto import externalscaler_pb2 as pb
+    from adapter._proto import externalscaler_pb2_grpc as pb_grpc
+
+    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{args.port}") for _ in range(args.channels)]
+    stubs = [pb_grpc.ExternalScalerStub(c) for c in channels]  # type: ignore[no-untyped-call]
+    step = max(1, args.vas // args.scaled_objects)
+    targets = [i * step for i in range(min(args.scaled_objects, args.vas))]
+    requests = [
+        pb.GetMetricsRequest(
+            scaledObjectRef=pb.ScaledObjectRef(
+                name=va_name(i), namespace=va_namespace(i, args.vas, args.namespaces)
+            ),
+            metricName=f"wva-{i}",
+        )
+        for i in targets
+    ]
+    samples: list[tuple[float, float]] = []  # (sent on CLOCK_MONOTONIC, latency s)
+    errors: list[str] = []
+
+    async def call(k: int) -> None:
+        sent = time.monotonic()
+        try:
+            response = await stubs[k % len(stubs)].GetMetrics(requests[k], timeout=30)
+            if response.metricValues[0].metricValue < 1:
+                errors.append(f"{targets[k]}: {response.metricValues[0].metricValue}")
+        except grpc.aio.AioRpcError as error:
+            errors.append(f"{targets[k]}: {error.code().name} {error.details()}")
+        samples.append((sent, time.monotonic() - sent))
+
+    async def paced(k: int, interval: float, deadline: float) -> None:
+        due = time.monotonic() + random.uniform(0.0, interval)
+        while due < deadline:
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await call(k)
+            due += interval
+
+    for channel in channels:
+        await channel.channel_ready()
+    for k in range(len(requests)):  # warm-up, not counted
+        await call(k)
+    samples.clear()
+    errors.clear()
+    began = time.monotonic()
+    interval = len(requests) / args.rate
+    await asyncio.gather(*(paced(k, interval, began + args.duration) for k in range(len(requests))))
+    elapsed = time.monotonic() - began
+    for channel in channels:
+        await channel.close()
+    return {"elapsed": elapsed, "samples": samples, "errors": errors, "streams": len(requests)}
+
+
+# -- coordinator -----------------------------------------------------------------------
+
+
+def quantiles_ms(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"count": 0}
+    ordered = sorted(values)
+
+    def q(p: float) -> float:
+        return round(ordered[min(len(ordered) - 1, math.ceil(p * len(ordered)) - 1)] * 1e3, 3)
+
+    return {
+        "count": len(ordered),
+        "p50_ms": q(0.50),
+        "p90_ms": q(0.90),
+        "p99_ms": q(0.99),
+        "max_ms": round(ordered[-1] * 1e3, 3),
+        "mean_ms": round(statistics.fmean(ordered) * 1e3, 3),
+    }
+
+
+@contextmanager
+def fake_environment(args: argparse.Namespace) -> Iterator[tuple[str, FakePrometheus]]:
+    from tests.fakes.kube_api import FakeKubeAPI
+
+    keys = sorted(
+        {
+            (va_namespace(i, args.vas, args.namespaces), model_name(i, args.models))
+            for i in range(args.vas)
+        }
+    )
+    with FakeKubeAPI() as kube, FakePrometheus(keys, args.churn) as prometheus:
+        for obj in cluster_objects(args.vas, args.namespaces, args.models):
+            kube.apply(obj)
+        yield kube.url, prometheus
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Start the fakes here, the adapter and then the client in their own processes."""
+    began = time.monotonic()
+    with (
+        fake_environment(args) as (kube_url, prometheus),
+        tempfile.TemporaryDirectory(prefix="wva-load-") as tmp,
+    ):
+        setup_s = time.monotonic() - began
+        log_file = Path(tmp) / "adapter.log"
+        command = [
+            sys.executable, __file__, "--adapter", "--kube-url", kube_url,
+            "--prometheus-url", prometheus.url, "--vas", str(args.vas),
+            "--log-file", str(log_file),
+        ]  # fmt: skip
+        server = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            assert server.stdout is not None and server.stdin is not None
+            line = server.stdout.readline()
+            if not line:
+                raise RuntimeError(f"the adapter process failed:\n{_tail(log_file)}")
+            port = json.loads(line)["port"]
+            polled = []
+            for rate in args.rates:
+                client_command = [
+                    sys.executable, __file__, "--client", "--port", str(port),
+                    "--vas", str(args.vas), "--namespaces", str(args.namespaces),
+                    "--scaled-objects", str(args.scaled_objects), "--rate", str(rate),
+                    "--duration", str(args.duration), "--channels", str(args.channels),
+                ]  # fmt: skip
+                answer = subprocess.run(
+                    client_command, check=True, capture_output=True, text=True,
+                    timeout=args.duration + 120,
+                )  # fmt: skip
+                polled.append({"rate": rate, **json.loads(answer.stdout)})
+            out, _ = server.communicate(input="", timeout=120)  # EOF on stdin: stop
+            if server.returncode != 0:
+                raise RuntimeError(f"the adapter process failed:\n{_tail(log_file)}")
+            measured = json.loads(out)
+            log_bytes = log_file.stat().st_size
+        finally:
+            if server.poll() is None:
+                server.kill()
+                server.wait()
+    return summarize(args, measured, polled, setup_s, log_bytes, prometheus.requests)
+
+
+def _tail(path: Path) -> str:
+    try:
+        return "\n".join(path.read_text().splitlines()[-30:])
+    except OSError:
+        return "(no log)"
+
+
+def summarize(
+    args: argparse.Namespace,
+    measured: dict[str, Any],
+    polled: list[dict[str, Any]],
+    setup_s: float,
+    log_bytes: int,
+    prometheus_requests: int,
+) -> dict[str, Any]:
+    cycles = measured["cycles"]
+    durations = [c["duration_s"] for c in cycles]
+    warm = durations[1:]
+    busy = sum(durations[1:]) / max(1e-9, cycles[-1]["end"] - cycles[1]["start"]) if warm else 0
+
+    def latency(run: dict[str, Any]) -> dict[str, Any]:
+        samples = run["samples"]
+        return {
+            "target_rate_per_s": run["rate"],
+            "requests": len(samples),
+            "errors": len(run["errors"]),
+            "first_errors": run["errors"][:5],
+            "achieved_rate_per_s": round(len(samples) / run["elapsed"], 1),
+            "latency": quantiles_ms([seconds for _sent, seconds in samples]),
+        }
+
+    return {
+        "benchmark": "load: VAs through the whole adapter",
+        "smoke": args.smoke,
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "processor": _cpu_model(),
+            "python": platform.python_version(),
+        },
+        "size": {
+            "vas": args.vas,
+            "namespaces": args.namespaces,
+            "models": args.models,
+            "scaled_objects": polled[0]["streams"],
+            "rates_per_s": args.rates,
+            "churn": args.churn,
+        },
+        "targets": TARGETS,
+        "setup_s": round(setup_s, 3),
+        "adapter_sync_s": measured["sync_s"],
+        "cycles": {
+            "count": len(durations),
+            "errors": measured["errors"],
+            "last_error": measured["last_error"],
+            "solved_last": cycles[-1]["solved"] if cycles else 0,
+            "cold_s": round(durations[0], 3) if durations else None,
+            "warm_median_s": round(statistics.median(warm), 3) if warm else None,
+            "warm_max_s": round(max(warm), 3) if warm else None,
+        },
+        "memory_mb": measured["memory_mb"],
+        "memory_after_sync_mb": measured["memory_after_sync_mb"],
+        "log_bytes_per_cycle": round(log_bytes / max(1, len(durations))),
+        "prometheus_requests": prometheus_requests,
+        # cycles run back to back: (almost) every call is sent while one runs
+        "warm_cycle_busy_fraction": round(busy, 3),
+        "get_metrics": [latency(run) for run in polled],
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    p.add_argument("--smoke", action="store_true", help="500 VAs / 10 namespaces, short")
+    p.add_argument("--vas", type=int, default=5000)
+    p.add_argument("--namespaces", type=int, default=100)
+    p.add_argument("--models", type=int, default=50)
+    p.add_argument("--scaled-objects", type=int, default=1000)
+    p.add_argument(
+        "--rates",
+        type=lambda text: [float(r) for r in text.split(",")],
+        default=[100.0, 500.0],
+        help="GetMetrics per second, total; one polling run per rate",
+    )
+    p.add_argument("--rate", type=float, default=100.0, help=argparse.SUPPRESS)
+    p.add_argument("--duration", type=float, default=20.0, help="seconds of polling")
+    p.add_argument("--channels", type=int, default=4)
+    p.add_argument("--churn", type=float, default=0.2, help="keys with new load per cycle")
+    p.add_argument("--output", type=Path)
+    # internal: the adapter and client processes
+    p.add_argument("--adapter", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--kube-url", help=argparse.SUPPRESS)
+    p.add_argument("--prometheus-url", help=argparse.SUPPRESS)
+    p.add_argument("--log-file", help=argparse.SUPPRESS)
+    p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--sync-timeout", type=float, default=120.0, help=argparse.SUPPRESS)
+    return p
+
+
+def smoke(args: argparse.Namespace) -> argparse.Namespace:
+    """The reduced size `make test` runs (tests/test_load.py)."""
+    args.vas, args.namespaces, args.models = 500, 10, 50
+    args.scaled_objects, args.rates, args.duration, args.channels = 200, [100.0], 4.0, 2
+    return args
+
+
+def report_lines(report: dict[str, Any]) -> list[str]:
+    c, m = report["cycles"], report["memory_mb"]
+    return [
+        f"machine: {report['machine']['cpu_count']} CPUs, {report['machine']['processor']}",
+        f"size: {report['size']}",
+        f"setup {report['setup_s']} s, adapter list+sync {report['adapter_sync_s']} s",
+        f"cycles: {c['count']} ({c['errors']} errors, {c['solved_last']} solved), "
+        f"cold {c['cold_s']} s, warm median {c['warm_median_s']} s, max {c['warm_max_s']} s",
+        f"memory: VmHWM {m['VmHWM']} MB, VmRSS {m['VmRSS']} MB",
+    ] + [
+        f"GetMetrics at {g['target_rate_per_s']}/s: {g['requests']} requests "
+        f"({g['achieved_rate_per_s']}/s), {g['errors']} errors; "
+        f"p50 {g['latency'].get('p50_ms')} ms, p99 {g['latency'].get('p99_ms')} ms, "
+        f"max {g['latency'].get('max_ms')} ms"
+        for g in report["get_metrics"]
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.adapter:
+        result = asyncio.run(adapter(args))
+        print(json.dumps(result))
+        return 0
+    if args.client:
+        print(json.dumps(asyncio.run(poll(args))))
+        return 0
+    if args.smoke:
+        smoke(args)
+    report = run(args)
+    output = args.output or ROOT / "bench" / "results" / (
+        "load-smoke.json" if args.smoke else "load.json"
+    )
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2) + "\n")
+    for line in report_lines(report):
+        print(line)
+    print(f"wrote {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
