@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import sys
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -197,6 +198,16 @@ class Engine:
         A failed cycle is logged and retried at the next tick; the previous snapshot
         stays in place meanwhile.
         """
+        # The cycle's worker thread and the event loop share the GIL: hand it over every
+        # 0.5 ms instead of 5 ms, so a gRPC answer waits less behind a running cycle.
+        switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(min(switch_interval, 0.0005))
+        try:
+            await self._run(stop, max_cycles)
+        finally:
+            sys.setswitchinterval(switch_interval)
+
+    async def _run(self, stop: asyncio.Event, max_cycles: int | None) -> None:
         done = 0
         while not stop.is_set():
             try:
