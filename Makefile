@@ -30,10 +30,12 @@ test: lint typecheck unit
 bench: $(STAMP)
 	$(BIN)/python bench/optimizer.py
 	$(BIN)/python bench/scaler.py
+	$(BIN)/python bench/load.py
 
 bench-smoke: $(STAMP)
 	$(BIN)/python bench/optimizer.py --smoke
 	$(BIN)/python bench/scaler.py --smoke
+	$(BIN)/python bench/load.py --smoke
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -174,5 +174,3 @@ def test_every_granted_verb_is_used(granted: dict[tuple[str, str, str], set[str]
     assert not unused, "granted in deploy/rbac.yaml but never called by adapter/: " + "; ".join(
         unused
     )
-
-
