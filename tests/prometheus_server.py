@@ -36,8 +36,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def poll(probe: Callable[[], T | None], *, timeout_s: float, what: str) -> T:
-    """Call `probe` until it returns something other than None, or fail after the deadline."""
+def poll(
+    probe: Callable[[], T | None], *, timeout_s: float, what: str, interval_s: float = 0.1
+) -> T:
+    """Call `probe` until it returns something other than None, or fail after the deadline.
+
+    For state outside the test process (a server, a subprocess): poll with a deadline.
+    """
     deadline = time.monotonic() + timeout_s
     wake = threading.Event()  # never set: a timed wait between probes
     while True:
@@ -45,8 +50,8 @@ def poll(probe: Callable[[], T | None], *, timeout_s: float, what: str) -> T:
         if result is not None:
             return result
         if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what}")
-        wake.wait(0.1)
+            raise TimeoutError(f"timed out after {timeout_s:g}s waiting for {what}")
+        wake.wait(interval_s)
 
 
 class PrometheusServer:

@@ -9,8 +9,6 @@ import math
 import signal
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -21,7 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from adapter._proto import externalscaler_pb2 as pb
 from adapter._proto import externalscaler_pb2_grpc as pb_grpc
 from tests.kube_helpers import SAMPLES
-from tests.prometheus_server import free_port
+from tests.prometheus_server import free_port, poll
 
 T = TypeVar("T")
 
@@ -30,15 +28,7 @@ REF = pb.ScaledObjectRef(name="vllm", namespace="vllm-test")  # the sample VA
 
 def until(probe: Callable[[], T | None], *, timeout_s: float, what: str) -> T:
     """Poll an external process until `probe` returns something other than None."""
-    deadline = time.monotonic() + timeout_s
-    pause = threading.Event()  # never set: a timed wait between probes
-    while True:
-        result = probe()
-        if result is not None:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:g}s waiting for {what}")
-        pause.wait(0.05)
+    return poll(probe, timeout_s=timeout_s, what=what, interval_s=0.05)
 
 
 @dataclass(frozen=True)

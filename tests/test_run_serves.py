@@ -6,7 +6,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 
 import grpc
@@ -17,18 +16,9 @@ from adapter._proto import externalscaler_pb2 as pb
 from adapter._proto import externalscaler_pb2_grpc as pb_grpc
 from adapter.emulator.metrics import MetricsServer
 from tests.kube_helpers import SAMPLES
-from tests.prometheus_server import free_port
+from tests.prometheus_server import free_port, poll
 
 DEADLINE_S = 60.0
-
-
-def _until(check: object, what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while time.monotonic() < deadline:
-        if callable(check) and check():
-            return
-        time.sleep(0.1)  # polling an external process with a deadline
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_run_serves_keda_and_prometheus_then_stops_on_sigterm(busy_pod: MetricsServer) -> None:
@@ -61,14 +51,14 @@ def test_run_serves_keda_and_prometheus_then_stops_on_sigterm(busy_pod: MetricsS
         channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
         health = health_pb2_grpc.HealthStub(channel)
 
-        def serving() -> bool:
+        def serving() -> bool | None:
             try:
                 answer = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
             except grpc.RpcError:
-                return False
-            return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
+                return None
+            return True if answer.status == health_pb2.HealthCheckResponse.SERVING else None
 
-        _until(serving, "the first decision to be served")
+        poll(serving, timeout_s=DEADLINE_S, what="the first decision to be served")
         scaler = pb_grpc.ExternalScalerStub(channel)  # type: ignore[no-untyped-call]
         ref = pb.ScaledObjectRef(name="vllm", namespace="vllm-test")
         spec = scaler.GetMetricSpec(ref, timeout=5)

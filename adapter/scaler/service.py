@@ -169,12 +169,7 @@ class ScalerService:
     def decision(self, key: VariantKey) -> VariantDecision:
         """The solved decision for a VA, or Refusal (UNAVAILABLE / NOT_FOUND)."""
         namespace, name = key
-        snapshot = self._source()
-        if snapshot is None:
-            raise Refusal(
-                grpc.StatusCode.UNAVAILABLE,
-                f"no optimization result yet (VariantAutoscaling {namespace}/{name})",
-            )
+        snapshot = self._snapshot(key)
         age = snapshot.age(self._clock)
         if age > self.settings.staleness_s:
             raise Refusal(
@@ -202,14 +197,19 @@ class ScalerService:
         assert desired is not None  # decision() refuses unsolved VAs
         return desired
 
-    def metric_spec(self, key: VariantKey) -> pb.GetMetricSpecResponse:
-        namespace, name = key
+    def _snapshot(self, key: VariantKey) -> Snapshot:
+        """The latest snapshot, or UNAVAILABLE before the first successful cycle."""
         snapshot = self._source()
         if snapshot is None:
             raise Refusal(
                 grpc.StatusCode.UNAVAILABLE,
-                f"no optimization result yet (VariantAutoscaling {namespace}/{name})",
+                f"no optimization result yet (VariantAutoscaling {key[0]}/{key[1]})",
             )
+        return snapshot
+
+    def metric_spec(self, key: VariantKey) -> pb.GetMetricSpecResponse:
+        namespace, name = key
+        snapshot = self._snapshot(key)
         if key not in snapshot.decisions:
             age = snapshot.age(self._clock)
             if age > self.settings.staleness_s:
