@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 from kubernetes import client
 
 from adapter.emulator.metrics import MetricsServer, VllmMetrics
 from tests.fakes.kube_api import FakeKubeAPI
 from tests.kube_helpers import MODEL
 from tests.prometheus_server import PrometheusServer
+
+# CI runs the same examples every time (a failure found there reproduces); developers'
+# runs keep exploring new ones.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 @pytest.fixture(scope="session")

@@ -240,7 +240,8 @@ def test_limited_never_uses_more_than_the_capacity(doc: dict[str, Any], policy: 
 def test_limited_with_ample_capacity_equals_unlimited(doc: dict[str, Any]) -> None:
     """Nothing is short: every server gets its first-choice (minimum value) candidate."""
     doc = _with(doc, unlimited=False)
-    doc["capacityData"]["count"] = [{"type": t, "count": 10_000} for t in ("T1", "T2")]
+    # truly ample: a slow profile at batch 1 can need more than 10 000 replicas
+    doc["capacityData"]["count"] = [{"type": t, "count": 10**12} for t in ("T1", "T2")]
     limited = _solve(doc)["servers"]
     unlimited = _solve(_with(doc, unlimited=True))["servers"]
     for name, decision in limited.items():
