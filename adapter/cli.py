@@ -229,9 +229,7 @@ def _tls(args: argparse.Namespace) -> TlsFiles | None:
 
 def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -> int:
     """The adapter: a cycle every --interval seconds, served over gRPC and /metrics."""
-    del out, err, stdin
-    if args.interval <= 0:
-        raise InputError("--interval must be > 0 seconds")
+    del out, err, stdin  # values were checked by parse_run_settings
     tls = _tls(args)
     cluster = _cluster_source(args)
     try:
