@@ -176,6 +176,14 @@ class VllmMetrics:
                 histogram.observe(latency)
         self._e2e.observe(e2e_s if e2e_s is not None else ttft_s + sum(inter_token_latencies_s))
 
+    def record_abort(self) -> None:
+        """A request its client abandoned: counted as finished with reason `abort`.
+
+        Only the counter moves (latency and token histograms describe completed work),
+        so finished requests still equal arrivals minus what is in the engine.
+        """
+        self._success.labels(self.model_name, self.engine, "abort").inc()
+
     def set_gauges(
         self,
         *,

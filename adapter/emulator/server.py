@@ -1,0 +1,899 @@
+"""An emulated vLLM Deployment: N OpenAI-compatible replicas, a Service-like gateway and a
+control API to scale it, all in one asyncio process.
+
+Each replica runs the continuous-batching model of `batching.ReplicaEngine` in wall time
+and exports vLLM's metrics on its own port, so the adapter, Prometheus and load
+generators (guidellm) see what they would see in front of real vLLM pods, at the
+latencies of a chosen (alpha, beta) profile, without a GPU.
+
+Simplifications, chosen to keep the CPU cost low next to a Python load generator:
+- prompt tokens are the whitespace-separated words of the prompt (or of the chat
+  messages' text), at least 1; a list of token ids counts its length;
+- every request generates exactly `max_tokens` (or `max_completion_tokens`, default 16)
+  tokens of the fixed text " tok", finish reason "length" (as with `ignore_eos`);
+- streamed tokens are coalesced into one SSE event per stream every
+  `stream_interval_ms` (vLLM's stream interval; 0 = one event per token), the first
+  token always being sent as soon as it exists;
+- the inter-token latency histograms observe a request's mean gap `output_tokens - 1`
+  times instead of each individual gap: sums and counts are exact, buckets slightly
+  smoothed, and no per-token timestamps are kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Literal
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from adapter.emulator.batching import ReplicaEngine, Request, ServingProfile, StepOutcome
+from adapter.emulator.metrics import VllmMetrics
+
+log = logging.getLogger(__name__)
+
+TOKEN_TEXT: Final = " tok"
+DEFAULT_MAX_TOKENS: Final = 16
+MAX_MODEL_LEN: Final = 131072
+# A driver that fell further behind its step deadlines than this (a stalled event loop)
+# restarts from "now" instead of producing a burst of catch-up steps.
+_MAX_LAG_S: Final = 1.0
+# How long closing a site waits for responses still being written.
+_SHUTDOWN_TIMEOUT_S: Final = 5.0
+_SSE_HEADERS: Final = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+
+ReplicaState = Literal["starting", "ready", "terminating"]
+
+
+# --- request bodies (the OpenAI fields the emulator reads; anything else is accepted) ---
+
+
+class _StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    include_usage: bool = False
+
+
+class _GenerationBody(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    stream: bool = False
+    stream_options: _StreamOptions | None = None
+    ignore_eos: bool = False
+
+    def output_tokens(self) -> int:
+        return self.max_tokens or DEFAULT_MAX_TOKENS
+
+    def prompt_tokens(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def include_usage(self) -> bool:
+        return self.stream_options is not None and self.stream_options.include_usage
+
+
+class CompletionBody(_GenerationBody):
+    """POST /v1/completions: one prompt (text or token ids)."""
+
+    prompt: str | list[int] | list[str] | list[list[int]] = ""
+
+    def prompt_tokens(self) -> int:
+        prompt = self.prompt
+        if isinstance(prompt, list) and len(prompt) == 1 and not isinstance(prompt[0], int):
+            prompt = prompt[0]  # a batch of one prompt
+        if isinstance(prompt, str):
+            return max(1, len(prompt.split()))
+        if prompt and all(isinstance(t, int) for t in prompt):
+            return max(1, len(prompt))
+        raise ValueError("only one prompt per request is emulated")
+
+
+class _ContentPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: str = "text"
+    text: str | None = None
+
+
+class _ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: str
+    content: str | list[_ContentPart] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return " ".join(p.text for p in self.content or () if p.text)
+
+
+class ChatBody(_GenerationBody):
+    """POST /v1/chat/completions: the messages' text is the prompt."""
+
+    messages: list[_ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+
+    def output_tokens(self) -> int:
+        return self.max_completion_tokens or self.max_tokens or DEFAULT_MAX_TOKENS
+
+    def prompt_tokens(self) -> int:
+        return max(1, sum(len(m.text().split()) for m in self.messages))
+
+
+class _ScaleBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    count: int = Field(ge=0)
+
+
+def _error(status: int, message: str, kind: str) -> web.Response:
+    """An OpenAI-style error body, as vLLM's API server answers."""
+    body = {"error": {"message": message, "type": kind, "param": None, "code": status}}
+    return web.json_response(body, status=status)
+
+
+def _sse(payload: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+
+# --- configuration and public views ---
+
+
+@dataclass(frozen=True, slots=True)
+class EmulatorConfig:
+    """What to emulate and where: one served model, its profile, the ports."""
+
+    model: str
+    profile: ServingProfile
+    replicas: int = 1
+    host: str = "127.0.0.1"
+    gateway_port: int = 0
+    control_port: int = 0
+    stream_interval_ms: float = 50.0
+    startup_delay_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.replicas < 0:
+            raise ValueError("replicas must be >= 0")
+        if self.stream_interval_ms < 0:
+            raise ValueError("stream_interval_ms must be >= 0")
+        if self.startup_delay_s < 0:
+            raise ValueError("startup_delay_s must be >= 0")
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaInfo:
+    """One replica as the control API reports it."""
+
+    name: str
+    url: str
+    state: ReplicaState
+    running: int
+    waiting: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "url": self.url,
+            "state": self.state,
+            "running": self.running,
+            "waiting": self.waiting,
+        }
+
+
+# --- one request through the deployment ---
+
+
+class _Job:
+    """An HTTP request's generation, possibly moved to another replica before it starts.
+
+    The handler waits on `wait()`; the replica's driver calls `notify()` when the
+    request gets its first token or finishes (and after every step when streaming
+    every token). Wake-ups may be spurious: the handler re-reads the state.
+    """
+
+    __slots__ = ("error", "output_tokens", "prompt_tokens", "replica", "request", "waiter")
+
+    def __init__(self, prompt_tokens: int, output_tokens: int) -> None:
+        self.prompt_tokens = prompt_tokens
+        self.output_tokens = output_tokens
+        self.request: Request | None = None
+        self.replica: _Replica | None = None
+        self.waiter: asyncio.Future[None] | None = None
+        self.error: str | None = None
+
+    @property
+    def current(self) -> Request:
+        if self.request is None:
+            raise RuntimeError("job not submitted")
+        return self.request
+
+    def notify(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def fail(self, message: str) -> None:
+        self.error = message
+        self.replica = None
+        self.notify()
+
+    async def wait(self, timeout: float | None) -> None:
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self.waiter = waiter
+        timer = loop.call_later(timeout, _resolve, waiter) if timeout is not None else None
+        try:
+            await waiter
+        finally:
+            self.waiter = None
+            if timer is not None:
+                timer.cancel()
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+# --- one replica ---
+
+
+class _Replica:
+    """One vLLM pod: an engine driven in wall time, its metrics, its own HTTP port."""
+
+    def __init__(self, deployment: EmulatedDeployment, name: str) -> None:
+        config = deployment.config
+        self.name = name
+        self.engine = ReplicaEngine(config.profile)
+        self.metrics = VllmMetrics(config.model)
+        self.state: ReplicaState = "starting"
+        self.port = 0
+        self._deployment = deployment
+        self._host = config.host
+        self._notify_every_step = config.stream_interval_ms == 0
+        self._jobs: dict[Request, _Job] = {}
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._driver: asyncio.Task[None] | None = None
+        self._runner: web.AppRunner | None = None
+        self._ready_timer: asyncio.TimerHandle | None = None
+        self._closed: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self._host}:{self.port}"
+
+    @property
+    def outstanding(self) -> int:
+        """Requests submitted here and not finished: the gateway's balancing key."""
+        return len(self._jobs)
+
+    def info(self) -> ReplicaInfo:
+        return ReplicaInfo(
+            self.name, self.url, self.state, self.engine.running, self.engine.waiting
+        )
+
+    async def open(self, startup_delay_s: float) -> None:
+        deployment = self._deployment
+        app = web.Application()
+        app.router.add_post("/v1/completions", self._completions)
+        app.router.add_post("/v1/chat/completions", self._chat_completions)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/health", self._health)
+        app.router.add_get("/metrics", self._metrics)
+        self._runner, self.port = await _serve(app, deployment.config.host, 0)
+        self._driver = asyncio.create_task(self._drive(), name=f"driver-{self.name}")
+        if startup_delay_s > 0:
+            self._ready_timer = asyncio.get_running_loop().call_later(
+                startup_delay_s, self._become_ready
+            )
+        else:
+            self._become_ready()
+
+    def _become_ready(self) -> None:
+        self._ready_timer = None
+        if self.state == "starting":
+            self.state = "ready"
+
+    def submit(self, job: _Job) -> None:
+        """Queue `job` here as a new request arriving now."""
+        arrival = asyncio.get_running_loop().time()
+        request = Request(
+            arrival=arrival,
+            prompt_tokens=job.prompt_tokens,
+            output_tokens=job.output_tokens,
+        )
+        job.request = request
+        job.replica = self
+        self._jobs[request] = job
+        self.engine.submit(request)
+        self._wake.set()
+
+    def cancel(self, job: _Job) -> None:
+        """The client went away: abort its request, as vLLM does."""
+        request = job.request
+        if request is not None and self._jobs.pop(request, None) is not None:
+            self.engine.cancel(request)
+            self.metrics.record_abort()
+
+    def begin_termination(self) -> list[_Job]:
+        """Leave the rotation; return the jobs still waiting, for another replica."""
+        self.state = "terminating"
+        if self._ready_timer is not None:
+            self._ready_timer.cancel()
+            self._ready_timer = None
+        return [self._jobs.pop(r) for r in self.engine.drain_waiting()]
+
+    async def close(self, *, abort: bool = False) -> None:
+        """Finish the running requests (or fail them, with `abort`), then close the port.
+
+        Idempotent; an abort may interrupt a graceful close already under way.
+        """
+        if abort:
+            for job in list(self._jobs.values()):
+                job.fail("the server is shutting down")
+            self._jobs.clear()
+            if self._driver is not None:
+                self._driver.cancel()
+        if self._closed is None:
+            self._closed = asyncio.create_task(self._close(), name=f"close-{self.name}")
+        await asyncio.shield(self._closed)
+
+    async def _close(self) -> None:
+        self._closing = True
+        self._wake.set()
+        if self._driver is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._driver
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _drive(self) -> None:
+        """Run steps back to back while there is work, on absolute deadlines.
+
+        Each step starts where the previous one ended (not when the loop woke up), so a
+        late wake-up shortens the next wait instead of stretching the timeline: the
+        emulated GPU does not slow down because the host's CPU is busy (guidellm, the
+        adapter and the emulator share two cores in CI); only its tokens reach the
+        clients a little late. Requests that arrived after a step's start wait for the
+        next step. Beyond `_MAX_LAG_S` behind, the timeline restarts from now.
+        """
+        loop = asyncio.get_running_loop()
+        engine = self.engine
+        start: float | None = None
+        while True:
+            if engine.idle:
+                if self._closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                start = None
+                continue
+            now = loop.time()
+            if start is None or now - start > _MAX_LAG_S:
+                start = now
+            duration = engine.start_step(start)
+            if duration is None:  # cancelled meanwhile, or arrived after `start`
+                start = None
+                continue
+            end = start + duration
+            await asyncio.sleep(max(0.0, end - loop.time()))
+            self._after_step(engine.finish_step())
+            start = end
+
+    def _after_step(self, outcome: StepOutcome) -> None:
+        jobs = self._jobs
+        for request in outcome.started:
+            job = jobs.get(request)
+            if job is not None:
+                job.notify()
+        for request in outcome.finished:
+            n = request.tokens_out
+            self.metrics.record_request(
+                prompt_tokens=request.prompt_tokens,
+                output_tokens=n,
+                queue_time_s=request.queue_time,
+                ttft_s=request.ttft,
+                inter_token_latencies_s=[request.itl_mean] * (n - 1),
+                e2e_s=request.e2e,
+            )
+            job = jobs.pop(request, None)
+            if job is not None:
+                job.notify()
+        if self._notify_every_step:
+            for job in jobs.values():
+                job.notify()
+
+    def _pick_self(self) -> _Replica | None:
+        return self if self.state == "ready" else None
+
+    async def _completions(self, http: web.Request) -> web.StreamResponse:
+        return await self._deployment.generate(http, chat=False, pick=self._pick_self)
+
+    async def _chat_completions(self, http: web.Request) -> web.StreamResponse:
+        return await self._deployment.generate(http, chat=True, pick=self._pick_self)
+
+    async def _models(self, http: web.Request) -> web.Response:
+        return self._deployment.models_response()
+
+    async def _health(self, http: web.Request) -> web.Response:
+        if self.state != "ready":
+            return web.Response(status=503, text=self.state)
+        return web.Response(text="")
+
+    async def _metrics(self, http: web.Request) -> web.Response:
+        engine = self.engine
+        self.metrics.set_gauges(
+            running=engine.running,
+            waiting=engine.waiting,
+            kv_cache_usage=engine.kv_cache_usage(),
+        )
+        body, content_type = self.metrics.exposition()
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+async def _serve(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
+    """Serve `app` on (host, port), port 0 = a free one; returns the runner and the port."""
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        handler_cancellation=True,  # a client that disconnects aborts its request
+        shutdown_timeout=_SHUTDOWN_TIMEOUT_S,
+    )
+    await runner.setup()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.setblocking(False)
+        site = web.SockSite(runner, sock)
+        await site.start()
+    except BaseException:
+        sock.close()
+        await runner.cleanup()
+        raise
+    return runner, int(sock.getsockname()[1])
+
+
+# --- the deployment ---
+
+
+class EmulatedDeployment:
+    """A vLLM Deployment of N emulated replicas behind a gateway, scalable at run time.
+
+    - gateway (`gateway_url`): the Kubernetes Service; `/v1/*` requests go, in process,
+      to the ready replica with the fewest outstanding requests (ties in rotation);
+    - control (`control_url`): `GET/PUT /replicas`, `GET /health`;
+    - each replica: `/v1/completions`, `/v1/chat/completions`, `/v1/models`, `/health`,
+      `/metrics` on its own port.
+
+    Scaling down removes the newest replicas: they leave the rotation at once, their
+    waiting requests are sent again through the gateway (as a client retry would), their
+    running requests finish, then their port closes.
+    """
+
+    def __init__(self, config: EmulatorConfig) -> None:
+        self.config = config
+        self._replicas: list[_Replica] = []
+        self._terminating: list[_Replica] = []
+        self._terminations: set[asyncio.Task[None]] = set()
+        self._next_index = 0
+        self._rotation = 0
+        self.arrivals_total = 0  # requests the gateway received: the offered load
+        self._started = False
+        self._gateway: web.AppRunner | None = None
+        self._control: web.AppRunner | None = None
+        self._scale_lock: asyncio.Lock | None = None
+        self.gateway_port = 0
+        self.control_port = 0
+
+    # lifecycle
+
+    async def start(self) -> None:
+        if self._started:
+            raise RuntimeError("deployment already started")
+        self._started = True
+        self._scale_lock = asyncio.Lock()
+        host = self.config.host
+        gateway = web.Application()
+        gateway.router.add_post("/v1/completions", self._gateway_completions)
+        gateway.router.add_post("/v1/chat/completions", self._gateway_chat_completions)
+        gateway.router.add_get("/v1/models", self._gateway_models)
+        gateway.router.add_get("/health", self._gateway_health)
+        control = web.Application()
+        control.router.add_get("/replicas", self._get_replicas)
+        control.router.add_put("/replicas", self._put_replicas)
+        control.router.add_get("/health", self._control_health)
+        self._gateway, self.gateway_port = await _serve(gateway, host, self.config.gateway_port)
+        self._control, self.control_port = await _serve(control, host, self.config.control_port)
+        # The initial replicas are up at once: the Deployment existed before the run.
+        await self._scale(self.config.replicas, startup_delay_s=0.0)
+
+    async def stop(self) -> None:
+        """Close every port; requests still in flight are failed."""
+        replicas = self._replicas + self._terminating
+        self._replicas = []  # the gateway answers 503 from now on
+        await asyncio.gather(*(r.close(abort=True) for r in replicas))
+        await self.wait_terminated()
+        for runner in (self._control, self._gateway):
+            if runner is not None:
+                await runner.cleanup()
+        self._control = self._gateway = None
+
+    async def __aenter__(self) -> EmulatedDeployment:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # scaling
+
+    @property
+    def desired(self) -> int:
+        return len(self._replicas)
+
+    @property
+    def replicas(self) -> list[ReplicaInfo]:
+        """The replicas that count toward `desired` (starting or ready), oldest first."""
+        return [r.info() for r in self._replicas]
+
+    @property
+    def terminating(self) -> list[ReplicaInfo]:
+        """Removed replicas still finishing their running requests."""
+        return [r.info() for r in self._terminating]
+
+    async def set_replicas(self, count: int) -> None:
+        """Scale to `count` replicas; new ones get `startup_delay_s` before taking traffic."""
+        if count < 0:
+            raise ValueError("count must be >= 0")
+        await self._scale(count, startup_delay_s=self.config.startup_delay_s)
+
+    async def wait_terminated(self) -> None:
+        """Wait until every removed replica has finished its requests and closed its port."""
+        while self._terminations:
+            await asyncio.gather(*self._terminations, return_exceptions=True)
+
+    async def _scale(self, count: int, *, startup_delay_s: float) -> None:
+        if self._scale_lock is None:
+            raise RuntimeError("deployment not started")
+        async with self._scale_lock:
+            while len(self._replicas) < count:
+                replica = _Replica(self, f"vllm-{self._next_index}")
+                self._next_index += 1
+                await replica.open(startup_delay_s)
+                self._replicas.append(replica)
+                log.info("replica %s serving on %s", replica.name, replica.url)
+            while len(self._replicas) > count:
+                self._remove(self._replicas.pop())
+
+    def _remove(self, replica: _Replica) -> None:
+        waiting = replica.begin_termination()
+        self._terminating.append(replica)
+        for job in waiting:
+            self._dispatch_again(job)
+        task = asyncio.create_task(self._terminate(replica), name=f"terminate-{replica.name}")
+        self._terminations.add(task)
+        task.add_done_callback(self._terminations.discard)
+
+    async def _terminate(self, replica: _Replica) -> None:
+        try:
+            await replica.close()
+        finally:
+            self._terminating.remove(replica)
+            log.info("replica %s closed", replica.name)
+
+    def _dispatch_again(self, job: _Job) -> None:
+        target = self._pick()
+        if target is None:
+            job.fail("no replica left to retry the request on")
+        else:
+            target.submit(job)
+
+    def _pick(self) -> _Replica | None:
+        """The ready replica with the fewest outstanding requests; ties in rotation."""
+        ready = [r for r in self._replicas if r.state == "ready"]
+        if not ready:
+            return None
+        n = len(ready)
+        self._rotation = (self._rotation + 1) % n
+        best = ready[self._rotation]
+        for i in range(1, n):
+            candidate = ready[(self._rotation + i) % n]
+            if candidate.outstanding < best.outstanding:
+                best = candidate
+        return best
+
+    # serving
+
+    async def generate(
+        self, http: web.Request, *, chat: bool, pick: Callable[[], _Replica | None]
+    ) -> web.StreamResponse:
+        """Serve one completion or chat completion on the replica `pick` chooses."""
+        body: _GenerationBody
+        try:
+            raw = await http.read()
+            body = (ChatBody if chat else CompletionBody).model_validate_json(raw)
+            prompt_tokens = body.prompt_tokens()
+        except (ValidationError, ValueError) as exc:
+            return _error(400, str(exc), "BadRequestError")
+        if body.model is not None and body.model != self.config.model:
+            return _error(404, f"The model `{body.model}` does not exist.", "NotFoundError")
+        replica = pick()
+        if replica is None:
+            return _error(503, "no replica is ready to serve the request", "ServiceUnavailable")
+        job = _Job(prompt_tokens, body.output_tokens())
+        replica.submit(job)
+        try:
+            if body.stream:
+                return await self._stream(http, job, chat=chat, usage=body.include_usage)
+            return await self._complete(job, chat=chat)
+        finally:
+            owner = job.replica
+            if owner is not None and job.current.finished is None:
+                owner.cancel(job)
+
+    async def _complete(self, job: _Job, *, chat: bool) -> web.Response:
+        while job.current.finished is None:
+            if job.error is not None:
+                return _error(503, job.error, "ServiceUnavailable")
+            await job.wait(None)
+        n = job.output_tokens
+        text = TOKEN_TEXT * n
+        choice: dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": "length"}
+        if chat:
+            choice["message"] = {"role": "assistant", "content": text}
+        else:
+            choice["text"] = text
+            choice["stop_reason"] = None
+        return web.json_response(
+            {
+                "id": _request_id(chat),
+                "object": "chat.completion" if chat else "text_completion",
+                "created": int(time.time()),
+                "model": self.config.model,
+                "choices": [choice],
+                "usage": _usage(job),
+            }
+        )
+
+    async def _stream(
+        self, http: web.Request, job: _Job, *, chat: bool, usage: bool
+    ) -> web.StreamResponse:
+        while job.current.first_token is None:
+            if job.error is not None:
+                return _error(503, job.error, "ServiceUnavailable")
+            await job.wait(None)
+        response = web.StreamResponse(headers=_SSE_HEADERS)
+        interval = self.config.stream_interval_ms / 1000 or None
+        head: dict[str, Any] = {
+            "id": _request_id(chat),
+            "object": "chat.completion.chunk" if chat else "text_completion",
+            "created": int(time.time()),
+            "model": self.config.model,
+        }
+
+        def chunk(text: str, finish_reason: str | None) -> bytes:
+            choice: dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": finish_reason}
+            if chat:
+                choice["delta"] = {"content": text}
+            else:
+                choice["text"] = text
+                choice["stop_reason"] = None
+            return _sse({**head, "choices": [choice]})
+
+        sent = 0
+        try:
+            await response.prepare(http)
+            if chat:
+                role = {"index": 0, "delta": {"role": "assistant", "content": ""}}
+                await response.write(_sse({**head, "choices": [{**role, "finish_reason": None}]}))
+            while True:
+                request = job.current
+                produced = request.tokens_out
+                done = request.finished is not None
+                if produced > sent:
+                    finish = "length" if done else None
+                    await response.write(chunk(TOKEN_TEXT * (produced - sent), finish))
+                    sent = produced
+                if done:
+                    break
+                if job.error is not None:
+                    return response  # shutting down: the stream ends without [DONE]
+                await job.wait(interval)
+            if usage:
+                await response.write(_sse({**head, "choices": [], "usage": _usage(job)}))
+            await response.write(b"data: [DONE]\n\n")
+            await response.write_eof()
+        except ConnectionError:
+            pass  # the client went away; `generate` aborts the request
+        return response
+
+    def models_response(self) -> web.Response:
+        model = {
+            "id": self.config.model,
+            "object": "model",
+            "created": int(time.time()),
+            "owned_by": "vllm",
+            "root": self.config.model,
+            "parent": None,
+            "max_model_len": MAX_MODEL_LEN,
+        }
+        return web.json_response({"object": "list", "data": [model]})
+
+    async def _gateway_completions(self, http: web.Request) -> web.StreamResponse:
+        self.arrivals_total += 1
+        return await self.generate(http, chat=False, pick=self._pick)
+
+    async def _gateway_chat_completions(self, http: web.Request) -> web.StreamResponse:
+        self.arrivals_total += 1
+        return await self.generate(http, chat=True, pick=self._pick)
+
+    def _no_replica(self) -> web.Response:
+        return _error(503, "no replica is ready", "ServiceUnavailable")
+
+    async def _gateway_models(self, http: web.Request) -> web.Response:
+        if not any(r.state == "ready" for r in self._replicas):
+            return self._no_replica()
+        return self.models_response()
+
+    async def _gateway_health(self, http: web.Request) -> web.Response:
+        if not any(r.state == "ready" for r in self._replicas):
+            return self._no_replica()
+        return web.Response(text="")
+
+    # control API
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://{self.config.host}:{self.gateway_port}"
+
+    @property
+    def control_url(self) -> str:
+        return f"http://{self.config.host}:{self.control_port}"
+
+    def status(self) -> dict[str, Any]:
+        """The control API's view: replicas counting toward `desired`, and terminating ones."""
+        return {
+            "replicas": [r.to_json() for r in self.replicas],
+            "terminating": [r.to_json() for r in self.terminating],
+            "desired": self.desired,
+            "arrivals_total": self.arrivals_total,
+        }
+
+    def endpoints(self) -> dict[str, Any]:
+        """What the CLI prints once serving: where the gateway, control and replicas are."""
+        return {
+            "gateway": self.gateway_url,
+            "control": self.control_url,
+            "replicas": [{"name": r.name, "url": r.url} for r in self.replicas],
+        }
+
+    async def _get_replicas(self, http: web.Request) -> web.Response:
+        return web.json_response(self.status())
+
+    async def _put_replicas(self, http: web.Request) -> web.Response:
+        try:
+            body = _ScaleBody.model_validate_json(await http.read())
+        except ValidationError as exc:
+            return _error(400, str(exc), "BadRequestError")
+        await self.set_replicas(body.count)
+        return web.json_response(self.status())
+
+    async def _control_health(self, http: web.Request) -> web.Response:
+        return web.Response(text="")
+
+
+def _request_id(chat: bool) -> str:
+    return ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
+
+
+def _usage(job: _Job) -> dict[str, int]:
+    return {
+        "prompt_tokens": job.prompt_tokens,
+        "completion_tokens": job.output_tokens,
+        "total_tokens": job.prompt_tokens + job.output_tokens,
+    }
+
+
+# --- command line ---
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m adapter.emulator",
+        description="Emulate a vLLM Deployment: N OpenAI-compatible replicas with vLLM's "
+        "metrics, a gateway (the Service) and a control API to scale it.",
+    )
+    parser.add_argument("--model", required=True, help="served model name")
+    parser.add_argument("--alpha-ms", type=float, required=True, help="decode step base time")
+    parser.add_argument("--beta-ms", type=float, required=True, help="decode step time per request")
+    parser.add_argument("--max-batch-size", type=int, required=True, help="vLLM max_num_seqs")
+    parser.add_argument("--prefill-ms-per-token", type=float, default=0.0)
+    parser.add_argument("--replicas", type=int, default=1)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--gateway-port", type=int, default=0, help="0 = a free port")
+    parser.add_argument("--control-port", type=int, default=0, help="0 = a free port")
+    parser.add_argument(
+        "--stream-interval-ms",
+        type=float,
+        default=50.0,
+        help="coalesce streamed tokens into one event per stream per interval; 0 = every token",
+    )
+    parser.add_argument(
+        "--startup-delay-s",
+        type=float,
+        default=0.0,
+        help="time before a replica added by scaling up takes traffic",
+    )
+    parser.add_argument("--ready-file", type=Path, help="where to write the endpoints JSON")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
+    profile = ServingProfile(
+        alpha_ms=args.alpha_ms,
+        beta_ms=args.beta_ms,
+        max_batch_size=args.max_batch_size,
+        prefill_ms_per_token=args.prefill_ms_per_token,
+    )
+    return EmulatorConfig(
+        model=args.model,
+        profile=profile,
+        replicas=args.replicas,
+        host=args.host,
+        gateway_port=args.gateway_port,
+        control_port=args.control_port,
+        stream_interval_ms=args.stream_interval_ms,
+        startup_delay_s=args.startup_delay_s,
+    )
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write then rename, so a reader polling for the file never sees half of it."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+async def serve(config: EmulatorConfig, ready_file: Path | None = None) -> None:
+    """Run the deployment until SIGTERM or SIGINT."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    deployment = EmulatedDeployment(config)
+    try:
+        await deployment.start()
+        line = json.dumps(deployment.endpoints())
+        if ready_file is not None:
+            _write_atomically(ready_file, line + "\n")
+        print(line, flush=True)
+        await stop.wait()
+    finally:
+        await deployment.stop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
+    asyncio.run(serve(config, args.ready_file))
+    return 0

@@ -1,0 +1,203 @@
+"""Continuous batching of one replica: step times, FIFO admission, batch limit, prefill."""
+
+from __future__ import annotations
+
+import pytest
+
+from adapter.emulator.batching import ReplicaEngine, Request, ServingProfile, StepOutcome
+
+
+def run_until_idle(engine: ReplicaEngine, now: float = 0.0) -> tuple[float, list[StepOutcome]]:
+    """Drive the engine in virtual time, steps back to back, as the emulator's driver does."""
+    outcomes = []
+    while (duration := engine.start_step(now)) is not None:
+        now += duration
+        outcomes.append(engine.finish_step())
+    return now, outcomes
+
+
+def test_itl_is_alpha_plus_beta_times_batch() -> None:
+    engine = ReplicaEngine(ServingProfile(alpha_ms=2.0, beta_ms=0.5, max_batch_size=16))
+    requests = [Request(arrival=0.0, prompt_tokens=10, output_tokens=50) for _ in range(8)]
+    for request in requests:
+        engine.submit(request)
+
+    end, outcomes = run_until_idle(engine)
+
+    step = (2.0 + 0.5 * 8) / 1000
+    assert [o.batch for o in outcomes] == [8] * 50
+    assert end == pytest.approx(50 * step)
+    for request in requests:
+        assert request.tokens_out == 50
+        assert request.queue_time == 0.0
+        assert request.ttft == pytest.approx(step)
+        assert request.itl_mean == pytest.approx(step)
+        assert request.e2e == pytest.approx(50 * step)
+        assert request.finished == request.last_token == end
+    assert engine.idle
+
+
+def test_step_duration_follows_the_batch_as_it_changes() -> None:
+    profile = ServingProfile(alpha_ms=1.0, beta_ms=1.0, max_batch_size=8)
+    engine = ReplicaEngine(profile)
+    engine.submit(Request(arrival=0.0, prompt_tokens=1, output_tokens=1))
+    engine.submit(Request(arrival=0.0, prompt_tokens=1, output_tokens=3))
+
+    durations = []
+    now = 0.0
+    while (duration := engine.start_step(now)) is not None:
+        durations.append(duration)
+        now += duration
+        engine.finish_step()
+
+    assert durations == pytest.approx([profile.itl_ms(2) / 1000] + [profile.itl_ms(1) / 1000] * 2)
+
+
+def test_admission_is_fifo_and_the_batch_limit_holds() -> None:
+    engine = ReplicaEngine(ServingProfile(alpha_ms=1.0, beta_ms=0.0, max_batch_size=2))
+    requests = [Request(arrival=0.0, prompt_tokens=1, output_tokens=2) for _ in range(5)]
+    for request in requests:
+        engine.submit(request)
+
+    assert engine.start_step(0.0) == pytest.approx(0.001)
+    assert (engine.running, engine.waiting) == (2, 3)
+    assert engine.kv_cache_usage() == 1.0
+    first = engine.finish_step()
+    assert first.started == tuple(requests[:2]) and first.finished == ()
+
+    _, outcomes = run_until_idle(engine, first.end)
+
+    assert max(o.batch for o in outcomes) == 2
+    admitted = [r.admitted for r in requests]
+    assert admitted == sorted(admitted)  # type: ignore[type-var]
+    # Two at a time, two tokens each: pairs start every 2 ms, the fifth alone.
+    assert admitted == pytest.approx([0.0, 0.0, 0.002, 0.002, 0.004])
+    assert [r.finished for r in requests] == pytest.approx([0.002, 0.002, 0.004, 0.004, 0.006])
+    assert requests[4].queue_time == pytest.approx(0.004)
+    assert engine.kv_cache_usage() == 0.0
+
+
+def test_a_request_joins_a_running_batch_at_the_next_step() -> None:
+    engine = ReplicaEngine(ServingProfile(alpha_ms=1.0, beta_ms=1.0, max_batch_size=4))
+    old = Request(arrival=0.0, prompt_tokens=1, output_tokens=3)
+    engine.submit(old)
+    engine.start_step(0.0)
+    late = Request(arrival=0.0005, prompt_tokens=1, output_tokens=1)
+    engine.submit(late)  # during the step: waits for the next one
+    assert engine.running == 1 and engine.waiting == 1
+    engine.finish_step()
+
+    assert engine.start_step(0.002) == pytest.approx(0.003)  # batch of two now
+    outcome = engine.finish_step()
+
+    assert outcome.started == (late,) and outcome.finished == (late,)
+    assert late.admitted == 0.002 and late.first_token == late.finished == pytest.approx(0.005)
+    assert late.itl_mean == 0.0
+    assert old.tokens_out == 2 and old.finished is None
+
+
+def test_prefill_is_added_once_to_the_admitting_step() -> None:
+    profile = ServingProfile(alpha_ms=2.0, beta_ms=0.0, max_batch_size=4, prefill_ms_per_token=0.1)
+    engine = ReplicaEngine(profile)
+    engine.submit(Request(arrival=0.0, prompt_tokens=100, output_tokens=3))
+    engine.submit(Request(arrival=0.0, prompt_tokens=50, output_tokens=3))
+
+    durations = []
+    now = 0.0
+    while (duration := engine.start_step(now)) is not None:
+        durations.append(duration)
+        now += duration
+        engine.finish_step()
+
+    assert durations == pytest.approx([0.002 + 0.015, 0.002, 0.002])
+
+
+def test_idle_engine_starts_no_step_and_steps_do_not_overlap() -> None:
+    engine = ReplicaEngine(ServingProfile(alpha_ms=1.0, beta_ms=0.0, max_batch_size=1))
+    assert engine.idle and engine.start_step(0.0) is None
+    with pytest.raises(RuntimeError):
+        engine.finish_step()
+    engine.submit(Request(arrival=0.0, prompt_tokens=0, output_tokens=1))
+    assert not engine.idle
+    engine.start_step(0.0)
+    with pytest.raises(RuntimeError):
+        engine.start_step(0.0)
+
+
+def test_drain_returns_the_waiting_queue_and_running_requests_finish() -> None:
+    engine = ReplicaEngine(ServingProfile(alpha_ms=1.0, beta_ms=0.0, max_batch_size=1))
+    requests = [Request(arrival=0.0, prompt_tokens=1, output_tokens=2) for _ in range(3)]
+    for request in requests:
+        engine.submit(request)
+    engine.start_step(0.0)
+    engine.finish_step()
+
+    drained = engine.drain_waiting()
+
+    assert drained == requests[1:]
+    assert engine.waiting == 0 and engine.running == 1
+    _, outcomes = run_until_idle(engine, 0.001)
+    assert outcomes[-1].finished == (requests[0],)
+    assert all(r.admitted is None for r in drained)
+
+
+def test_unfinished_request_properties_refuse_to_guess() -> None:
+    request = Request(arrival=1.0, prompt_tokens=1, output_tokens=1)
+    for name in ("queue_time", "ttft", "itl_mean", "e2e"):
+        with pytest.raises(ValueError):
+            getattr(request, name)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"alpha_ms": 0.0, "beta_ms": 0.0, "max_batch_size": 1},
+        {"alpha_ms": 1.0, "beta_ms": -1.0, "max_batch_size": 1},
+        {"alpha_ms": 1.0, "beta_ms": 0.0, "max_batch_size": 0},
+        {"alpha_ms": 1.0, "beta_ms": 0.0, "max_batch_size": 1, "prefill_ms_per_token": -1.0},
+        {"alpha_ms": float("nan"), "beta_ms": 0.0, "max_batch_size": 1},
+    ],
+)
+def test_profile_rejects_invalid_values(kwargs: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        ServingProfile(**kwargs)  # type: ignore[arg-type]
+
+
+def test_request_needs_at_least_one_output_token() -> None:
+    with pytest.raises(ValueError):
+        Request(arrival=0.0, prompt_tokens=1, output_tokens=0)
+
+
+def test_cancel_removes_a_waiting_or_running_request() -> None:
+    engine = ReplicaEngine(ServingProfile(alpha_ms=1.0, beta_ms=0.0, max_batch_size=2))
+    a, b, c = (Request(arrival=0.0, prompt_tokens=1, output_tokens=3) for _ in range(3))
+    for request in (a, b, c):
+        engine.submit(request)
+    assert engine.cancel(c)  # waiting
+    engine.start_step(0.0)
+    assert engine.cancel(a)  # running, during a step: it gets no token from it
+    outcome = engine.finish_step()
+
+    assert outcome.batch == 1 and outcome.started == (b,)
+    assert a.tokens_out == 0 and c.admitted is None
+    assert not engine.cancel(a)
+    _, outcomes = run_until_idle(engine, outcome.end)
+    assert outcomes[-1].finished == (b,)
+
+
+def test_a_request_arriving_after_the_step_start_waits_for_the_next_step() -> None:
+    """A driver running behind its timeline starts steps in the past; a request that
+    arrived later must not join them."""
+    engine = ReplicaEngine(ServingProfile(alpha_ms=10.0, beta_ms=0.0, max_batch_size=4))
+    early = Request(arrival=0.0, prompt_tokens=1, output_tokens=3)
+    late = Request(arrival=0.015, prompt_tokens=1, output_tokens=1)
+    engine.submit(early)
+    engine.submit(late)
+    engine.start_step(0.0)
+    assert (engine.running, engine.waiting) == (1, 1)
+    engine.finish_step()
+    engine.start_step(0.010)  # the timeline is at 10 ms, the late request came at 15 ms
+    assert late.admitted is None
+    engine.finish_step()
+    engine.start_step(0.020)
+    assert late.admitted == 0.020
