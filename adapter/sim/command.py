@@ -1,0 +1,284 @@
+"""The edge of `wva-adapter simulate`: arguments, files in and out, the plot.
+
+The simulation itself (`adapter.sim.simulate`) is pure; everything that reads a file,
+writes one or draws lives here, so `bench/policies.py` can reuse it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+from pathlib import Path
+from typing import TextIO
+
+from adapter.collect.local import DEFAULT_SAMPLES, LocalSourceError, load_snapshot
+from adapter.sim.policies import POLICIES, Limits, SetupError, setup_from_snapshot
+from adapter.sim.simulate import SimReport, format_table, simulate
+from adapter.sim.traces import (
+    RequestShape,
+    Trace,
+    TraceError,
+    bursty_trace,
+    csv_trace,
+    diurnal_trace,
+    ramp_trace,
+    saturating_step_trace,
+    step_trace,
+)
+
+TRACES = ("step", "step-saturating", "ramp", "diurnal", "bursty")
+DEFAULT_DURATION_S = 3600.0
+_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?$")
+
+
+class SimulateInputError(ValueError):
+    """An argument or input file the simulation cannot use; the message says which."""
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from `90`, `90s`, `30m`, `2h` or `1h30m`."""
+    match = _DURATION.match(text.strip())
+    if not text.strip() or match is None or not any(match.groups()):
+        raise SimulateInputError(f"{text!r} is not a duration like 3600, 90s, 30m, 2h or 1h30m")
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+    return hours * 3600.0 + minutes * 60.0 + seconds
+
+
+def make_trace(name: str, duration_s: float | None, seed: int) -> Trace:
+    """A named trace shape, or a CSV file (read here: this is the edge)."""
+    if name in TRACES:
+        duration = duration_s if duration_s is not None else DEFAULT_DURATION_S
+        if name == "step":
+            return step_trace(duration)
+        if name == "step-saturating":
+            return saturating_step_trace(duration)
+        if name == "ramp":
+            return ramp_trace(duration)
+        if name == "diurnal":
+            return diurnal_trace(duration)
+        return bursty_trace(duration, seed)
+    path = Path(name)
+    if path.suffix.lower() != ".csv":
+        raise SimulateInputError(
+            f"--trace {name!r}: expected one of {', '.join(TRACES)} or a .csv file"
+        )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise SimulateInputError(f"cannot read {path}: {error.strerror or error}") from error
+    return csv_trace(text, str(path), duration_s)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--trace",
+        default="step",
+        metavar="SHAPE|FILE.csv",
+        help=f"{', '.join(TRACES)}, or a CSV of 'time_s,rate_rps' lines (default step)",
+    )
+    parser.add_argument(
+        "--duration",
+        type=_duration_arg,
+        help="virtual run length: 3600, 90s, 30m, 2h (default 1h; a CSV's last time)",
+    )
+    parser.add_argument(
+        "--policies",
+        default=",".join(POLICIES),
+        help=f"comma-separated, from {', '.join(POLICIES)} (default all)",
+    )
+    parser.add_argument("--seed", type=int, default=1, help="arrivals and bursts (default 1)")
+    parser.add_argument(
+        "--phase",
+        type=float,
+        default=0.0,
+        help="each policy's first decision, as a fraction in [0, 1) of its cycle (default 0)",
+    )
+    parser.add_argument(
+        "--hpa-phase",
+        type=_duration_arg,
+        help="ours: the HPA's sync after each adapter cycle, e.g. 7.5 (default half a cycle)",
+    )
+    parser.add_argument(
+        "--startup-delay",
+        type=_duration_arg,
+        default=60.0,
+        help="a new replica's time to ready, e.g. 60 or 2m (default 60 s)",
+    )
+    parser.add_argument(
+        "--samples",
+        default=str(DEFAULT_SAMPLES),
+        metavar="DIR",
+        help="VariantAutoscaling, ConfigMaps, Nodes, Deployment as YAML (default deploy/samples)",
+    )
+    parser.add_argument("--variant", metavar="NS/NAME", help="the VA to run (default: the only)")
+    parser.add_argument("--min-replicas", type=int, default=1)
+    parser.add_argument("--max-replicas", type=int, default=8)
+    parser.add_argument("--prompt-tokens", type=int, default=128)
+    parser.add_argument("--output-tokens", type=int, default=512)
+    parser.add_argument(
+        "--token-spread",
+        type=float,
+        default=0.0,
+        help="token counts uniform within +-this fraction of the means (default 0)",
+    )
+    parser.add_argument("--json", metavar="PATH", help="write the report as JSON")
+    parser.add_argument("--plot", metavar="PATH", help="write the plot (PNG)")
+    parser.add_argument(
+        "--stepwise",
+        action="store_true",
+        help="simulate every decode step with ReplicaEngine (slow; same results)",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every adapter cycle")
+
+
+def _duration_arg(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except SimulateInputError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+
+
+def run(args: argparse.Namespace, out: TextIO) -> int:
+    """`wva-adapter simulate`: print the table, write the JSON and the plot if asked."""
+    # the engine logs every decision at INFO: thousands of lines in a simulated hour
+    logger = logging.getLogger("adapter")
+    level = logger.level
+    if not args.verbose:
+        logger.setLevel(logging.WARNING)
+    try:
+        return _run(args, out)
+    finally:
+        logger.setLevel(level)
+
+
+def _run(args: argparse.Namespace, out: TextIO) -> int:
+    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    unknown = [p for p in policies if p not in POLICIES]
+    if unknown or not policies:
+        raise SimulateInputError(
+            f"--policies: unknown {', '.join(unknown) or '(none given)'}; "
+            f"known: {', '.join(POLICIES)}"
+        )
+    variant = None
+    if args.variant is not None:
+        namespace, _, name = args.variant.partition("/")
+        if not namespace or not name:
+            raise SimulateInputError(f"--variant {args.variant!r}: expected NAMESPACE/NAME")
+        variant = (namespace, name)
+    try:
+        limits = Limits(args.min_replicas, args.max_replicas)
+        shape = RequestShape(args.prompt_tokens, args.output_tokens, args.token_spread)
+        trace = make_trace(args.trace, args.duration, args.seed)
+        setup = setup_from_snapshot(load_snapshot(args.samples), variant)
+        report = simulate(
+            setup,
+            trace,
+            policies=policies,
+            seed=args.seed,
+            startup_delay_s=args.startup_delay,
+            limits=limits,
+            shape=shape,
+            phase=args.phase,
+            hpa_phase_s=args.hpa_phase,
+            stepwise=args.stepwise,
+        )
+    except SimulateInputError:
+        raise
+    except (TraceError, SetupError, LocalSourceError) as error:
+        raise SimulateInputError(str(error)) from error
+    except ValueError as error:
+        raise SimulateInputError(f"simulate: {error}") from error
+    out.write(describe(report) + "\n\n" + format_table(report) + "\n")
+    if args.json:
+        write_json(report, Path(args.json))
+        out.write(f"wrote {args.json}\n")
+    if args.plot:
+        try:
+            write_plot(report, Path(args.plot))
+        except ImportError as error:
+            raise SimulateInputError(
+                f"--plot needs matplotlib ({error}): pip install 'wva-adapter[sim]'"
+            ) from error
+        out.write(f"wrote {args.plot}\n")
+    return 0
+
+
+def describe(report: SimReport) -> str:
+    step = f", step up at {report.step_up_at:g} s" if report.step_up_at is not None else ""
+    return (
+        f"trace {report.trace}: {report.duration_s:g} s virtual, {report.requests} requests"
+        f" (seed {report.seed}){step}\n"
+        f"variant {report.variant} ({report.model} on {report.accelerator}): SLO ITL"
+        f" {report.slo_itl_ms:g} ms, TTFT {report.slo_ttft_ms:g} ms; unit cost"
+        f" {report.unit_cost:g}/h; replicas {report.min_replicas}..{report.max_replicas},"
+        f" startup {report.startup_delay_s:g} s"
+        + (f", loop phase {report.phase:g}" if report.phase else "")
+        + (f", HPA {report.hpa_phase_s:g} s after" if report.hpa_phase_s is not None else "")
+    )
+
+
+def write_json(report: SimReport, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
+
+
+COLORS = {"ours": "tab:blue", "wva-tutorial": "tab:orange", "keda-queue": "tab:green"}
+
+
+def write_plot(report: SimReport, path: Path, title: str | None = None) -> None:
+    """Offered load, replicas per policy, mean ITL per policy against the SLO."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = report.series
+    minutes = [t / 60.0 for t in series.t]
+    edges = [*minutes, (series.t[-1] + series.bin_s) / 60.0] if minutes else []
+    fig, (load, replicas, itl) = plt.subplots(3, 1, figsize=(10, 8.5), sharex=True)
+    try:
+        load.stairs(series.offered_rps, edges, color="0.6", fill=True, label="offered (arrivals)")
+        load.plot(
+            [(t + series.bin_s / 2) / 60.0 for t in series.t],
+            series.trace_rps,
+            color="black",
+            linewidth=1,
+            label="trace rate",
+        )
+        load.set_ylabel("requests / s")
+        load.legend(loc="upper left", fontsize="small")
+        for name, counts in series.replicas.items():
+            color = COLORS.get(name)
+            replicas.stairs(counts, edges, baseline=None, color=color, linewidth=1.5, label=name)
+            replicas.stairs(
+                series.ready[name], edges, baseline=None, color=color, linewidth=1, linestyle=":"
+            )
+        replicas.set_ylabel("replicas (spec; dotted: ready)")
+        replicas.yaxis.get_major_locator().set_params(integer=True)
+        replicas.legend(loc="upper left", fontsize="small")
+        for name, values in series.itl_ms.items():
+            points = [(m, v) for m, v in zip(minutes, values, strict=True) if v is not None]
+            itl.plot(
+                [m + series.bin_s / 120.0 for m, _ in points],
+                [v for _, v in points],
+                color=COLORS.get(name),
+                linewidth=1,
+                label=name,
+            )
+        itl.axhline(report.slo_itl_ms, color="red", linestyle="--", linewidth=1, label="SLO")
+        itl.set_ylabel("mean ITL, ms")
+        itl.set_xlabel("virtual time, minutes")
+        itl.legend(loc="upper left", fontsize="small")
+        fig.suptitle(
+            title
+            or (
+                f"wva-adapter simulate: {report.trace}, {report.requests} requests, "
+                f"startup {report.startup_delay_s:g} s, seed {report.seed}"
+            )
+        )
+        fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=100)
+    finally:
+        plt.close(fig)

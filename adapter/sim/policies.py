@@ -1,0 +1,544 @@
+"""The autoscaling policies compared by `wva-adapter simulate`, each with its own cycle.
+
+- `ours`: this adapter. The real decision path (`Engine.run_cycle`: assemble ->
+  optimize -> snapshot) every 15 s on the Deployment's counters rated over the last
+  cycle by the pod scraper's own code (`ClusterMetrics`), arrival rate included:
+  completions plus the growth of running + waiting. The snapshot is served by the real
+  `ScalerService` (`desired`, staleness included) to KEDA + HPA set up as
+  `keda/scaledobject.yaml` (AverageValue target 1, tolerance 0, no scale-up window,
+  60 s scale-down window, +100 % / +4 pods per 15 s, fallback). The HPA syncs half a
+  period after the adapter's cycle by default: in a cluster the two clocks have an
+  arbitrary phase, half a period is its mean (`hpa_phase_s` sets it).
+- `wva-tutorial`: the tutorial-era WVA controller: the same optimizer (golden-tested
+  against the tutorial's logs) every 60 s on 1-minute rate windows, writing
+  spec.replicas directly (no HPA, no smoothing). Its arrival rate is the completion
+  rate, `rate(vllm:request_success_total[1m])` as that WVA queried it: it lags a step by
+  a request's duration and overshoots while a backlog drains, and that is kept on
+  purpose, since it is part of what is compared.
+- `keda-queue`: vLLM production-stack's KEDA recipe: a Prometheus trigger on
+  `sum(vllm:num_requests_waiting)` with AverageValue 5, and KEDA/HPA defaults: polling
+  30 s, HPA sync 15 s, no `behavior` (the legacy HPA path: 10 % tolerance, 300 s
+  scale-down stabilization, scale-up capped at max(2 x current, 4)). The queue is read
+  at the instant of each HPA sync (an ideal, fresh Prometheus sample).
+
+All share min/max replicas and the VariantAutoscaling + ConfigMaps of the samples. Each
+loop's first decision is at t = 0 by default, on the traces' whole minutes; `phase` in
+`build_policy` moves it within the policy's cycle (reaction depends on where a step falls
+in the cycle).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Literal, Protocol
+
+from adapter.assemble import AssemblySettings, build_system
+from adapter.collect.metrics import LoadKey, LoadReport
+from adapter.collect.scrape import _Scrape, _Totals
+from adapter.emulator.batching import ServingProfile
+from adapter.engine import CycleError, Engine
+from adapter.model.kube import (
+    ACCELERATOR_COSTS_CONFIGMAP,
+    ClusterSnapshot,
+    parse_accelerator_costs,
+)
+from adapter.scaler.service import ScalerService, ScalerSettings
+from adapter.sim.cluster import SimCluster
+from adapter.sim.hpa import (
+    DEFAULT_SYNC_PERIOD_SECONDS,
+    Fallback,
+    HorizontalPodAutoscalerBehavior,
+    HPAScalingPolicy,
+    HPAScalingRules,
+    KedaLoop,
+    ScaledObjectSpec,
+)
+
+POLICIES = ("ours", "wva-tutorial", "keda-queue")
+DESCRIPTIONS = {
+    "ours": "adapter every 15 s, arrivals = completions + growth of running + waiting over"
+    " the 15 s window (as the pod scraper) -> KEDA/HPA as keda/scaledobject.yaml",
+    "wva-tutorial": "optimizer every 60 s, arrivals = completion rate over 1 m windows,"
+    " spec.replicas set directly",
+    "keda-queue": "KEDA sum(vllm:num_requests_waiting) AverageValue 5, KEDA/HPA defaults",
+}
+OURS_INTERVAL_S = 15.0
+TUTORIAL_INTERVAL_S = 60.0
+QUEUE_TARGET = 5.0
+QUEUE_POLLING_S = 30.0  # KEDA's default pollingInterval
+
+
+class SetupError(ValueError):
+    """The samples do not describe one variant the simulator can run."""
+
+
+@dataclass(frozen=True, slots=True)
+class SimSetup:
+    """The variant under test, as the adapter reads it from the samples."""
+
+    snapshot: ClusterSnapshot
+    variant: tuple[str, str]  # (namespace, name) of the VA and its Deployment
+    model: str
+    accelerator: str
+    profile: ServingProfile
+    slo_itl_ms: float
+    slo_ttft_ms: float
+    unit_cost: float  # per accelerator unit, per hour
+    gpus_per_replica: int
+
+    @property
+    def load_key(self) -> LoadKey:
+        return (self.variant[0], self.model)
+
+    def with_replicas(self, replicas: int, ready: int) -> ClusterSnapshot:
+        """The snapshot with the Deployment as the simulation has it now."""
+        base = self.snapshot
+        deployment = dict(base.deployments[self.variant])
+        deployment["spec"] = {**deployment.get("spec", {}), "replicas": replicas}
+        deployment["status"] = {"replicas": replicas, "readyReplicas": ready}
+        deployments = dict(base.deployments)
+        deployments[self.variant] = deployment
+        return ClusterSnapshot(
+            variant_autoscalings=base.variant_autoscalings,
+            config_maps=base.config_maps,
+            nodes=base.nodes,
+            deployments=MappingProxyType(deployments),
+            config_namespace=base.config_namespace,
+        )
+
+
+def setup_from_snapshot(
+    snapshot: ClusterSnapshot, variant: tuple[str, str] | None = None
+) -> SimSetup:
+    """Pick the variant (the only one, or `variant`) and read its profile, SLO and cost
+    the way the adapter does (`build_system`), so the simulator tests what it would run."""
+    assembly = build_system(snapshot, LoadReport())
+    by_key = {(va.namespace, va.name): (server, va) for server, va in assembly.servers.items()}
+    if variant is None:
+        if len(by_key) != 1:
+            problems = "; ".join(str(p) for p in assembly.problems)
+            found = ", ".join(f"{ns}/{name}" for ns, name in sorted(by_key)) or "none"
+            raise SetupError(
+                f"need exactly one usable VariantAutoscaling, found {found}"
+                + (f" ({problems})" if problems else "")
+            )
+        variant = next(iter(by_key))
+    if variant not in by_key:
+        reasons = [p.reason for p in assembly.problems if (p.namespace, p.name) == variant]
+        detail = reasons[0] if reasons else "not in the samples"
+        raise SetupError(f"VariantAutoscaling {variant[0]}/{variant[1]}: {detail}")
+    server, va = by_key[variant]
+    accelerator = va.accelerator_name
+    assert accelerator is not None  # build_system kept it
+    entry = va.profile_for(accelerator)
+    assert entry is not None
+    costs, _ = parse_accelerator_costs(snapshot.config_data(ACCELERATOR_COSTS_CONFIGMAP))
+    slo = assembly.slo[server]
+    return SimSetup(
+        snapshot=snapshot,
+        variant=variant,
+        model=va.spec.model_id,
+        accelerator=accelerator,
+        profile=ServingProfile(
+            alpha_ms=entry.alpha, beta_ms=entry.beta, max_batch_size=entry.max_batch_size
+        ),
+        slo_itl_ms=slo.slo_itl,
+        slo_ttft_ms=slo.slo_ttw,
+        unit_cost=costs[accelerator].cost,
+        gpus_per_replica=entry.acc_count,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    min_replicas: int = 1
+    max_replicas: int = 8
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_replicas <= self.max_replicas:
+            raise ValueError("need 1 <= min_replicas <= max_replicas")
+
+    def clamp(self, replicas: int) -> int:
+        return min(max(replicas, self.min_replicas), self.max_replicas)
+
+
+class SimClock:
+    """The adapter's `Clock` on virtual time (it never sleeps in the simulation)."""
+
+    EPOCH = 1_700_000_000.0
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def now(self) -> float:
+        return self.EPOCH + self.t
+
+    def monotonic(self) -> float:
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:
+        raise RuntimeError("the simulation drives the engine's cycles itself")
+
+
+ArrivalEstimate = Literal["in-system", "completions"]
+
+# The vLLM series the pod scraper reads, from the Deployment's counters. Histograms are
+# given by their _sum and _count only: the scraper needs nothing else.
+_SUCCESS = "vllm:request_success_total"
+_HISTOGRAMS = (
+    ("vllm:request_prompt_tokens", "prompt_tokens", "success"),
+    ("vllm:request_generation_tokens", "output_tokens", "success"),
+    ("vllm:request_queue_time_seconds", "queue_sum_s", "success"),
+    ("vllm:time_to_first_token_seconds", "ttft_sum_s", "success"),
+    ("vllm:inter_token_latency_seconds", "itl_sum_s", "itl_count"),
+)
+_RUNNING = "vllm:num_requests_running"
+_WAITING = "vllm:num_requests_waiting"
+_KV = "vllm:kv_cache_usage_perc"
+
+
+class ClusterMetrics:
+    """A `MetricsSource` over the simulated Deployment that *is* the pod scraper's rating.
+
+    Each collect turns the Deployment's counters and gauges into the vLLM series a scrape
+    of one pod would give (`Counters` are the `sum(...)` over the pods) and hands the
+    previous and the current one to the scraper's own code (`_Totals` in
+    `adapter.collect.scrape`): the window is the time since the previous collect (the
+    cycle), gauges are read at the instant of the collect, and the arrival rate is
+    defined exactly as the adapter defines it.
+
+    `arrivals` picks that definition:
+
+    - "in-system" (the adapter's): completions plus the growth of running + waiting over
+      the window, clamped at 0. It sees a step within the cycle it happens in, and does
+      not overshoot while a backlog drains.
+    - "completions": the completion rate alone, i.e. `rate(vllm:request_success_total)`
+      over the window, which is what the tutorial-era WVA read (1 m windows). It is the
+      scraper's own fallback when the pods export no running/waiting gauges, and it is
+      obtained that way: the previous scrape is handed over without them.
+
+    tests/test_sim_policies.py checks it against a real `ScrapeSource` scraping the same
+    counters over HTTP.
+    """
+
+    def __init__(
+        self, cluster: SimCluster, key: LoadKey, *, arrivals: ArrivalEstimate = "in-system"
+    ) -> None:
+        if arrivals not in ("in-system", "completions"):
+            raise ValueError(f"unknown arrival estimate {arrivals!r}")
+        self._cluster = cluster
+        self._key = key
+        self._arrivals = arrivals
+        self._previous = self._scrape()
+
+    @property
+    def arrivals(self) -> ArrivalEstimate:
+        return self._arrivals
+
+    def collect(self, keys: Collection[LoadKey]) -> LoadReport:
+        before, after = self._previous, self._scrape()
+        self._previous = after
+        if self._key not in keys or after.at <= before.at:
+            return LoadReport()
+        if self._arrivals == "completions":
+            gauges = (_RUNNING, _WAITING)
+            before = _Scrape(
+                at=before.at,
+                values={k: v for k, v in before.values.items() if k[0] not in gauges},
+                series={k: v for k, v in before.series.items() if k[0] not in gauges},
+            )
+        namespace = self._key[0]
+        totals = _Totals()
+        totals.add_rates(namespace, before, after)
+        totals.add_gauges(namespace, after)
+        return LoadReport(loads={self._key: totals.loads()[self._key]}, queries=1)
+
+    def _scrape(self) -> _Scrape:
+        """The Deployment's series now, as one scrape of one pod serving `model`."""
+        cluster, model = self._cluster, self._key[1]
+        counters = cluster.counters
+        running, waiting, kv = cluster.gauges()
+        values: dict[tuple[str, str], float] = {
+            (_SUCCESS, model): float(counters.success),
+            (_RUNNING, model): float(running),
+            (_WAITING, model): float(waiting),
+        }
+        for family, total, count in _HISTOGRAMS:
+            values[f"{family}_sum", model] = float(getattr(counters, total))
+            values[f"{family}_count", model] = float(getattr(counters, count))
+        if kv is not None:
+            values[_KV, model] = kv
+        return _Scrape(at=cluster.now, values=values, series=dict.fromkeys(values, 1))
+
+
+class Policy(Protocol):
+    name: str
+    cycle_s: float  # its decision period (reaction times are also counted in these)
+    first_cycle_s: float  # its first decision; the next ones every cycle_s from there
+
+    def next_time(self) -> float:
+        """When the policy next acts (virtual seconds)."""
+        ...
+
+    def act(self, now: float) -> None:
+        """Act at `now` (== next_time()); the cluster stands at `now`."""
+        ...
+
+
+class _AdapterCycle:
+    """The adapter's `Engine` reading the simulated cluster through its real interfaces."""
+
+    def __init__(
+        self,
+        setup: SimSetup,
+        cluster: SimCluster,
+        interval_s: float,
+        limits: Limits,
+        arrivals: ArrivalEstimate,
+    ):
+        self.clock = SimClock()
+        self.metrics = ClusterMetrics(cluster, setup.load_key, arrivals=arrivals)
+        self.engine = Engine(
+            cluster=lambda: setup.with_replicas(cluster.replicas, cluster.ready_replicas),
+            metrics=self.metrics,
+            clock=self.clock,
+            settings=AssemblySettings(min_num_replicas=limits.min_replicas),
+            interval_s=interval_s,
+        )
+        self._variant = setup.variant
+
+    def cycle(self, now: float) -> int | None:
+        """One cycle at `now`: the desired replicas, or None if the VA was not solved."""
+        self.clock.t = now
+        try:
+            snapshot = self.engine.run_cycle()
+        except CycleError:
+            return None
+        decision = snapshot.decisions.get(self._variant)
+        return decision.desired_replicas if decision is not None else None
+
+
+def ours_scaled_object(limits: Limits) -> ScaledObjectSpec:
+    """keda/scaledobject.yaml (tests/test_sim_policies.py checks they agree)."""
+    return ScaledObjectSpec(
+        pollingInterval=15.0,
+        minReplicaCount=limits.min_replicas,
+        maxReplicaCount=limits.max_replicas,
+        fallback=Fallback(failureThreshold=3, replicas=1, behavior="currentReplicasIfHigher"),
+        behavior=HorizontalPodAutoscalerBehavior(
+            scaleUp=HPAScalingRules(
+                tolerance=0.0,
+                stabilizationWindowSeconds=0,
+                selectPolicy="Max",
+                policies=(
+                    HPAScalingPolicy(type="Percent", value=100, periodSeconds=15),
+                    HPAScalingPolicy(type="Pods", value=4, periodSeconds=15),
+                ),
+            ),
+            scaleDown=HPAScalingRules(
+                tolerance=0.0,
+                stabilizationWindowSeconds=60,
+                selectPolicy="Max",
+                policies=(HPAScalingPolicy(type="Percent", value=100, periodSeconds=15),),
+            ),
+        ),
+        metricType="AverageValue",
+        target=1.0,
+    )
+
+
+def queue_scaled_object(limits: Limits, target: float = QUEUE_TARGET) -> ScaledObjectSpec:
+    """production-stack's trigger with KEDA's defaults around it (no behavior)."""
+    return ScaledObjectSpec(
+        pollingInterval=QUEUE_POLLING_S,
+        cooldownPeriod=300.0,
+        minReplicaCount=limits.min_replicas,
+        maxReplicaCount=limits.max_replicas,
+        behavior=None,
+        metricType="AverageValue",
+        target=target,
+    )
+
+
+class _KedaDriven:
+    """A KedaLoop whose HPA sets the simulated Deployment's replicas.
+
+    The loop's poll and sync times are mirrored (same additions from the same start) so
+    that `advance_to` runs exactly one of them at each call, with the cluster standing at
+    that instant when the metric is read.
+    """
+
+    def __init__(self, keda: KedaLoop, cluster: SimCluster) -> None:
+        self.keda = keda
+        self._cluster = cluster
+        self._next_poll = keda.start
+        self._next_sync = keda.start
+
+    def next_time(self) -> float:
+        return min(self._next_poll, self._next_sync)
+
+    def act(self, now: float) -> None:
+        self.keda.advance_to(now)
+        if self._next_poll <= now:
+            self._next_poll = self._next_poll + self.keda.spec.pollingInterval
+        if self._next_sync <= now:
+            self._next_sync = self._next_sync + self.keda.hpa_sync_period
+        if self.keda.current_replicas != self._cluster.replicas:
+            self._cluster.scale(self.keda.current_replicas)
+
+
+class OursPolicy:
+    """This adapter, served to KEDA/HPA (see the module docstring)."""
+
+    name = "ours"
+
+    def __init__(
+        self,
+        setup: SimSetup,
+        cluster: SimCluster,
+        limits: Limits,
+        *,
+        interval_s: float = OURS_INTERVAL_S,
+        hpa_phase_s: float | None = None,
+        phase_s: float = 0.0,
+    ) -> None:
+        """`phase_s`: the adapter's first cycle (the loop's phase against the trace);
+        `hpa_phase_s`: how long after each cycle the HPA syncs (default half a cycle)."""
+        self.cycle_s = interval_s
+        self.first_cycle_s = _check_phase(phase_s)
+        self._adapter = _AdapterCycle(setup, cluster, interval_s, limits, "in-system")
+        engine, clock, variant = self._adapter.engine, self._adapter.clock, setup.variant
+        scaler = ScalerService(
+            lambda: engine.latest, clock, ScalerSettings.for_interval(interval_s)
+        )
+
+        def get_metrics() -> float:
+            return float(scaler.desired(variant))  # raises Refusal as GetMetrics would
+
+        phase = interval_s / 2.0 if hpa_phase_s is None else _check_phase(hpa_phase_s)
+        self._keda = _KedaDriven(
+            KedaLoop(
+                spec=ours_scaled_object(limits),
+                get_metrics=get_metrics,
+                initial_replicas=cluster.replicas,
+                start=self.first_cycle_s + phase,
+                hpa_sync_period=DEFAULT_SYNC_PERIOD_SECONDS,
+            ),
+            cluster,
+        )
+        self._cycles = 0
+        self._next_cycle = self.first_cycle_s
+
+    def next_time(self) -> float:
+        return min(self._next_cycle, self._keda.next_time())
+
+    def act(self, now: float) -> None:
+        if self._next_cycle <= now:
+            self._adapter.cycle(now)
+            self._cycles += 1
+            self._next_cycle = self.first_cycle_s + self._cycles * self.cycle_s
+        if self._keda.next_time() <= now:
+            self._keda.act(now)
+
+
+class TutorialPolicy:
+    """The tutorial-era WVA: optimize every 60 s on 1 m windows, patch spec.replicas."""
+
+    name = "wva-tutorial"
+
+    def __init__(
+        self,
+        setup: SimSetup,
+        cluster: SimCluster,
+        limits: Limits,
+        *,
+        interval_s: float = TUTORIAL_INTERVAL_S,
+        phase_s: float = 0.0,
+    ) -> None:
+        self.cycle_s = interval_s
+        self.first_cycle_s = _check_phase(phase_s)
+        self._adapter = _AdapterCycle(setup, cluster, interval_s, limits, "completions")
+        self._cluster = cluster
+        self._limits = limits
+        self._cycles = 0
+
+    def next_time(self) -> float:
+        return self.first_cycle_s + self._cycles * self.cycle_s
+
+    def act(self, now: float) -> None:
+        self._cycles += 1
+        desired = self._adapter.cycle(now)
+        if desired is not None:
+            self._cluster.scale(self._limits.clamp(desired))
+
+
+class QueuePolicy:
+    """production-stack's KEDA queue-length trigger (see the module docstring)."""
+
+    name = "keda-queue"
+    cycle_s = DEFAULT_SYNC_PERIOD_SECONDS  # it decides at every HPA sync
+
+    def __init__(
+        self,
+        cluster: SimCluster,
+        limits: Limits,
+        *,
+        target: float = QUEUE_TARGET,
+        phase_s: float = 0.0,
+    ):
+        def waiting() -> float:
+            return float(cluster.gauges()[1])
+
+        self.first_cycle_s = _check_phase(phase_s)
+        self._keda = _KedaDriven(
+            KedaLoop(
+                spec=queue_scaled_object(limits, target),
+                get_metrics=waiting,
+                initial_replicas=cluster.replicas,
+                start=self.first_cycle_s,
+            ),
+            cluster,
+        )
+
+    def next_time(self) -> float:
+        return self._keda.next_time()
+
+    def act(self, now: float) -> None:
+        self._keda.act(now)
+
+
+def build_policy(
+    name: str,
+    setup: SimSetup,
+    cluster: SimCluster,
+    limits: Limits,
+    *,
+    hpa_phase_s: float | None = None,
+    phase: float = 0.0,
+) -> Policy:
+    """A fresh policy of that name bound to `cluster`.
+
+    `phase` in [0, 1) places the policy's loop against the trace: its first decision
+    comes `phase` of its own cycle after t = 0 (0: on the trace's whole minutes, where
+    the bench's steps are). In a cluster that phase is arbitrary.
+    """
+    if not 0.0 <= phase < 1.0:
+        raise ValueError(f"phase must be in [0, 1), got {phase}")
+    if name == "ours":
+        return OursPolicy(
+            setup, cluster, limits, hpa_phase_s=hpa_phase_s, phase_s=phase * OURS_INTERVAL_S
+        )
+    if name == "wva-tutorial":
+        return TutorialPolicy(setup, cluster, limits, phase_s=phase * TUTORIAL_INTERVAL_S)
+    if name == "keda-queue":
+        return QueuePolicy(cluster, limits, phase_s=phase * QueuePolicy.cycle_s)
+    raise ValueError(f"unknown policy {name!r}; known: {', '.join(POLICIES)}")
+
+
+def _check_phase(phase_s: float) -> float:
+    if not (math.isfinite(phase_s) and phase_s >= 0):
+        raise ValueError(f"a loop's first decision must be at >= 0 s, got {phase_s}")
+    return float(phase_s)

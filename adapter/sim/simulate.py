@@ -1,0 +1,357 @@
+"""`wva-adapter simulate`: one trace, several policies, the same requests, a report.
+
+Each policy runs its own control loop against its own simulated Deployment
+(`SimCluster`) fed with exactly the same arrivals. Per policy the report gives, over the
+requests that arrived in the run:
+
+- ITL attainment: % of requests whose mean inter-token latency is within the variant's
+  `slo-tpot` (9 ms in the tutorial); TTFT attainment: % within `slo-ttft` (1000 ms).
+  Requests still in flight at the end are left out; requests refused for want of a
+  ready replica count as misses (none with min replicas >= 1);
+- GPU hours (pods hold their GPU from creation, startup included, until their last
+  request ends) and their cost at the accelerator's unit cost per hour;
+- scale events (changes of spec.replicas, up and down);
+- reaction to the trace's first step up (`step_up_at`), against the replicas in place
+  at the step: `reaction_s`, from the step to the first time spec.replicas exceeds
+  them (the scale-up is decided); `reaction_cycles`, how many of the policy's own
+  decision instants fell in (step, that time], i.e. at which of its cycles after the
+  step it acted (1: the first cycle that could see the step; a quotient like
+  22.5 / 15 would mix in the phase of the loops); `ready_s`, from the step to the
+  first time ready replicas exceed those at the step (the capacity serves). Requests
+  in flight between the step and that time are the ones a reactive policy cannot save:
+  `itl_misses_at_step` counts the ITL misses among them.
+
+Pure: no clock, no files. `adapter.sim.command` is the edge (CLI, JSON, plot).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from itertools import pairwise
+
+from pydantic import BaseModel, ConfigDict
+
+from adapter.emulator.batching import Request
+from adapter.sim.cluster import ClusterSettings, ScaleRecord, SimCluster
+from adapter.sim.policies import (
+    DESCRIPTIONS,
+    POLICIES,
+    Limits,
+    Policy,
+    SimSetup,
+    build_policy,
+)
+from adapter.sim.traces import RequestShape, Trace, Workload, make_workload
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class PolicyResult(_Frozen):
+    policy: str
+    description: str
+    cycle_s: float
+    completed: int
+    unfinished: int  # in flight when the run ended
+    rejected: int
+    itl_attainment_pct: float
+    ttft_attainment_pct: float
+    itl_mean_ms: float | None
+    itl_p95_ms: float | None
+    ttft_p95_ms: float | None
+    gpu_hours: float
+    cost: float
+    scale_ups: int
+    scale_downs: int
+    max_replicas: int
+    itl_misses: int  # requests over the ITL SLO (refused ones included)
+    reaction_s: float | None  # None: no step in the trace, or never scaled up after it
+    reaction_cycles: int | None
+    ready_s: float | None  # step -> more ready replicas than at the step
+    replicas_at_step: int | None  # spec.replicas in place at the step
+    itl_misses_at_step: int | None  # ITL misses in flight between the step and ready_s
+
+
+class Series(_Frozen):
+    """Time series for the plot: one value per bin of `bin_s` seconds starting at `t`."""
+
+    bin_s: float
+    t: list[float]
+    trace_rps: list[float]  # the trace's rate at the middle of the bin
+    offered_rps: list[float]  # arrivals in the bin / bin_s
+    replicas: dict[str, list[int]]  # spec.replicas at the end of the bin, per policy
+    ready: dict[str, list[int]]
+    itl_ms: dict[str, list[float | None]]  # mean ITL of requests finishing in the bin
+
+
+class SimReport(_Frozen):
+    trace: str
+    duration_s: float
+    seed: int
+    requests: int
+    step_up_at: float | None
+    startup_delay_s: float
+    phase: float  # the policies' loops against the trace, a fraction of each one's cycle
+    hpa_phase_s: float | None  # ours: HPA sync after the adapter's cycle (None: half)
+    variant: str
+    model: str
+    accelerator: str
+    slo_itl_ms: float
+    slo_ttft_ms: float
+    unit_cost: float
+    min_replicas: int
+    max_replicas: int
+    policies: list[PolicyResult]
+    series: Series
+
+    def result(self, policy: str) -> PolicyResult:
+        for result in self.policies:
+            if result.policy == policy:
+                return result
+        raise KeyError(policy)
+
+
+def run_policy(cluster: SimCluster, policy: Policy, end: float) -> None:
+    """Interleave the policy's actions with the cluster's events up to `end`."""
+    while (at := policy.next_time()) < end:
+        cluster.run_until(at)
+        policy.act(at)
+    cluster.run_until(end)
+
+
+def simulate(
+    setup: SimSetup,
+    trace: Trace,
+    *,
+    policies: Sequence[str] = POLICIES,
+    seed: int = 1,
+    startup_delay_s: float = 60.0,
+    limits: Limits | None = None,
+    shape: RequestShape | None = None,
+    hpa_phase_s: float | None = None,
+    phase: float = 0.0,
+    bin_s: float | None = None,
+    stepwise: bool = False,
+) -> SimReport:
+    """Run `trace` under each policy and measure them on the same seeded requests.
+
+    `phase` in [0, 1): each policy's first decision comes that fraction of its cycle
+    after t = 0 (see `build_policy`); `hpa_phase_s`: ours' HPA sync after each cycle."""
+    limits = limits or Limits()
+    unknown = [p for p in policies if p not in POLICIES]
+    if unknown or not policies:
+        raise ValueError(f"unknown policies {unknown}; known: {', '.join(POLICIES)}")
+    workload = make_workload(trace, seed, shape)
+    end = trace.duration_s
+    bin_s = bin_s or _bin(end)
+    results: list[PolicyResult] = []
+    replicas: dict[str, list[int]] = {}
+    ready: dict[str, list[int]] = {}
+    itl: dict[str, list[float | None]] = {}
+    for name in policies:
+        cluster = SimCluster(
+            ClusterSettings(
+                setup.profile,
+                startup_delay_s=startup_delay_s,
+                initial_replicas=limits.min_replicas,
+                stepwise=stepwise,
+            ),
+            workload,
+        )
+        policy = build_policy(name, setup, cluster, limits, hpa_phase_s=hpa_phase_s, phase=phase)
+        run_policy(cluster, policy, end)
+        results.append(_result(setup, trace, cluster, policy))
+        replicas[name], ready[name] = _replica_series(cluster.history, end, bin_s)
+        itl[name] = _itl_series(cluster.finished, end, bin_s)
+    bins = math.ceil(end / bin_s)
+    return SimReport(
+        trace=trace.name,
+        duration_s=end,
+        seed=seed,
+        requests=len(workload),
+        step_up_at=trace.step_up_at,
+        startup_delay_s=startup_delay_s,
+        phase=phase,
+        hpa_phase_s=hpa_phase_s,
+        variant=f"{setup.variant[0]}/{setup.variant[1]}",
+        model=setup.model,
+        accelerator=setup.accelerator,
+        slo_itl_ms=setup.slo_itl_ms,
+        slo_ttft_ms=setup.slo_ttft_ms,
+        unit_cost=setup.unit_cost,
+        min_replicas=limits.min_replicas,
+        max_replicas=limits.max_replicas,
+        policies=results,
+        series=Series(
+            bin_s=bin_s,
+            t=[i * bin_s for i in range(bins)],
+            trace_rps=[trace.rate(min((i + 0.5) * bin_s, end)) for i in range(bins)],
+            offered_rps=_offered(workload, end, bin_s),
+            replicas=replicas,
+            ready=ready,
+            itl_ms=itl,
+        ),
+    )
+
+
+def _bin(duration_s: float) -> float:
+    """About 240 bins, a whole multiple of 5 s."""
+    return max(5.0, 5.0 * math.ceil(duration_s / 240.0 / 5.0))
+
+
+def _percentile(values: Sequence[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
+
+
+def _result(setup: SimSetup, trace: Trace, cluster: SimCluster, policy: Policy) -> PolicyResult:
+    done = cluster.finished
+    itl_ms = [r.itl_mean * 1000.0 for r in done]
+    ttft_ms = [r.ttft * 1000.0 for r in done]
+    judged = len(done) + len(cluster.rejected)
+    itl_ok = sum(1 for v in itl_ms if v <= setup.slo_itl_ms)
+    itl_misses = judged - itl_ok
+    ttft_ok = sum(1 for v in ttft_ms if v <= setup.slo_ttft_ms)
+    ups = downs = 0
+    for before, after in pairwise(cluster.history):
+        ups += after.replicas > before.replicas
+        downs += after.replicas < before.replicas
+    gpu_hours = cluster.replica_seconds() / 3600.0 * setup.gpus_per_replica
+    step = trace.step_up_at
+    in_place, scaled, ready = _reaction(cluster.history, step)
+    reaction = scaled - step if scaled is not None and step is not None else None
+    misses_at_step = None
+    if ready is not None and step is not None:
+        # in flight at some instant of [step, ready]: arrived by `ready`, finished after `step`
+        misses_at_step = sum(
+            1
+            for r in done
+            if r.arrival <= ready
+            and r.finished is not None
+            and r.finished >= step
+            and r.itl_mean * 1000.0 > setup.slo_itl_ms
+        ) + sum(1 for t in cluster.rejected if step <= t <= ready)
+    return PolicyResult(
+        policy=policy.name,
+        description=DESCRIPTIONS[policy.name],
+        cycle_s=policy.cycle_s,
+        completed=len(done),
+        unfinished=cluster.counters.arrivals - len(done) - len(cluster.rejected),
+        rejected=len(cluster.rejected),
+        itl_attainment_pct=100.0 * itl_ok / judged if judged else 100.0,
+        ttft_attainment_pct=100.0 * ttft_ok / judged if judged else 100.0,
+        itl_mean_ms=sum(itl_ms) / len(itl_ms) if itl_ms else None,
+        itl_p95_ms=_percentile(itl_ms, 0.95),
+        ttft_p95_ms=_percentile(ttft_ms, 0.95),
+        gpu_hours=gpu_hours,
+        cost=gpu_hours * setup.unit_cost,
+        scale_ups=ups,
+        scale_downs=downs,
+        max_replicas=max(r.replicas for r in cluster.history),
+        itl_misses=itl_misses,
+        reaction_s=reaction,
+        reaction_cycles=(
+            _cycles_between(policy, step, scaled)
+            if scaled is not None and step is not None
+            else None
+        ),
+        ready_s=ready - step if ready is not None and step is not None else None,
+        replicas_at_step=in_place.replicas if in_place is not None else None,
+        itl_misses_at_step=misses_at_step,
+    )
+
+
+def _reaction(
+    history: Sequence[ScaleRecord], step_at: float | None
+) -> tuple[ScaleRecord | None, float | None, float | None]:
+    """What was in place at the step (the last record at or before it: a change at the
+    step's very instant was decided without seeing it), and when, after the step,
+    spec.replicas and then ready replicas first exceed it."""
+    if step_at is None or not history:
+        return None, None, None
+    at_step = history[0]
+    for record in history:
+        if record.at > step_at:
+            break
+        at_step = record
+    scaled = next((r.at for r in history if r.at > step_at and r.replicas > at_step.replicas), None)
+    ready = next((r.at for r in history if r.at > step_at and r.ready > at_step.ready), None)
+    return at_step, scaled, ready
+
+
+def _cycles_between(policy: Policy, start: float, end: float) -> int:
+    """How many of the policy's decision instants (first_cycle_s + k * cycle_s) fall in
+    (start, end]: 1 if it acted at its first decision after `start`."""
+
+    def index(t: float) -> int:
+        # decisions at or before t; a hair of tolerance for float sums like 7.5 + k * 15
+        return math.floor((t - policy.first_cycle_s) / policy.cycle_s + 1e-9)
+
+    return index(end) - index(start)
+
+
+def _replica_series(
+    history: Sequence[ScaleRecord], end: float, bin_s: float
+) -> tuple[list[int], list[int]]:
+    replicas: list[int] = []
+    ready: list[int] = []
+    i = 0
+    for b in range(math.ceil(end / bin_s)):
+        edge = min((b + 1) * bin_s, end)
+        while i + 1 < len(history) and history[i + 1].at <= edge:
+            i += 1
+        replicas.append(history[i].replicas)
+        ready.append(history[i].ready)
+    return replicas, ready
+
+
+def _itl_series(done: Sequence[Request], end: float, bin_s: float) -> list[float | None]:
+    bins = math.ceil(end / bin_s)
+    sums = [0.0] * bins
+    counts = [0] * bins
+    for request in done:
+        assert request.finished is not None
+        b = min(int(request.finished // bin_s), bins - 1)
+        sums[b] += request.itl_mean * 1000.0
+        counts[b] += 1
+    return [s / n if n else None for s, n in zip(sums, counts, strict=True)]
+
+
+def _offered(workload: Workload, end: float, bin_s: float) -> list[float]:
+    bins = math.ceil(end / bin_s)
+    counts = [0] * bins
+    for at in workload.arrivals:
+        counts[min(int(at // bin_s), bins - 1)] += 1
+    return [n / bin_s for n in counts]
+
+
+def format_table(report: SimReport) -> str:
+    """The per-policy figures as a fixed-width table."""
+    header = (
+        f"{'policy':<13} {'ITL ok %':>8} {'TTFT ok %':>9} {'ITL p95':>8} {'GPU h':>7} "
+        f"{'cost':>8} {'ups':>4} {'downs':>5} {'max':>4} {'reaction':>18}"
+    )
+    lines = [header]
+    for r in report.policies:
+        lines.append(
+            f"{r.policy:<13} {r.itl_attainment_pct:8.2f} {r.ttft_attainment_pct:9.2f} "
+            f"{_ms(r.itl_p95_ms):>8} {r.gpu_hours:7.3f} {r.cost:8.2f} {r.scale_ups:4d} "
+            f"{r.scale_downs:5d} {r.max_replicas:4d} {reaction_text(r):>18}"
+        )
+    return "\n".join(lines)
+
+
+def reaction_text(result: PolicyResult) -> str:
+    """`22.5 s (cycle 1)`: seconds to the scale-up, and at which of its cycles it came."""
+    if result.reaction_s is None:
+        return "-"
+    assert result.reaction_cycles is not None
+    return f"{result.reaction_s:.1f} s (cycle {result.reaction_cycles})"
+
+
+def _ms(value: float | None) -> str:
+    return f"{value:.2f}" if value is not None else "-"

@@ -1,0 +1,120 @@
+"""`wva-adapter simulate` end to end: table, JSON report, PNG plot, input errors."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from adapter.cli import EXIT_INPUT, EXIT_OK, main
+from adapter.sim.command import TRACES, SimulateInputError, make_trace, parse_duration
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def run(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    status = main(["simulate", *argv], out=out, err=err, environ={})
+    return status, out.getvalue(), err.getvalue()
+
+
+def test_simulate_writes_the_table_json_and_plot(tmp_path: Path) -> None:
+    report, plot = tmp_path / "out" / "report.json", tmp_path / "out" / "plot.png"
+    status, out, err = run(
+        "--trace", "step", "--duration", "6m", "--seed", "2", "--startup-delay", "30s",
+        "--json", str(report), "--plot", str(plot),
+    )  # fmt: skip
+    assert status == EXIT_OK, err
+    assert "trace step: 360 s virtual" in out
+    assert "startup 30 s" in out
+    for policy in ("ours", "wva-tutorial", "keda-queue"):
+        assert f"\n{policy} " in out
+    document = json.loads(report.read_text())
+    assert [p["policy"] for p in document["policies"]] == ["ours", "wva-tutorial", "keda-queue"]
+    assert document["seed"] == 2 and document["startup_delay_s"] == 30.0
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"wrote {report}" in out and f"wrote {plot}" in out
+
+
+def test_simulate_runs_a_csv_trace_and_a_subset_of_policies(tmp_path: Path) -> None:
+    trace = tmp_path / "jobs.csv"
+    trace.write_text("time_s,rate_rps\n0,8\n60,16\n120,8\n180,8\n")
+    report = tmp_path / "r.json"
+    status, out, err = run(
+        "--trace", str(trace), "--policies", "keda-queue,ours", "--json", str(report),
+        "--phase", "0.5", "--hpa-phase", "3",
+    )  # fmt: skip
+    assert status == EXIT_OK, err
+    assert "loop phase 0.5, HPA 3 s after" in out
+    document = json.loads(report.read_text())
+    assert document["duration_s"] == 180.0 and document["step_up_at"] == 60.0
+    assert (document["phase"], document["hpa_phase_s"]) == (0.5, 3.0)
+    assert [p["policy"] for p in document["policies"]] == ["keda-queue", "ours"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--trace", "{csv}"], "error: {csv}:3: rate_rps must be a finite number >= 0, got -2\n"),
+        (
+            ["--trace", "sawtooth"],
+            "expected one of step, step-saturating, ramp, diurnal, bursty or a .csv file",
+        ),
+        (["--trace", "missing.csv"], "error: cannot read missing.csv"),
+        (["--policies", "ours,hpa"], "error: --policies: unknown hpa; known: ours, wva-tutorial"),
+        (["--samples", "{tmp}/nowhere"], "nowhere: no such file or directory"),
+        (["--variant", "vllm"], "error: --variant 'vllm': expected NAMESPACE/NAME"),
+        (["--min-replicas", "3", "--max-replicas", "2"], "need 1 <= min_replicas <= max_replicas"),
+    ],
+)
+def test_simulate_input_errors_exit_2_with_one_line(
+    tmp_path: Path, argv: list[str], message: str
+) -> None:
+    csv = tmp_path / "bad.csv"
+    csv.write_text("time_s,rate_rps\n0,8\n60,-2\n")
+    argv = [a.format(csv=csv, tmp=tmp_path) for a in argv]
+    status, out, err = run(*argv, "--duration", "60")
+    assert status == EXIT_INPUT
+    assert message.format(csv=csv, tmp=tmp_path) in err
+    assert "Traceback" not in err and out == ""
+
+
+def test_named_traces() -> None:
+    assert TRACES == ("step", "step-saturating", "ramp", "diurnal", "bursty")
+    saturating = make_trace("step-saturating", 900.0, 1)
+    assert (saturating.name, saturating.step_up_at, saturating.peak) == (
+        "step-saturating",
+        300.0,
+        40.0,
+    )
+    assert make_trace("step", None, 1).duration_s == 3600.0
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("3600", 3600.0), ("90s", 90.0), ("30m", 1800.0), ("2h", 7200.0), ("1h30m", 5400.0)],
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "5x", "m", "-3", "1d"])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(SimulateInputError, match="is not a duration"):
+        parse_duration(text)
+
+
+def test_installed_command_runs() -> None:
+    done = subprocess.run(
+        [str(VENV_BIN / "wva-adapter"), "simulate", "--duration", "2m", "--policies", "ours"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "ours" in done.stdout
