@@ -23,10 +23,16 @@ from pydantic import ValidationError
 from adapter.assemble import AssemblySettings
 from adapter.clock import WallClock
 from adapter.collect.kube import CacheSettings, KubeCache
-from adapter.collect.local import LocalSourceError, load_snapshot
+from adapter.collect.local import LocalFolder, LocalSourceError
 from adapter.collect.metrics import MetricsSource
 from adapter.collect.prometheus import PrometheusSettings, PrometheusSource
-from adapter.collect.scrape import ScrapeSettings, ScrapeSource, ScrapeTarget
+from adapter.collect.scrape import (
+    ScrapeSettings,
+    ScrapeSource,
+    ScrapeTarget,
+    TargetsFile,
+    TargetsFileError,
+)
 from adapter.engine import Engine, EngineStats, Snapshot
 from adapter.exporter import Exporter
 from adapter.leader import LeaderElector, LeaderSettings, default_identity
@@ -35,15 +41,18 @@ from adapter.model.system import SATURATION_POLICIES, SystemFormatError, parse_s
 from adapter.optimizer.goformat import go_float32
 from adapter.optimizer.solution import format_log, optimize_parsed, to_json
 from adapter.scaler import (
-    ScalerServer,
-    ScalerService,
+    ScalerPool,
     ScalerSettings,
     ServerSettings,
     TlsFiles,
+    WorkerError,
     install_signal_handlers,
     serve_until,
 )
 from adapter.settings import SettingsError, check_run_values, env_defaults, env_epilog
+from adapter.sim.command import SimulateInputError
+from adapter.sim.command import add_arguments as add_simulate_arguments
+from adapter.sim.command import run as run_simulate
 from adapter.status import StatusSettings, StatusWriter
 
 EXIT_OK = 0
@@ -97,8 +106,31 @@ def cmd_optimize(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: Text
 
 
 def cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -> int:
+    """The tutorial's scenario in a closed loop, or (--optimizer-only) its four steps."""
+    del err, stdin
+    if args.optimizer_only:
+        return _optimizer_steps(out)
+    from adapter.loop import LoopError, run_demo, tutorial
+
+    scenario = tutorial(short=args.short, time_factor=args.time_factor)
+    try:
+        run_demo(scenario, Path(args.out), out)
+    except LoopError as error:
+        raise InputError(f"demo: {error} (logs in {args.out}/run)") from error
+    return EXIT_OK
+
+
+def cmd_simulate(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -> int:
+    """The control loops in virtual time (adapter.sim): policies compared on one trace."""
+    del err, stdin
+    try:
+        return run_simulate(args, out)
+    except SimulateInputError as error:
+        raise InputError(str(error)) from error
+
+
+def _optimizer_steps(out: TextIO) -> int:
     """The tutorial's scenario through the optimizer, step by step, as a table."""
-    del args, err, stdin
     samples = resources.files("adapter") / "samples"
     header = (
         f"{'step':<42} {'rate':>8} {'current':>7} {'desired':>7} {'ITL ms':>9} "
@@ -148,12 +180,24 @@ def _scrape_targets(values: Sequence[str], default_namespace: str | None) -> lis
 
 
 def _metrics_source(args: argparse.Namespace, default_namespace: str | None) -> MetricsSource:
-    if bool(args.scrape) == bool(args.prometheus):
-        raise InputError("give exactly one metrics source: --scrape URL... or --prometheus URL")
+    if sum(map(bool, (args.scrape, args.scrape_file, args.prometheus))) != 1:
+        raise InputError(
+            "give exactly one metrics source: --scrape URL..., --scrape-file FILE"
+            " or --prometheus URL"
+        )
     if args.scrape:
         return ScrapeSource(
-            ScrapeSettings(targets=tuple(_scrape_targets(args.scrape, default_namespace)))
+            ScrapeSettings(
+                targets=tuple(_scrape_targets(args.scrape, default_namespace)),
+                window_s=args.scrape_window,
+            )
         )
+    if args.scrape_file:
+        try:
+            targets = TargetsFile(args.scrape_file, default_namespace)
+        except TargetsFileError as error:
+            raise InputError(f"--scrape-file {error}") from error
+        return ScrapeSource(ScrapeSettings(window_s=args.scrape_window), discover=targets.targets)
     try:
         settings = PrometheusSettings(
             url=args.prometheus,
@@ -180,12 +224,12 @@ class _Cluster:
 def _cluster_source(args: argparse.Namespace) -> _Cluster:
     if args.local is not None:
         try:
-            snapshot = load_snapshot(args.local, config_namespace=args.config_namespace)
+            folder = LocalFolder(args.local, config_namespace=args.config_namespace)
         except LocalSourceError as error:
             raise InputError(str(error)) from error
-        namespaces = {ns for ns, _ in snapshot.variant_autoscalings}
+        namespaces = {ns for ns, _ in folder.snapshot().variant_autoscalings}
         shared = next(iter(namespaces)) if len(namespaces) == 1 else None
-        return _Cluster(lambda: snapshot, shared)
+        return _Cluster(folder.snapshot, shared)
     from kubernetes import client as kube_client
     from kubernetes import config as kube_config
 
@@ -235,6 +279,8 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -
     try:
         metrics = _metrics_source(args, cluster.shared_namespace)
         return asyncio.run(_serve(args, cluster, metrics, tls))
+    except WorkerError as error:  # cannot bind the gRPC port, unreadable TLS files
+        raise InputError(str(error)) from error
     finally:
         if cluster.cache is not None:
             cluster.cache.stop()
@@ -250,15 +296,17 @@ async def _serve(
     def latest() -> Snapshot | None:
         return engine.latest if engine is not None else None
 
-    service = ScalerService(latest, clock, ScalerSettings(staleness_s=staleness))
-    server = ScalerServer(
-        service,
+    # gRPC is served by worker processes fed with every snapshot (adapter/scaler/pool.py):
+    # a running cycle holds this process' GIL, and must not delay an answer.
+    server = ScalerPool(
         ServerSettings(
             address=f"{args.grpc_host}:{args.grpc_port}",
             reflection=args.grpc_reflection,
             tls=tls,
             grace_s=args.grace_period,
         ),
+        ScalerSettings(staleness_s=staleness),
+        workers=args.grpc_workers,
     )
     stop = asyncio.Event()
     tasks = []
@@ -307,7 +355,7 @@ async def _serve(
 
     def published(snapshot: Snapshot) -> None:
         exporter.observe(snapshot)
-        server.notify()
+        server.publish(snapshot)
 
     engine = Engine(
         cluster=cluster.snapshot,
@@ -358,8 +406,31 @@ def build_parser() -> argparse.ArgumentParser:
     optimize.add_argument("--format", choices=("json", "log"), default="json")
     optimize.set_defaults(handler=cmd_optimize)
 
-    demo = commands.add_parser("demo", help="run the tutorial's scenario locally")
+    demo = commands.add_parser(
+        "demo",
+        help="the tutorial's scenario in a closed loop: guidellm, emulated vLLM, KEDA/HPA",
+    )
+    demo.add_argument("--out", default="demo-out", help="folder for summary.json, demo.png, logs")
+    demo.add_argument("--short", action="store_true", help="the compressed CI run (~2.5 min)")
+    demo.add_argument(
+        "--time-factor",
+        type=float,
+        default=1.0,
+        help="slow the emulated GPU down by this factor (SLOs scaled, rates divided)",
+    )
+    demo.add_argument(
+        "--optimizer-only",
+        action="store_true",
+        help="only print the optimizer's decision at each step of the tutorial's log",
+    )
     demo.set_defaults(handler=cmd_demo)
+
+    simulate = commands.add_parser(
+        "simulate",
+        help="compare autoscaling policies on a load trace in virtual time (no cluster)",
+    )
+    add_simulate_arguments(simulate)
+    simulate.set_defaults(handler=cmd_simulate)
 
     run = commands.add_parser(
         "run",
@@ -380,6 +451,18 @@ def build_parser() -> argparse.ArgumentParser:
     source = run.add_argument_group("metrics (one of)")
     source.add_argument(
         "--scrape", nargs="+", metavar="[NS=]URL", help="scrape these vLLM /metrics URLs"
+    )
+    source.add_argument(
+        "--scrape-file",
+        metavar="FILE",
+        help="scrape the targets listed in FILE (Prometheus file_sd JSON/YAML), re-read on change",
+    )
+    source.add_argument(
+        "--scrape-window",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="rate scraped counters over at least this long (default 0: the last cycle)",
     )
     source.add_argument("--prometheus", metavar="URL", help="Prometheus base URL")
     source.add_argument("--window", default="1m", help="rate window for PromQL (default 1m)")
@@ -407,6 +490,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--grpc-tls-client-ca-file", help="PEM CA: clients must present a certificate it signed"
     )
     serve.add_argument("--grace-period", type=float, default=5.0, help="seconds for in-flight RPCs")
+    serve.add_argument(
+        "--grpc-workers",
+        type=int,
+        help="gRPC serving processes sharing the port (default: 2, or 1 on a single CPU)",
+    )
     serve.add_argument("--metrics-host", default="0.0.0.0")
     serve.add_argument("--metrics-port", type=int, default=8080, help="/metrics /healthz /readyz")
     status = run.add_argument_group("VariantAutoscaling status (with a cluster)")

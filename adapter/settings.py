@@ -14,7 +14,7 @@ also given: a broken environment is reported, never silently ignored.
 
 `check_run_values` then checks the numbers, wherever they came from (interval,
 staleness, sync timeout > 0; grace period >= 0; ports 0..65535; min replicas >= 0;
-cycles >= 1).
+cycles and gRPC workers >= 1).
 """
 
 from __future__ import annotations
@@ -153,7 +153,9 @@ RUN_LIMITS: dict[str, Limit] = {
     "staleness": Limit(_positive, "must be a finite number of seconds > 0"),
     "sync_timeout": Limit(_positive, "must be a finite number of seconds > 0"),
     "grace_period": Limit(_non_negative, "must be a finite number of seconds >= 0"),
+    "scrape_window": Limit(_non_negative, "must be a finite number of seconds >= 0"),
     "cycles": Limit(lambda v: v >= 1, "must be >= 1"),
+    "grpc_workers": Limit(lambda v: v >= 1, "must be >= 1"),
     "min_replicas": Limit(_non_negative, "must be >= 0 (0 allows scale to zero)"),
     "grpc_port": Limit(_port, "must be a port number 0..65535 (0: any free port)"),
     "metrics_port": Limit(_port, "must be a port number 0..65535 (0: any free port)"),

@@ -13,15 +13,24 @@ Three processes, so that neither the fakes nor the client share the adapter's GI
   arrival rate at every cycle so that warm cycles are not all cache hits.
 - adapter (`--adapter`): the production path as `wva-adapter run` wires it: KubeCache
   (list+watch through the official client), PrometheusSource, Engine (`Engine.run`,
-  cycle in a worker thread, back to back: interval 0), ScalerServer (grpc.aio) on
-  127.0.0.1, INFO logging to a file. It reports the cold (first) and warm cycle times,
-  VmHWM/VmRSS and the cycle intervals on CLOCK_MONOTONIC (shared by the processes).
-- client (`--client`): grpc.aio, `--scaled-objects` ScaledObjects polled with GetMetrics at
-  a paced total rate, one run of `--duration` seconds per rate in `--rates`. Cycles run
-  back to back meanwhile, so (almost) every call is answered while a cycle runs.
+  cycle in a worker thread, back to back: interval 0), the external scaler on
+  127.0.0.1 served by `--workers` processes of their own fed with every snapshot
+  (ScalerPool, as `run`; `--workers 0`: the former design, a grpc.aio server in the
+  adapter's process), INFO logging to a file. It reports the cold (first) and warm
+  cycle times, VmHWM/VmRSS of its own process and of each serving process, and the
+  cycle intervals on CLOCK_MONOTONIC (shared by the processes).
+- client: `--scaled-objects` ScaledObjects polled with GetMetrics at a paced total rate
+  over `--channels` connections, each from a random phase, one run of `--duration`
+  seconds per rate in `--rates`. Cycles run back to back meanwhile, so (almost) every
+  call is answered while a cycle runs. The client is h2load when it is installed
+  (bench/h2load.py: a C load generator, open loop, one process per connection; every
+  polled ScaledObject's answer is first checked once with the Python client), else the
+  Python grpc.aio client (`--client python`), which costs the machine about as much CPU
+  per call as the server and so stretches the latencies it measures on 2 cores.
 
 Usage: python bench/load.py [--smoke] [--vas 5000] [--namespaces 100] [--models 50]
        [--rates 100,500] [--scaled-objects 1000] [--duration 20] [--churn 0.2]
+       [--workers N] [--client auto|h2load|python]
 Prints a summary and writes bench/results/load.json (load-smoke.json with --smoke).
 """
 
@@ -53,12 +62,16 @@ from urllib.parse import parse_qs
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for path in (ROOT, ROOT / "bench"):  # the adapter; bench/h2load.py
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+import h2load  # noqa: E402  (bench/h2load.py)
 
 from adapter.collect.prometheus import build_queries  # noqa: E402
 
 SAMPLES = ROOT / "deploy" / "samples"
+METHOD = "/externalscaler.ExternalScaler/GetMetrics"
 WINDOW = "1m"
 TARGETS = {"cycle_s": 2.0, "rss_mb": 300.0, "p99_ms": 10.0}
 
@@ -283,14 +296,19 @@ class FakePrometheus:
 # -- adapter process -------------------------------------------------------------------
 
 
-def memory_mb() -> dict[str, float]:
-    """Peak (VmHWM) and current (VmRSS) resident memory of this process, MiB."""
+def memory_mb(pid: int | None = None) -> dict[str, float]:
+    """Resident memory of a process (default: this one), MiB: peak (VmHWM) and current
+    (VmRSS), and the current proportional share (Pss: shared pages, such as the libraries
+    every serving process maps, divided among the processes that map them)."""
     found: dict[str, float] = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmHWM", "VmRSS"):
-            found[key] = round(int(value.split()[0]) / 1024, 1)
-    found["ru_maxrss"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    where = Path(f"/proc/{pid or 'self'}")
+    for name, keys in (("status", ("VmHWM", "VmRSS")), ("smaps_rollup", ("Pss",))):
+        for line in (where / name).read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in keys:
+                found[key] = round(int(value.split()[0]) / 1024, 1)
+    if pid is None:
+        found["ru_maxrss"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return found
 
 
@@ -301,7 +319,14 @@ async def adapter(args: argparse.Namespace) -> dict[str, Any]:
     from adapter.collect.kube import CacheSettings, KubeCache
     from adapter.collect.prometheus import PrometheusSettings, PrometheusSource
     from adapter.engine import Engine, Snapshot
-    from adapter.scaler import ScalerServer, ScalerService, ScalerSettings, ServerSettings
+    from adapter.scaler import (
+        ScalerPool,
+        ScalerServer,
+        ScalerService,
+        ScalerSettings,
+        ServerSettings,
+        Serving,
+    )
 
     logging.basicConfig(
         level=logging.INFO,
@@ -327,12 +352,16 @@ async def adapter(args: argparse.Namespace) -> dict[str, Any]:
     clock = WallClock()
     cycles: list[dict[str, float]] = []
     engine: Engine | None = None
-    service = ScalerService(
-        lambda: engine.latest if engine is not None else None,
-        clock,
-        ScalerSettings(staleness_s=3600.0),
-    )
-    server = ScalerServer(service, ServerSettings(address="127.0.0.1:0"))
+    settings = ScalerSettings(staleness_s=3600.0)
+    address = ServerSettings(address="127.0.0.1:0")
+    pool: ScalerPool | None = None
+    server: ScalerServer | None = None
+    serving: Serving
+    if args.workers == 0:  # the former design: gRPC in this process
+        service = ScalerService(lambda: engine.latest if engine else None, clock, settings)
+        serving = server = ScalerServer(service, address)
+    else:
+        serving = pool = ScalerPool(address, settings, workers=args.workers)
     stop = asyncio.Event()
     first = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -346,7 +375,11 @@ async def adapter(args: argparse.Namespace) -> dict[str, Any]:
                 "solved": sum(d.solved for d in snapshot.decisions.values()),
             }
         )
-        server.notify()
+        if pool is not None:
+            pool.publish(snapshot)
+        else:
+            assert server is not None
+            server.notify()
         loop.call_soon_threadsafe(first.set)
 
     source = PrometheusSource(PrometheusSettings(url=args.prometheus_url, window=WINDOW))
@@ -357,7 +390,7 @@ async def adapter(args: argparse.Namespace) -> dict[str, Any]:
         interval_s=0.0,  # back to back
         on_snapshot=published,
     )
-    port = await server.start()
+    port = await serving.start()
     run = asyncio.create_task(engine.run(stop))
     await first.wait()
     print(json.dumps({"port": port}), flush=True)
@@ -365,7 +398,8 @@ async def adapter(args: argparse.Namespace) -> dict[str, Any]:
     await loop.run_in_executor(None, sys.stdin.read)
     stop.set()
     await run
-    await server.stop(grace_s=1.0)
+    workers_memory = [memory_mb(pid) for pid in pool.pids] if pool is not None else []
+    await serving.stop(grace_s=1.0)
     source.close()
     cache.stop()
     api.close()  # type: ignore[no-untyped-call]
@@ -373,6 +407,7 @@ async def adapter(args: argparse.Namespace) -> dict[str, Any]:
         "sync_s": round(sync_s, 3),
         "memory_after_sync_mb": memory_synced,
         "memory_mb": memory_mb(),
+        "workers_memory_mb": workers_memory,
         "cycles": cycles,
         "errors": engine.stats.cycle_errors_total,
         "last_error": engine.stats.last_error,
@@ -382,14 +417,10 @@ async def adapter(args: argparse.Namespace) -> dict[str, Any]:
 # -- client process --------------------------------------------------------------------
 
 
-async def poll(args: argparse.Namespace) -> dict[str, Any]:
-    import grpc
-
+def polled_requests(args: argparse.Namespace) -> tuple[list[int], list[Any]]:
+    """The VAs polled (every vas/scaled_objects-th) and their GetMetrics requests."""
     from adapter._proto import externalscaler_pb2 as pb
-    from adapter._proto import externalscaler_pb2_grpc as pb_grpc
 
-    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{args.port}") for _ in range(args.channels)]
-    stubs = [pb_grpc.ExternalScalerStub(c) for c in channels]  # type: ignore[no-untyped-call]
     step = max(1, args.vas // args.scaled_objects)
     targets = [i * step for i in range(min(args.scaled_objects, args.vas))]
     requests = [
@@ -401,6 +432,21 @@ async def poll(args: argparse.Namespace) -> dict[str, Any]:
         )
         for i in targets
     ]
+    return targets, requests
+
+
+async def poll(args: argparse.Namespace) -> dict[str, Any]:
+    import grpc
+
+    from adapter._proto import externalscaler_pb2_grpc as pb_grpc
+
+    options = [("grpc.use_local_subchannel_pool", 1)]  # a TCP connection per channel
+    channels = [
+        grpc.aio.insecure_channel(f"127.0.0.1:{args.port}", options=options)
+        for _ in range(args.channels)
+    ]
+    stubs = [pb_grpc.ExternalScalerStub(c) for c in channels]  # type: ignore[no-untyped-call]
+    targets, requests = polled_requests(args)
     samples: list[tuple[float, float]] = []  # (sent on CLOCK_MONOTONIC, latency s)
     errors: list[str] = []
 
@@ -425,8 +471,12 @@ async def poll(args: argparse.Namespace) -> dict[str, Any]:
 
     for channel in channels:
         await channel.channel_ready()
-    for k in range(len(requests)):  # warm-up, not counted
+    for k in range(len(requests)):  # warm-up and check, not counted
         await call(k)
+    if args.check_only:
+        for channel in channels:
+            await channel.close()
+        return {"checked": len(requests), "errors": errors}
     samples.clear()
     errors.clear()
     began = time.monotonic()
@@ -477,6 +527,15 @@ def fake_environment(args: argparse.Namespace) -> Iterator[tuple[str, FakePromet
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Start the fakes here, the adapter and then the client in their own processes."""
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
+    tool = h2load.version() if args.client in ("auto", "h2load") else None
+    if args.client == "h2load" and tool is None:
+        raise SystemExit("--client h2load: h2load is not on PATH (apt-get install nghttp2-client)")
+    if tool is None and args.client == "auto":
+        print(
+            "note: h2load not found (apt-get install nghttp2-client): polling with the Python "
+            "grpc.aio client, which takes a large share of the CPU the adapter needs"
+        )
     began = time.monotonic()
     with (
         fake_environment(args) as (kube_url, prometheus),
@@ -489,26 +548,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "--prometheus-url", prometheus.url, "--vas", str(args.vas),
             "--log-file", str(log_file),
         ]  # fmt: skip
-        server = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        if args.workers is not None:
+            command += ["--workers", str(args.workers)]
+        log_stream = log_file.open("ab")  # stderr too: the serving processes log there
+        server = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_stream, text=True
+        )
         try:
             assert server.stdout is not None and server.stdin is not None
             line = server.stdout.readline()
             if not line:
                 raise RuntimeError(f"the adapter process failed:\n{_tail(log_file)}")
             port = json.loads(line)["port"]
-            polled = []
-            for rate in args.rates:
-                client_command = [
-                    sys.executable, __file__, "--client", "--port", str(port),
-                    "--vas", str(args.vas), "--namespaces", str(args.namespaces),
-                    "--scaled-objects", str(args.scaled_objects), "--rate", str(rate),
-                    "--duration", str(args.duration), "--channels", str(args.channels),
-                ]  # fmt: skip
-                answer = subprocess.run(
-                    client_command, check=True, capture_output=True, text=True,
-                    timeout=args.duration + 120,
-                )  # fmt: skip
-                polled.append({"rate": rate, **json.loads(answer.stdout)})
+            polled = poll_every_rate(args, port, tool, Path(tmp))
             out, _ = server.communicate(input="", timeout=120)  # EOF on stdin: stop
             if server.returncode != 0:
                 raise RuntimeError(f"the adapter process failed:\n{_tail(log_file)}")
@@ -518,7 +570,54 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if server.poll() is None:
                 server.kill()
                 server.wait()
-    return summarize(args, measured, polled, setup_s, log_bytes, prometheus.requests)
+            log_stream.close()
+    report = summarize(args, measured, polled, setup_s, log_bytes, prometheus.requests)
+    report["machine"]["load_average_at_start"] = load_at_start  # others busy on this machine?
+    report["client"] = tool or "python grpc.aio"
+    return report
+
+
+def poll_every_rate(
+    args: argparse.Namespace, port: int, tool: str | None, workdir: Path
+) -> list[dict[str, Any]]:
+    """One polling run per rate: h2load when `tool` is set (after checking every polled
+    ScaledObject's answer with the Python client), the Python client otherwise."""
+    client_command = [
+        sys.executable, __file__, "--client-process", "--port", str(port),
+        "--vas", str(args.vas), "--namespaces", str(args.namespaces),
+        "--scaled-objects", str(args.scaled_objects), "--duration", str(args.duration),
+        "--channels", str(args.channels),
+    ]  # fmt: skip
+    timeout = args.duration + 120
+    polled = []
+    if tool is None:
+        for rate in args.rates:
+            command = [*client_command, "--rate", str(rate)]
+            answer = subprocess.run(
+                command, check=True, capture_output=True, text=True, timeout=timeout
+            )
+            polled.append({"rate": rate, **json.loads(answer.stdout)})
+        return polled
+    command = [*client_command, "--check-only"]
+    answer = subprocess.run(command, check=True, capture_output=True, text=True, timeout=timeout)
+    checked = json.loads(answer.stdout)
+    _targets, requests = polled_requests(args)
+    load = h2load.H2load(port, METHOD, requests[0].SerializeToString(), workdir)
+    for rate in args.rates:
+        result = load.paced(rate, args.duration, args.channels, len(requests))
+        errors = list(checked["errors"])
+        if result.failed:
+            errors.append(f"{result.failed} calls got no HTTP 200")
+        polled.append(
+            {
+                "rate": rate,
+                "elapsed": result.elapsed,
+                "samples": list(zip(result.starts, result.latencies, strict=True)),
+                "errors": errors,
+                "streams": len(requests),
+            }
+        )
+    return polled
 
 
 def _tail(path: Path) -> str:
@@ -581,7 +680,19 @@ def summarize(
             "warm_median_s": round(statistics.median(warm), 3) if warm else None,
             "warm_max_s": round(max(warm), 3) if warm else None,
         },
-        "memory_mb": measured["memory_mb"],
+        "grpc_workers": len(measured["workers_memory_mb"]),  # 0: gRPC in the adapter process
+        "memory_mb": measured["memory_mb"],  # the adapter process (cycle, exporter, status)
+        "workers_memory_mb": measured["workers_memory_mb"],
+        # peaks of different moments added up, shared libraries counted in every process
+        "total_peak_rss_mb": round(
+            measured["memory_mb"]["VmHWM"] + sum(w["VmHWM"] for w in measured["workers_memory_mb"]),
+            1,
+        ),
+        # at the end, each shared page counted once: close to what the container is charged
+        "total_pss_mb": round(
+            measured["memory_mb"]["Pss"] + sum(w["Pss"] for w in measured["workers_memory_mb"]),
+            1,
+        ),
         "memory_after_sync_mb": measured["memory_after_sync_mb"],
         "log_bytes_per_cycle": round(log_bytes / max(1, len(durations))),
         "prometheus_requests": prometheus_requests,
@@ -616,12 +727,22 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--rate", type=float, default=100.0, help=argparse.SUPPRESS)
     p.add_argument("--duration", type=float, default=20.0, help="seconds of polling")
-    p.add_argument("--channels", type=int, default=4)
+    p.add_argument("--channels", type=int, default=4, help="client connections")
+    p.add_argument(
+        "--workers", type=int, help="gRPC serving processes (default: as `run`; 0: in-process)"
+    )
     p.add_argument("--churn", type=float, default=0.2, help="keys with new load per cycle")
     p.add_argument("--output", type=Path)
     # internal: the adapter and client processes
     p.add_argument("--adapter", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--client",
+        choices=("auto", "h2load", "python"),
+        default="auto",
+        help="polling client (auto: h2load when installed)",
+    )
+    p.add_argument("--client-process", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--check-only", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--kube-url", help=argparse.SUPPRESS)
     p.add_argument("--prometheus-url", help=argparse.SUPPRESS)
     p.add_argument("--log-file", help=argparse.SUPPRESS)
@@ -640,12 +761,17 @@ def smoke(args: argparse.Namespace) -> argparse.Namespace:
 def report_lines(report: dict[str, Any]) -> list[str]:
     c, m = report["cycles"], report["memory_mb"]
     return [
-        f"machine: {report['machine']['cpu_count']} CPUs, {report['machine']['processor']}",
+        f"machine: {report['machine']['cpu_count']} CPUs, {report['machine']['processor']}; "
+        f"load average at start {report['machine']['load_average_at_start']}; "
+        f"client {report['client']}",
         f"size: {report['size']}",
         f"setup {report['setup_s']} s, adapter list+sync {report['adapter_sync_s']} s",
         f"cycles: {c['count']} ({c['errors']} errors, {c['solved_last']} solved), "
         f"cold {c['cold_s']} s, warm median {c['warm_median_s']} s, max {c['warm_max_s']} s",
-        f"memory: VmHWM {m['VmHWM']} MB, VmRSS {m['VmRSS']} MB",
+        f"memory: adapter process VmHWM {m['VmHWM']} MB, VmRSS {m['VmRSS']} MB; "
+        f"{report['grpc_workers']} gRPC serving process(es) VmHWM "
+        f"{[w['VmHWM'] for w in report['workers_memory_mb']]} MB; "
+        f"total peak {report['total_peak_rss_mb']} MB, total Pss {report['total_pss_mb']} MB",
     ] + [
         f"GetMetrics at {g['target_rate_per_s']}/s: {g['requests']} requests "
         f"({g['achieved_rate_per_s']}/s), {g['errors']} errors; "
@@ -661,7 +787,7 @@ def main(argv: list[str] | None = None) -> int:
         result = asyncio.run(adapter(args))
         print(json.dumps(result))
         return 0
-    if args.client:
+    if args.client_process:
         print(json.dumps(asyncio.run(poll(args))))
         return 0
     if args.smoke:

@@ -7,12 +7,13 @@ config and POSTing /-/reload. Polls with deadlines, never sleeps blindly.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -52,6 +53,24 @@ def poll(
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout_s:g}s waiting for {what}")
         wake.wait(interval_s)
+
+
+async def poll_async(
+    probe: Callable[[], Awaitable[T | None]],
+    *,
+    timeout_s: float,
+    what: str,
+    interval_s: float = 0.02,
+) -> T:
+    """`poll` for asyncio tests: the event loop keeps running between probes."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = await probe()
+        if result is not None:
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s:g}s waiting for {what}")
+        await asyncio.sleep(interval_s)
 
 
 class PrometheusServer:

@@ -279,6 +279,13 @@ CATALOGUE: list[Bad] = [
         [*LOCAL, "--sync-timeout", "inf"]),
     Bad("run-tls-key-alone", "run", "--grpc-tls-cert-file", "give both",
         [*LOCAL, "--grpc-tls-key-file", "/nonexistent.key"]),
+    Bad("run-scrape-file-missing", "run", "--scrape-file /nonexistent/targets.json",
+        "No such file", ["run", "--local", str(SAMPLES), "--scrape-file",
+                         "/nonexistent/targets.json"]),
+    Bad("run-scrape-window-negative", "run", "--scrape-window", ">= 0",
+        [*LOCAL, "--scrape-window=-2"]),
+    Bad("run-scrape-file-and-scrape", "run", "--scrape-file", "exactly one metrics source",
+        [*LOCAL, "--scrape-file", "/nonexistent/targets.json"]),
     # -- environment settings (exit 2, one line naming the variable)
     Bad("env-interval-word", "env", "WVA_INTERVAL", "expected a number", LOCAL, EXIT_INPUT,
         {"WVA_INTERVAL": "fast"}),

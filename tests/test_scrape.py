@@ -101,7 +101,8 @@ def test_rates_and_means_over_the_interval_summed_across_pods(
 
     load = report.get(*KEY)
     assert report.queries == 2
-    assert load.arrival_rate_rpm == pytest.approx(40 / 10 * 60)
+    # 40 completed and 9 more are now in the pods (running + waiting), over 10 s
+    assert load.arrival_rate_rpm == pytest.approx((40 + 9) / 10 * 60)
     assert load.avg_prompt_tokens == pytest.approx((10 * 100 + 30 * 200) / 40)
     assert load.avg_output_tokens == pytest.approx((10 * 11 + 30 * 21) / 40)
     # per token, each pod counted once although b exports both ITL names
@@ -248,3 +249,72 @@ def test_forgotten_target_starts_warming_up_again(
 def test_target_url_must_be_http() -> None:
     with pytest.raises(ValueError, match="http"):
         ScrapeTarget(url="10.0.0.1:8000/metrics", namespace="ns")
+
+
+def test_arrivals_count_what_entered_not_only_what_finished(
+    endpoints: list[Endpoint], clock: FakeClock
+) -> None:
+    """A load step shows at once (queue grows), and a draining backlog (more completions
+    than arrivals) is not mistaken for more load."""
+    a, _ = endpoints
+    with make_source(clock, a.target("ns-a")) as source:
+        a.metrics.set_gauges(running=30, waiting=0)
+        with pytest.raises(MetricsWarmingUp):
+            source.collect([KEY])
+        # step: 16 arrived, 8 finished, 8 more in the pod
+        a.serve(8, prompt=128, output=512, itl_s=0.008)
+        a.metrics.set_gauges(running=38, waiting=0)
+        clock.now += 1
+        assert source.collect([KEY]).get(*KEY).arrival_rate_rpm == pytest.approx(16 * 60)
+        # backlog drains: 23 finished, 16 arrived, 7 fewer in the pod
+        a.serve(23, prompt=128, output=512, itl_s=0.008)
+        a.metrics.set_gauges(running=31, waiting=0)
+        clock.now += 1
+        assert source.collect([KEY]).get(*KEY).arrival_rate_rpm == pytest.approx(16 * 60)
+        # the pod empties faster than anything finishes: never a negative rate
+        a.metrics.set_gauges(running=0, waiting=0)
+        clock.now += 1
+        assert source.collect([KEY]).get(*KEY).arrival_rate_rpm == 0.0
+
+
+def test_rate_window_spans_several_scrapes(endpoints: list[Endpoint], clock: FakeClock) -> None:
+    """With window_s, a burst in one interval is averaged over the window, like
+    PromQL's rate(...[w]); until the window is covered the oldest scrape is the base."""
+    a, _ = endpoints
+    settings = ScrapeSettings(targets=(a.target("ns-a"),), window_s=6.0)
+    with ScrapeSource(settings, clock=clock) as source:
+        with pytest.raises(MetricsWarmingUp):
+            source.collect([KEY])
+        rates = []
+        for served in (8, 8, 32, 8, 8):
+            a.serve(served, prompt=1, output=1, itl_s=0.01)
+            clock.now += 2
+            rates.append(source.collect([KEY]).get(*KEY).arrival_rate_rpm / 60)
+    assert rates == pytest.approx([4, 4, 8, 8, 8])
+
+
+def test_a_new_pod_adds_to_the_window_of_the_others(
+    endpoints: list[Endpoint], clock: FakeClock
+) -> None:
+    """Right after a scale-up the new pod takes the requests the old one no longer gets.
+    Rated over its own short span it would count them a second time (the old pod's
+    window still holds them): the closed loop then asked for a third replica."""
+    a, b = endpoints
+    settings = ScrapeSettings(targets=(a.target("ns-a"),), window_s=6.0)
+    with ScrapeSource(settings, clock=clock) as source:
+        a.metrics.set_gauges(running=30, waiting=0)
+        with pytest.raises(MetricsWarmingUp):
+            source.collect([KEY])
+        for _ in range(3):  # 16 req/s, all on a; what finishes equals what arrives
+            a.serve(32, prompt=1, output=1, itl_s=0.01)
+            clock.now += 2
+            assert source.collect([KEY]).get(*KEY).arrival_rate_rpm == pytest.approx(16 * 60)
+        b.metrics.set_gauges(running=0, waiting=0)
+        source.set_targets([a.target("ns-a"), b.target("ns-a")])
+        source.collect([KEY])  # b is scraped once, empty, as the pod starts
+        # the next 2 s: half the load on each pod; b only fills up (nothing finished yet)
+        a.serve(16, prompt=1, output=1, itl_s=0.01)
+        b.metrics.set_gauges(running=16, waiting=0)
+        clock.now += 2
+        load = source.collect([KEY]).get(*KEY)
+    assert load.arrival_rate_rpm == pytest.approx(16 * 60)

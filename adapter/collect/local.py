@@ -118,3 +118,48 @@ def _with_namespace(doc: Mapping[str, Any], namespace: str) -> dict[str, Any]:
     meta = dict(doc.get("metadata") or {})
     meta["namespace"] = namespace
     return {**doc, "metadata": meta}
+
+
+Fingerprint = tuple[tuple[str, int, int], ...]
+
+
+class LocalFolder:
+    """The snapshot of a folder of YAML, reloaded when a file changes.
+
+    Lets a local run follow edits (a Deployment's replicas set by a test harness or by
+    hand) the way the watch cache follows the API server. A reload that fails keeps the
+    last good snapshot and logs the file at fault: one bad save must not make every
+    variant disappear. The first load raises instead, so a bad start fails loudly.
+    """
+
+    def __init__(self, path: str | Path, config_namespace: str = DEFAULT_CONFIG_NAMESPACE) -> None:
+        self.path = Path(path)
+        self.config_namespace = config_namespace
+        self.reload_errors_total = 0
+        self._fingerprint = self._stat()
+        self._snapshot = load_snapshot(self.path, config_namespace)
+
+    def _stat(self) -> Fingerprint:
+        try:
+            files = (
+                sorted(p for p in self.path.iterdir() if p.suffix in (".yaml", ".yml"))
+                if self.path.is_dir()
+                else [self.path]
+            )
+            stats = [(str(p), p.stat()) for p in files]
+        except OSError:
+            return ()  # vanished: the next load reports it
+        return tuple((name, st.st_mtime_ns, st.st_size) for name, st in stats)
+
+    def snapshot(self) -> ClusterSnapshot:
+        fingerprint = self._stat()
+        if fingerprint != self._fingerprint:
+            try:
+                self._snapshot = load_snapshot(self.path, self.config_namespace)
+            except LocalSourceError as error:
+                self.reload_errors_total += 1
+                log.error("keeping the previous objects: %s", error)
+            else:
+                log.info("%s changed: objects reloaded", self.path)
+            self._fingerprint = fingerprint
+        return self._snapshot

@@ -1,5 +1,12 @@
 """Load without Prometheus: scrape each vLLM pod's /metrics and difference two scrapes.
 
+The arrival rate is what entered the pods: completions plus the growth of the requests
+in the pod (running + waiting) over the interval. vLLM counts no arrivals, and the
+completion rate alone lags a load step by a whole request's duration and overshoots
+while a backlog drains (more completions than arrivals right after a scale-up), which
+made a closed loop add a replica it did not need. Without those gauges the completion
+rate is used.
+
 Each target keeps its last two scrapes; counters become rates over the interval
 between them (a counter that went down was reset, e.g. the pod restarted, and counts
 from zero). Rates and gauges are then summed by (namespace, model_name), the same
@@ -16,10 +23,12 @@ from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import requests
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from adapter.collect.metrics import LoadKey, LoadReport, MetricsUnavailable, ModelLoad
 
@@ -48,6 +57,8 @@ _RUNNING = "vllm:num_requests_running"
 _WAITING = "vllm:num_requests_waiting"
 _KV = "vllm:kv_cache_usage_perc"
 _GAUGES = frozenset([_RUNNING, _WAITING, _KV])
+_IN_SYSTEM = (_RUNNING, _WAITING)
+_IN_SYSTEM_GROWTH = "in_system_growth"
 
 Series = tuple[str, str]  # (sample name, model_name), other labels summed away
 
@@ -68,12 +79,95 @@ class ScrapeTarget(BaseModel):
         return url
 
 
+class TargetsFileError(ValueError):
+    """A targets file that cannot be used; the message names the file and the entry."""
+
+
+def load_targets_file(path: Path, default_namespace: str | None = None) -> list[ScrapeTarget]:
+    """Targets from a file in Prometheus' file_sd format (JSON or YAML).
+
+    A list of groups `{"targets": ["host:port", ...], "labels": {...}}`. The `namespace`
+    label says whose load a target carries (default: `default_namespace`);
+    `__scheme__` and `__metrics_path__` work as in Prometheus (http, /metrics).
+    """
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as error:
+        raise TargetsFileError(f"{path}: {error}") from error
+    if document is None:
+        return []
+    if not isinstance(document, list):
+        raise TargetsFileError(f"{path}: expected a list of target groups")
+    targets = []
+    for index, group in enumerate(document):
+        where = f"{path}: group {index}"
+        if not isinstance(group, Mapping) or not isinstance(group.get("targets"), list):
+            raise TargetsFileError(f"{where}: expected a mapping with a 'targets' list")
+        labels = group.get("labels") or {}
+        if not isinstance(labels, Mapping):
+            raise TargetsFileError(f"{where}: 'labels' must be a mapping")
+        namespace = str(labels.get("namespace") or default_namespace or "")
+        if not namespace:
+            raise TargetsFileError(f"{where}: no 'namespace' label says whose load it carries")
+        scheme = str(labels.get("__scheme__") or "http")
+        metrics_path = str(labels.get("__metrics_path__") or "/metrics")
+        for address in group["targets"]:
+            try:
+                targets.append(
+                    ScrapeTarget(url=f"{scheme}://{address}{metrics_path}", namespace=namespace)
+                )
+            except ValidationError as error:
+                raise TargetsFileError(
+                    f"{where}: target {address!r}: {error.errors()[0]['msg']}"
+                ) from error
+    return targets
+
+
+class TargetsFile:
+    """A targets file re-read when it changes, so scaled pods are followed.
+
+    A file that turns bad keeps the last good list (logged with its path): losing every
+    target would read as zero load.
+    """
+
+    def __init__(self, path: str | Path, default_namespace: str | None = None) -> None:
+        self.path = Path(path)
+        self.default_namespace = default_namespace
+        self.errors_total = 0
+        self._stamp = self._stat()
+        self._targets = load_targets_file(self.path, default_namespace)
+
+    def _stat(self) -> tuple[int, int] | None:
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size
+
+    def targets(self) -> list[ScrapeTarget]:
+        stamp = self._stat()
+        if stamp != self._stamp:
+            try:
+                self._targets = load_targets_file(self.path, self.default_namespace)
+            except TargetsFileError as error:
+                self.errors_total += 1
+                log.error("keeping the previous scrape targets: %s", error)
+            self._stamp = stamp
+        return list(self._targets)
+
+
 class ScrapeSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     targets: tuple[ScrapeTarget, ...] = ()
     timeout_s: float = Field(default=5.0, gt=0)
     max_workers: int = Field(default=10, ge=1, description="Targets scraped concurrently")
+    window_s: float = Field(
+        default=0.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="Rate over at least this many seconds of scrapes (0: the last interval)",
+    )
 
 
 class MetricsWarmingUp(MetricsUnavailable):
@@ -91,6 +185,8 @@ class ScrapeSource:
     """MetricsSource that scrapes the vLLM pods directly.
 
     `clock` returns monotonic seconds (injected so tests control the intervals).
+    `discover`, if given, supplies the targets anew before every collect (a targets
+    file that follows the pods).
     After each collect, `last_failures` lists the targets that could not be scraped
     and `failures_total` counts them over the source's life. Not thread-safe: collect
     and set_targets belong to the one thread running the cycle.
@@ -102,12 +198,14 @@ class ScrapeSource:
         *,
         clock: Callable[[], float] = time.monotonic,
         session: requests.Session | None = None,
+        discover: Callable[[], Iterable[ScrapeTarget]] | None = None,
     ) -> None:
         self.settings = settings
+        self._discover = discover
         self._clock = clock
         self._session = session if session is not None else requests.Session()
         self._targets: tuple[ScrapeTarget, ...] = tuple(dict.fromkeys(settings.targets))
-        self._history: dict[ScrapeTarget, tuple[_Scrape | None, _Scrape]] = {}
+        self._history: dict[ScrapeTarget, list[_Scrape]] = {}  # oldest first
         self.last_failures: tuple[ScrapeTarget, ...] = ()
         self.failures_total = 0
 
@@ -137,6 +235,8 @@ class ScrapeSource:
         Raises MetricsUnavailable if every target failed, and MetricsWarmingUp if the
         targets that answered have been scraped once only.
         """
+        if self._discover is not None:
+            self.set_targets(self._discover())
         targets = self._targets
         if not targets:
             return LoadReport()
@@ -155,15 +255,23 @@ class ScrapeSource:
 
         totals = _Totals()
         rated = 0
+        bases: list[tuple[ScrapeTarget, _Scrape, _Scrape | None, bool]] = []
+        window: dict[str, float] = defaultdict(float)  # longest covered span per namespace
         for target, scrape in zip(targets, results, strict=True):
             if scrape is None:
                 continue  # keep its older scrape: the next rate spans the gap
-            last = self._history.get(target)
-            previous = last[1] if last is not None else None
-            self._history[target] = (previous, scrape)
+            previous, covered = self._base(target, scrape)
+            bases.append((target, scrape, previous, covered))
+            if previous is not None and covered:
+                window[target.namespace] = max(window[target.namespace], scrape.at - previous.at)
+        for target, scrape, previous, covered in bases:
             if previous is not None:
                 rated += 1
-                totals.add_rates(target.namespace, previous, scrape)
+                # A target younger than the window (a pod that just started) adds what
+                # it did to the window of the others: as a rate over its own short span
+                # it would count again the requests that moved to it from them.
+                span = None if covered else window.get(target.namespace)
+                totals.add_rates(target.namespace, previous, scrape, span)
             totals.add_gauges(target.namespace, scrape)
         if rated == 0:
             raise MetricsWarmingUp(
@@ -176,6 +284,20 @@ class ScrapeSource:
         wanted = set(keys)
         loads = {key: load for key, load in totals.loads().items() if key in wanted}
         return LoadReport(loads=loads, queries=len(targets))
+
+    def _base(self, target: ScrapeTarget, scrape: _Scrape) -> tuple[_Scrape | None, bool]:
+        """Record `scrape`; return the one to rate against: the newest at least
+        `window_s` older (the oldest kept while the window is not yet covered), and
+        whether it covers the window."""
+        kept = self._history.setdefault(target, [])
+        kept.append(scrape)
+        cutoff = scrape.at - self.settings.window_s
+        base, covered = 0, False
+        for i, older in enumerate(kept[:-1]):
+            if older.at <= cutoff:
+                base, covered = i, True
+        del kept[:base]
+        return (kept[0] if len(kept) > 1 else None), covered
 
     def _scrape(self, target: ScrapeTarget) -> _Scrape | None:
         """One scrape, or None (logged) if the target did not answer with metrics."""
@@ -214,10 +336,15 @@ class _Totals:
         self.gauges: dict[LoadKey, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         self.series: dict[LoadKey, dict[str, int]] = defaultdict(lambda: defaultdict(int))
 
-    def add_rates(self, namespace: str, previous: _Scrape, current: _Scrape) -> None:
+    def add_rates(
+        self, namespace: str, previous: _Scrape, current: _Scrape, span: float | None = None
+    ) -> None:
+        """Add the increases from `previous` to `current` as rates over `span` seconds
+        (default: the time between the two scrapes)."""
         elapsed = current.at - previous.at
         if elapsed <= 0:
             return
+        span = max(span or 0.0, elapsed)
         for model in _models(current):
             # one ITL histogram per target: the new name where the pod exports it
             itl = _ITL_NEW if (f"{_ITL_NEW}_count", model) in current.values else _ITL_OLD
@@ -230,7 +357,13 @@ class _Totals:
                 if now is None or before is None:
                     continue  # a rate needs the series in both scrapes, as in PromQL
                 increase = now - before if now >= before else now  # went down: reset
-                rates[as_name] += increase / elapsed
+                rates[as_name] += increase / span
+            # arrivals = completions + growth of what is in the pod (running + waiting)
+            if all((g, model) in s.values for g in _IN_SYSTEM for s in (previous, current)):
+                grown = sum(
+                    current.values[g, model] - previous.values[g, model] for g in _IN_SYSTEM
+                )
+                rates[_IN_SYSTEM_GROWTH] += grown / span
 
     def add_gauges(self, namespace: str, current: _Scrape) -> None:
         for (name, model), value in current.values.items():
@@ -240,14 +373,18 @@ class _Totals:
 
     def loads(self) -> dict[LoadKey, ModelLoad]:
         loads = {}
-        for key in self.rates.keys() | self.gauges.keys():
-            rates = self.rates.get(key, {})
+        all_rates = self.rates
+        for key in all_rates.keys() | self.gauges.keys():
+            rates = all_rates.get(key, {})
             gauges = self.gauges.get(key, {})
             kv_series = self.series.get(key, {}).get(_KV, 0)
             loads[key] = ModelLoad(
                 namespace=key[0],
                 model=key[1],
-                arrival_rate_rpm=rates.get(_SUCCESS, 0.0) * 60.0,
+                arrival_rate_rpm=max(
+                    0.0, rates.get(_SUCCESS, 0.0) + rates.get(_IN_SYSTEM_GROWTH, 0.0)
+                )
+                * 60.0,
                 avg_prompt_tokens=_mean(rates, _PROMPT) or 0.0,
                 avg_output_tokens=_mean(rates, _OUTPUT) or 0.0,
                 itl_ms=_ms(_mean(rates, "itl")),

@@ -3,12 +3,16 @@
 - `metadata`: which VariantAutoscaling a ScaledObject's trigger selects.
 - `service`: the `externalscaler.ExternalScaler` servicer (reads only snapshots).
 - `server`: the grpc.aio server with health, reflection, TLS and graceful stop.
+- `pool`: that server in worker processes fed with every new snapshot (`feed`, `worker`),
+  so that a running cycle never delays an answer.
 """
 
 from adapter.scaler.metadata import MetadataError, TriggerMetadata, metric_name, variant_key
+from adapter.scaler.pool import ScalerPool, WorkerError, default_workers
 from adapter.scaler.server import (
     ScalerServer,
     ServerSettings,
+    Serving,
     TlsFiles,
     install_signal_handlers,
     serve_until,
@@ -19,6 +23,8 @@ from adapter.scaler.service import (
     Refusal,
     ScalerService,
     ScalerSettings,
+    ServedDecision,
+    ServedSnapshot,
     SnapshotSource,
 )
 
@@ -27,13 +33,19 @@ __all__ = [
     "MetadataError",
     "Readiness",
     "Refusal",
+    "ScalerPool",
     "ScalerServer",
     "ScalerService",
     "ScalerSettings",
+    "ServedDecision",
+    "ServedSnapshot",
     "ServerSettings",
+    "Serving",
     "SnapshotSource",
     "TlsFiles",
     "TriggerMetadata",
+    "WorkerError",
+    "default_workers",
     "install_signal_handlers",
     "metric_name",
     "serve_until",

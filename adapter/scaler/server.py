@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -196,7 +197,18 @@ class ScalerServer:
         await self.stop()
 
 
-async def serve_until(server: ScalerServer, stop: asyncio.Event) -> None:
+class Serving(Protocol):
+    """A ScalerServer (in this process) or a ScalerPool (in worker processes)."""
+
+    @property
+    def started(self) -> bool: ...
+
+    async def start(self) -> int: ...
+
+    async def stop(self, grace_s: float | None = None) -> None: ...
+
+
+async def serve_until(server: Serving, stop: asyncio.Event) -> None:
     """Serve (starting the server if needed) until `stop` is set, then stop gracefully."""
     if not server.started:
         await server.start()

@@ -1,8 +1,11 @@
 """KEDA ExternalScaler servicer: serves the latest snapshot's desired replicas.
 
-The servicer never computes anything: it reads the engine's latest `Snapshot` through a
-`SnapshotSource` (a callable returning `Snapshot | None`) and measures its age with the
-injected `Clock`. Answers, per ScaledObjectRef (VA chosen by `metadata.variant_key`):
+The servicer never computes anything: it reads the latest snapshot through a
+`SnapshotSource` (a callable returning a `ServedSnapshot` or None) and measures its age
+with the injected `Clock`. A `ServedSnapshot` is what the scaler needs of a snapshot: the
+engine's `Snapshot` is one, and so is the compact copy a serving process receives
+(`adapter.scaler.feed`). Answers, per ScaledObjectRef (VA chosen by
+`metadata.variant_key`):
 
 - `GetMetrics`: one MetricValue, the VA's desired replicas in `metricValue` and
   `metricValueFloat` (metricName echoes the request's, or `wva-<ns>-<name>` if empty).
@@ -29,20 +32,52 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import NoReturn, Protocol
 
 import grpc
 
 from adapter._proto import externalscaler_pb2 as pb
 from adapter.clock import Clock
-from adapter.engine import Snapshot, VariantDecision, VariantKey
 from adapter.scaler.metadata import MetadataError, metric_name, variant_key
 
 log = logging.getLogger(__name__)
 
-SnapshotSource = Callable[[], Snapshot | None]
+VariantKey = tuple[str, str]  # (namespace, name), as in adapter.engine
+
+
+class ServedDecision(Protocol):
+    """What the scaler reads of one VA's decision (`adapter.engine.VariantDecision` is one)."""
+
+    @property
+    def desired_replicas(self) -> int | None: ...
+
+    @property
+    def reason(self) -> str: ...
+
+
+class ServedSnapshot(Protocol):
+    """What the scaler reads of a snapshot (`adapter.engine.Snapshot` is one).
+
+    `monotonic` is when the cycle started on the clock the service is given, so the
+    service can tell the snapshot's age at every call.
+    """
+
+    @property
+    def cycle(self) -> int: ...
+
+    @property
+    def monotonic(self) -> float: ...
+
+    @property
+    def decisions(self) -> Mapping[VariantKey, ServedDecision]: ...
+
+
+SnapshotSource = Callable[[], ServedSnapshot | None]
+
+# Answers kept per snapshot (a client choosing metric names at will cannot grow it further)
+MAX_CACHED_ANSWERS = 20_000
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ExternalScaler"].full_name
 
@@ -111,6 +146,8 @@ class ScalerService:
         self._changed = _Signal()
         self._closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._answered: ServedSnapshot | None = None  # the snapshot `_answers` were built from
+        self._answers: dict[tuple[VariantKey, str], pb.GetMetricsResponse] = {}
 
     # -- wiring ---------------------------------------------------------------------
 
@@ -150,7 +187,7 @@ class ScalerService:
         snapshot = self._source()
         if snapshot is None:
             return Readiness(False, "no optimization result yet")
-        age = snapshot.age(self._clock)
+        age = self._clock.monotonic() - snapshot.monotonic
         if age > self.settings.staleness_s:
             return Readiness(False, _stale_message(snapshot, age, self.settings.staleness_s))
         return Readiness(True, f"cycle {snapshot.cycle}, {age:.1f} s old")
@@ -166,38 +203,40 @@ class ScalerService:
                 f"bad ScaledObject trigger metadata for {ref.namespace}/{ref.name}: {error}",
             ) from None
 
-    def decision(self, key: VariantKey) -> VariantDecision:
+    def decision(self, key: VariantKey) -> ServedDecision:
         """The solved decision for a VA, or Refusal (UNAVAILABLE / NOT_FOUND)."""
-        namespace, name = key
-        snapshot = self._snapshot(key)
-        age = snapshot.age(self._clock)
-        if age > self.settings.staleness_s:
-            raise Refusal(
-                grpc.StatusCode.UNAVAILABLE,
-                f"{_stale_message(snapshot, age, self.settings.staleness_s)} "
-                f"(VariantAutoscaling {namespace}/{name})",
-            )
-        decision = snapshot.decisions.get(key)
-        if decision is None:
-            raise Refusal(
-                grpc.StatusCode.NOT_FOUND,
-                f"VariantAutoscaling {namespace}/{name} not found "
-                f"(optimization cycle {snapshot.cycle})",
-            )
-        desired = decision.desired_replicas
-        if desired is None or desired < 0:
-            raise Refusal(
-                grpc.StatusCode.UNAVAILABLE,
-                f"VariantAutoscaling {namespace}/{name} has no decision: {decision.reason}",
-            )
-        return decision
+        snapshot = self._fresh_snapshot(key)
+        return _solved(snapshot, key)
 
     def desired(self, key: VariantKey) -> int:
         desired = self.decision(key).desired_replicas
         assert desired is not None  # decision() refuses unsolved VAs
         return desired
 
-    def _snapshot(self, key: VariantKey) -> Snapshot:
+    def metrics(self, key: VariantKey, metric: str) -> pb.GetMetricsResponse:
+        """The GetMetrics answer (`metric` empty: `wva-<ns>-<name>`), or Refusal.
+
+        Built once per snapshot, VA and metric name: KEDA asks the same question at every
+        poll. Freshness is still checked at every call.
+        """
+        snapshot = self._fresh_snapshot(key)
+        if snapshot is not self._answered:
+            self._answered, self._answers = snapshot, {}
+        answer = self._answers.get((key, metric))
+        if answer is None:
+            desired = _solved(snapshot, key).desired_replicas
+            name = metric or metric_name(*key)
+            answer = pb.GetMetricsResponse(
+                metricValues=[
+                    pb.MetricValue(metricName=name, metricValue=desired, metricValueFloat=desired)
+                ]
+            )
+            if len(self._answers) >= MAX_CACHED_ANSWERS:
+                self._answers.clear()
+            self._answers[(key, metric)] = answer
+        return answer
+
+    def _snapshot(self, key: VariantKey) -> ServedSnapshot:
         """The latest snapshot, or UNAVAILABLE before the first successful cycle."""
         snapshot = self._source()
         if snapshot is None:
@@ -207,17 +246,23 @@ class ScalerService:
             )
         return snapshot
 
+    def _fresh_snapshot(self, key: VariantKey) -> ServedSnapshot:
+        """The latest snapshot, or UNAVAILABLE when there is none or it is stale."""
+        snapshot = self._snapshot(key)
+        age = self._clock.monotonic() - snapshot.monotonic
+        if age > self.settings.staleness_s:
+            raise Refusal(
+                grpc.StatusCode.UNAVAILABLE,
+                f"{_stale_message(snapshot, age, self.settings.staleness_s)} "
+                f"(VariantAutoscaling {key[0]}/{key[1]})",
+            )
+        return snapshot
+
     def metric_spec(self, key: VariantKey) -> pb.GetMetricSpecResponse:
         namespace, name = key
         snapshot = self._snapshot(key)
         if key not in snapshot.decisions:
-            age = snapshot.age(self._clock)
-            if age > self.settings.staleness_s:
-                raise Refusal(
-                    grpc.StatusCode.UNAVAILABLE,
-                    f"{_stale_message(snapshot, age, self.settings.staleness_s)} "
-                    f"(VariantAutoscaling {namespace}/{name})",
-                )
+            self._fresh_snapshot(key)  # absent from a stale snapshot: UNAVAILABLE
             raise Refusal(
                 grpc.StatusCode.NOT_FOUND,
                 f"VariantAutoscaling {namespace}/{name} not found "
@@ -304,20 +349,33 @@ class ScalerService:
         ref = request.scaledObjectRef
         try:
             key = self.resolve(ref)
-            desired = self.desired(key)
+            response = self.metrics(key, request.metricName)
         except Refusal as refusal:
             await _abort(context, "GetMetrics", ref, refusal)
-        name = request.metricName or metric_name(*key)
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("GetMetrics %s/%s %s -> %d", key[0], key[1], name, desired)
-        return pb.GetMetricsResponse(
-            metricValues=[
-                pb.MetricValue(metricName=name, metricValue=desired, metricValueFloat=desired)
-            ]
+            (value,) = response.metricValues
+            log.debug("GetMetrics %s/%s %s -> %d", *key, value.metricName, value.metricValue)
+        return response
+
+
+def _solved(snapshot: ServedSnapshot, key: VariantKey) -> ServedDecision:
+    """The VA's decision in the snapshot if it was solved; NOT_FOUND / UNAVAILABLE otherwise."""
+    decision = snapshot.decisions.get(key)
+    if decision is None:
+        raise Refusal(
+            grpc.StatusCode.NOT_FOUND,
+            f"VariantAutoscaling {key[0]}/{key[1]} not found (optimization cycle {snapshot.cycle})",
         )
+    desired = decision.desired_replicas
+    if desired is None or desired < 0:
+        raise Refusal(
+            grpc.StatusCode.UNAVAILABLE,
+            f"VariantAutoscaling {key[0]}/{key[1]} has no decision: {decision.reason}",
+        )
+    return decision
 
 
-def _stale_message(snapshot: Snapshot, age: float, limit: float) -> str:
+def _stale_message(snapshot: ServedSnapshot, age: float, limit: float) -> str:
     return (
         f"the latest optimization result (cycle {snapshot.cycle}) is {age:.1f} s old, "
         f"older than the {limit:g} s staleness limit"

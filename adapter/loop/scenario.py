@@ -1,0 +1,89 @@
+"""The closed loop's scenario: load streams over time and the control loop's settings.
+
+The tutorial's scenario is one stream of 8 req/s for the whole run, a second one of
+8 req/s in the middle, then nothing; prompts of 128 tokens, outputs of 512. The serving
+physics runs in real time (the tutorial's H100 profile), so what is compressed for a
+short run is the control loop: a 2 s adapter cycle and KEDA polling instead of 15 s,
+and a 10 s scale-down window instead of 60 s. `time_factor` scales the physics too
+(alpha, beta and the SLOs multiplied, request rates divided by it): the optimizer's
+decisions do not change under that scaling, so a slower emulated GPU costs less CPU.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Stream(BaseModel):
+    """One guidellm run: a constant request rate from `start_s` for `duration_s`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    start_s: float = Field(ge=0)
+    duration_s: float = Field(gt=0)
+    rate_rps: float = Field(gt=0)
+
+    @property
+    def end_s(self) -> float:
+        return self.start_s + self.duration_s
+
+
+class Scenario(BaseModel):
+    """Everything the closed loop needs besides the tutorial's objects (deploy/samples)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    streams: tuple[Stream, ...] = Field(min_length=1)
+    end_s: float = Field(gt=0, description="run length; load-free after the last stream")
+    prompt_tokens: int = Field(default=128, ge=1)
+    output_tokens: int = Field(default=512, ge=1)
+    time_factor: float = Field(default=1.0, gt=0)
+    cycle_s: float = Field(default=2.0, gt=0, description="adapter --interval")
+    rate_window_s: float = Field(
+        default=6.0, ge=0, description="adapter --scrape-window: rates over 3 cycles"
+    )
+    polling_s: float = Field(default=2.0, gt=0, description="KEDA pollingInterval")
+    hpa_sync_s: float = Field(default=2.0, gt=0, description="HPA controller sync period")
+    scale_down_window_s: int = Field(default=10, ge=0)
+    cooldown_s: float = Field(default=10.0, ge=0, description="KEDA cooldownPeriod")
+    initial_cooldown_s: float = Field(default=30.0, ge=0)
+    min_replicas: int = Field(default=0, ge=0)
+    max_replicas: int = Field(default=4, ge=1)
+    initial_replicas: int = Field(default=1, ge=1)
+    sample_s: float = Field(default=1.0, gt=0, description="recording period")
+    itl_window_s: float = Field(default=5.0, gt=0, description="window of the observed ITL")
+    stream_interval_ms: float = Field(default=50.0, ge=0)
+
+    @model_validator(mode="after")
+    def _streams_fit(self) -> Scenario:
+        for stream in self.streams:
+            if stream.end_s > self.end_s:
+                raise ValueError(f"stream {stream.name} ends after the run ({self.end_s:g} s)")
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("min_replicas > max_replicas")
+        return self
+
+    def offered_rps(self, t: float) -> float:
+        """The planned request rate at `t` (guidellm's own start-up shifts the real one)."""
+        return sum(s.rate_rps for s in self.streams if s.start_s <= t < s.end_s)
+
+
+def tutorial(*, short: bool = False, time_factor: float = 1.0) -> Scenario:
+    """The tutorial's two jobs. `short` is the CI run (about 2.5 minutes of load)."""
+    rate = 8.0 / time_factor
+    if short:
+        first = Stream(name="job-1", start_s=0, duration_s=125, rate_rps=rate)
+        second = Stream(name="job-2", start_s=35, duration_s=50, rate_rps=rate)
+        end = 155.0
+    else:
+        first = Stream(name="job-1", start_s=0, duration_s=180, rate_rps=rate)
+        second = Stream(name="job-2", start_s=50, duration_s=70, rate_rps=rate)
+        end = 215.0
+    return Scenario(
+        name="tutorial" + (" (short)" if short else ""),
+        streams=(first, second),
+        end_s=end,
+        time_factor=time_factor,
+    )
