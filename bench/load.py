@@ -373,6 +373,7 @@ async def adapter(args: argparse.Namespace) -> dict[str, Any]:
                 "end": snapshot.monotonic + snapshot.duration_s,
                 "duration_s": snapshot.duration_s,
                 "solved": sum(d.solved for d in snapshot.decisions.values()),
+                "rss_mb": memory_mb()["VmRSS"],
             }
         )
         if pool is not None:
@@ -679,6 +680,8 @@ def summarize(
             "cold_s": round(durations[0], 3) if durations else None,
             "warm_median_s": round(statistics.median(warm), 3) if warm else None,
             "warm_max_s": round(max(warm), 3) if warm else None,
+            # the adapter process' RSS as each cycle published (MiB): growth per cycle
+            "rss_mb_after_each": [c["rss_mb"] for c in cycles],
         },
         "grpc_workers": len(measured["workers_memory_mb"]),  # 0: gRPC in the adapter process
         "memory_mb": measured["memory_mb"],  # the adapter process (cycle, exporter, status)

@@ -238,13 +238,10 @@ def quantiles_ms(values: list[float]) -> dict[str, float]:
     }
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time of processes (Linux /proc): what the server costs."""
-    total = 0.0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc): what the server costs."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def children_cpu_seconds() -> float:
@@ -258,14 +255,19 @@ class Meter:
 
     def __init__(self, server_pids: list[int]) -> None:
         self.server_pids = server_pids
-        self.server = cpu_seconds(server_pids)
+        self.server = [cpu_seconds(pid) for pid in server_pids]
         self.clients = children_cpu_seconds()
 
-    def result(self, requests: int) -> dict[str, float]:
-        server = cpu_seconds(self.server_pids) - self.server
+    def result(self, requests: int) -> dict[str, Any]:
+        now = [cpu_seconds(pid) for pid in self.server_pids]
+        used = [after - before for after, before in zip(now, self.server, strict=True)]
+        server = sum(used)
         clients = children_cpu_seconds() - self.clients
         return {
             "server_cpu_s": round(server, 2),
+            # the adapter's process, then each serving process: the kernel's spread of the
+            # connections among the serving processes shows here
+            "server_cpu_s_per_process": [round(seconds, 2) for seconds in used],
             "server_cpu_us_per_request": round(server / max(1, requests) * 1e6, 1),
             "client_cpu_us_per_request": round(clients / max(1, requests) * 1e6, 1),
         }
@@ -491,7 +493,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{run['connections']} conn: {run['requests']} requests, {run['errors']} errors, "
             f"{run['requests_per_s']} req/s, p50 {run['latency'].get('p50_ms')} ms, "
             f"p99 {run['latency'].get('p99_ms')} ms; CPU per request: server "
-            f"{run['server_cpu_us_per_request']} us, client {run['client_cpu_us_per_request']} us"
+            f"{run['server_cpu_us_per_request']} us, client {run['client_cpu_us_per_request']} us; "
+            f"server CPU s by process {run['server_cpu_s_per_process']}"
         )
     goal = report["targets"]
     if args.smoke:

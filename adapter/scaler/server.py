@@ -6,16 +6,16 @@ the latest snapshot is within the staleness limit, NOT_SERVING once it is stale 
 good once shutdown starts. It is re-evaluated at every `notify()` and every
 `health_poll_s` (real time), and on demand with `refresh_health()`.
 
-Typical wiring (the `run` command):
+It runs in each serving process of a `ScalerPool` (adapter/scaler/pool.py), which is how
+the `run` command serves; in the engine's own process it would share the GIL with the
+cycle (answers then wait behind it):
 
-    clock = WallClock()
-    service = ScalerService(lambda: engine.latest, clock, ScalerSettings.for_interval(15))
-    server = ScalerServer(service, ServerSettings(address="0.0.0.0:9443"))
-    engine = Engine(..., clock=clock, on_snapshot=lambda _s: server.notify())
+    pool = ScalerPool(ServerSettings(address="0.0.0.0:9443"), ScalerSettings.for_interval(15))
+    engine = Engine(..., clock=WallClock(), on_snapshot=pool.publish)
     stop = asyncio.Event()
     remove = install_signal_handlers(stop)
-    await server.start()
-    await asyncio.gather(engine.run(stop), serve_until(server, stop))
+    await pool.start()
+    await asyncio.gather(engine.run(stop), serve_until(pool, stop))
 """
 
 from __future__ import annotations

@@ -95,7 +95,7 @@ async def serve(config: WorkerConfig, stdin: BinaryIO) -> int:
         if message is not None:
             grace_s = message.grace_s
         elif not stop.is_set():
-            log.warning("the adapter process went away: stopping")
+            log.warning("the snapshot feed ended (the adapter process went away): stopping")
         stop.set()
 
     def feed() -> None:
