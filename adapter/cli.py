@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import logging
+import math
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -112,6 +113,8 @@ def cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) 
         return _optimizer_steps(out)
     from adapter.loop import LoopError, run_demo, tutorial
 
+    if not (math.isfinite(args.time_factor) and args.time_factor > 0):
+        raise InputError(f"demo --time-factor {args.time_factor:g}: must be a finite number > 0")
     scenario = tutorial(short=args.short, time_factor=args.time_factor)
     try:
         run_demo(scenario, Path(args.out), out)

@@ -286,6 +286,8 @@ CATALOGUE: list[Bad] = [
         [*LOCAL, "--scrape-window=-2"]),
     Bad("run-scrape-file-and-scrape", "run", "--scrape-file", "exactly one metrics source",
         [*LOCAL, "--scrape-file", "/nonexistent/targets.json"]),
+    Bad("demo-time-factor-zero", "run", "--time-factor", "finite number > 0",
+        ["demo", "--time-factor", "0"]),
     # -- environment settings (exit 2, one line naming the variable)
     Bad("env-interval-word", "env", "WVA_INTERVAL", "expected a number", LOCAL, EXIT_INPUT,
         {"WVA_INTERVAL": "fast"}),

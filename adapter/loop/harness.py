@@ -292,9 +292,12 @@ def run_loop(
     workdir.mkdir(parents=True, exist_ok=True)
     workspace = Workspace(workdir, time_factor=scenario.time_factor)
     guidellm, tokenizer = _guidellm(), _tokenizer_dir()
+    ready_file = workdir / "emulator.json"
+    reports = {s.name: workdir / f"guidellm-{s.name}.json" for s in scenario.streams}
+    for stale in (ready_file, *reports.values()):  # a previous run's, in a reused folder
+        stale.unlink(missing_ok=True)
     with ExitStack() as stack:
         processes = stack.enter_context(_started(workdir))
-        ready_file = workdir / "emulator.json"
         emulator = processes.start(
             "emulator",
             [
@@ -367,7 +370,6 @@ def run_loop(
             adapter,
         )
         observed = _Observed(scenario.itl_window_s)
-        reports = {s.name: workdir / f"guidellm-{s.name}.json" for s in scenario.streams}
         pending = sorted(scenario.streams, key=lambda s: s.start_s)
 
         def launch(stream: Stream) -> subprocess.Popen[bytes]:
