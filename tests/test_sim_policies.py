@@ -60,7 +60,7 @@ def test_setup_reads_the_variant_as_the_adapter_does(setup: SimSetup) -> None:
 
 def test_ours_is_configured_like_the_shipped_scaled_object() -> None:
     doc = yaml.safe_load((ROOT / "keda" / "scaledobject.yaml").read_text())["spec"]
-    spec = ours_scaled_object(Limits(doc["minReplicaCount"], doc["maxReplicaCount"]))
+    spec = ours_scaled_object(doc["minReplicaCount"], doc["maxReplicaCount"])
     assert spec.pollingInterval == doc["pollingInterval"]
     assert spec.fallback is not None
     assert (spec.fallback.failureThreshold, spec.fallback.replicas, spec.fallback.behavior) == (

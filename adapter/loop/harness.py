@@ -34,14 +34,8 @@ from adapter._proto import externalscaler_pb2_grpc as pb_grpc
 from adapter.loop.record import Sample
 from adapter.loop.scenario import Scenario, Stream
 from adapter.loop.workspace import Workspace
-from adapter.sim.hpa import (
-    Fallback,
-    HorizontalPodAutoscalerBehavior,
-    HPAScalingPolicy,
-    HPAScalingRules,
-    KedaLoop,
-    ScaledObjectSpec,
-)
+from adapter.sim.hpa import KedaLoop, ScaledObjectSpec
+from adapter.sim.policies import ours_scaled_object
 
 log = logging.getLogger(__name__)
 
@@ -63,39 +57,14 @@ class LoopError(RuntimeError):
 
 
 def scaled_object(scenario: Scenario) -> ScaledObjectSpec:
-    """keda/scaledobject.yaml with the scenario's compressed timings.
-
-    Same shape as the shipped object: AverageValue target 1 (the metric is the desired
-    replica count), tolerance 0 both ways, no scale-up window, a short scale-down window,
-    fallback that never scales down on missing data.
-    """
-    period = max(1, round(scenario.polling_s))
-    return ScaledObjectSpec(
-        pollingInterval=scenario.polling_s,
-        cooldownPeriod=scenario.cooldown_s,
-        initialCooldownPeriod=scenario.initial_cooldown_s,
-        minReplicaCount=scenario.min_replicas,
-        maxReplicaCount=scenario.max_replicas,
-        fallback=Fallback(failureThreshold=3, replicas=1, behavior="currentReplicasIfHigher"),
-        behavior=HorizontalPodAutoscalerBehavior(
-            scaleUp=HPAScalingRules(
-                stabilizationWindowSeconds=0,
-                selectPolicy="Max",
-                policies=(
-                    HPAScalingPolicy(type="Percent", value=100, periodSeconds=period),
-                    HPAScalingPolicy(type="Pods", value=4, periodSeconds=period),
-                ),
-                tolerance=0.0,
-            ),
-            scaleDown=HPAScalingRules(
-                stabilizationWindowSeconds=scenario.scale_down_window_s,
-                selectPolicy="Max",
-                policies=(HPAScalingPolicy(type="Percent", value=100, periodSeconds=period),),
-                tolerance=0.0,
-            ),
-        ),
-        metricType="AverageValue",
-        target=1.0,
+    """keda/scaledobject.yaml with the scenario's compressed timings."""
+    return ours_scaled_object(
+        scenario.min_replicas,
+        scenario.max_replicas,
+        polling_s=scenario.polling_s,
+        scale_down_window_s=scenario.scale_down_window_s,
+        cooldown_s=scenario.cooldown_s,
+        initial_cooldown_s=scenario.initial_cooldown_s,
     )
 
 

@@ -321,12 +321,29 @@ class _AdapterCycle:
         return decision.desired_replicas if decision is not None else None
 
 
-def ours_scaled_object(limits: Limits) -> ScaledObjectSpec:
-    """keda/scaledobject.yaml (tests/test_sim_policies.py checks they agree)."""
+def ours_scaled_object(
+    min_replicas: int,
+    max_replicas: int,
+    *,
+    polling_s: float = 15.0,
+    scale_down_window_s: int = 60,
+    cooldown_s: float = 300.0,
+    initial_cooldown_s: float = 0.0,
+) -> ScaledObjectSpec:
+    """keda/scaledobject.yaml (tests/test_sim_policies.py checks they agree); the
+    real-time loop of `demo` compresses its timings through the keyword arguments.
+
+    AverageValue target 1 (the metric is the desired replica count), tolerance 0 both
+    ways, no scale-up window, fallback that never scales down on missing data; the
+    policies' period follows the polling interval.
+    """
+    period = max(1, round(polling_s))
     return ScaledObjectSpec(
-        pollingInterval=15.0,
-        minReplicaCount=limits.min_replicas,
-        maxReplicaCount=limits.max_replicas,
+        pollingInterval=polling_s,
+        cooldownPeriod=cooldown_s,
+        initialCooldownPeriod=initial_cooldown_s,
+        minReplicaCount=min_replicas,
+        maxReplicaCount=max_replicas,
         fallback=Fallback(failureThreshold=3, replicas=1, behavior="currentReplicasIfHigher"),
         behavior=HorizontalPodAutoscalerBehavior(
             scaleUp=HPAScalingRules(
@@ -334,15 +351,15 @@ def ours_scaled_object(limits: Limits) -> ScaledObjectSpec:
                 stabilizationWindowSeconds=0,
                 selectPolicy="Max",
                 policies=(
-                    HPAScalingPolicy(type="Percent", value=100, periodSeconds=15),
-                    HPAScalingPolicy(type="Pods", value=4, periodSeconds=15),
+                    HPAScalingPolicy(type="Percent", value=100, periodSeconds=period),
+                    HPAScalingPolicy(type="Pods", value=4, periodSeconds=period),
                 ),
             ),
             scaleDown=HPAScalingRules(
                 tolerance=0.0,
-                stabilizationWindowSeconds=60,
+                stabilizationWindowSeconds=scale_down_window_s,
                 selectPolicy="Max",
-                policies=(HPAScalingPolicy(type="Percent", value=100, periodSeconds=15),),
+                policies=(HPAScalingPolicy(type="Percent", value=100, periodSeconds=period),),
             ),
         ),
         metricType="AverageValue",
@@ -421,7 +438,7 @@ class OursPolicy:
         phase = interval_s / 2.0 if hpa_phase_s is None else _check_phase(hpa_phase_s)
         self._keda = _KedaDriven(
             KedaLoop(
-                spec=ours_scaled_object(limits),
+                spec=ours_scaled_object(limits.min_replicas, limits.max_replicas),
                 get_metrics=get_metrics,
                 initial_replicas=cluster.replicas,
                 start=self.first_cycle_s + phase,
