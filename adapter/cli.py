@@ -37,6 +37,7 @@ from adapter.collect.scrape import (
 from adapter.engine import Engine, EngineStats, Snapshot
 from adapter.exporter import Exporter
 from adapter.leader import LeaderElector, LeaderSettings, default_identity
+from adapter.memory import tune_allocator
 from adapter.model.kube import DEFAULT_CONFIG_NAMESPACE, ClusterSnapshot
 from adapter.model.system import SATURATION_POLICIES, SystemFormatError, parse_system
 from adapter.optimizer.goformat import go_float32
@@ -278,6 +279,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -
     """The adapter: a cycle every --interval seconds, served over gRPC and /metrics."""
     del out, err, stdin  # values were checked by parse_run_settings
     tls = _tls(args)
+    tune_allocator()  # before the cache's threads start
     cluster = _cluster_source(args)
     try:
         metrics = _metrics_source(args, cluster.shared_namespace)

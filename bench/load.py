@@ -319,6 +319,7 @@ async def adapter(args: argparse.Namespace) -> dict[str, Any]:
     from adapter.collect.kube import CacheSettings, KubeCache
     from adapter.collect.prometheus import PrometheusSettings, PrometheusSource
     from adapter.engine import Engine, Snapshot
+    from adapter.memory import tune_allocator
     from adapter.scaler import (
         ScalerPool,
         ScalerServer,
@@ -333,6 +334,7 @@ async def adapter(args: argparse.Namespace) -> dict[str, Any]:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         filename=args.log_file,
     )
+    tune_allocator()  # as `wva-adapter run` does
     config = client.Configuration()
     config.host = args.kube_url
     started = time.monotonic()
@@ -350,7 +352,7 @@ async def adapter(args: argparse.Namespace) -> dict[str, Any]:
     memory_synced = memory_mb()
 
     clock = WallClock()
-    cycles: list[dict[str, float]] = []
+    cycles: list[dict[str, Any]] = []
     engine: Engine | None = None
     settings = ScalerSettings(staleness_s=3600.0)
     address = ServerSettings(address="127.0.0.1:0")
@@ -372,6 +374,7 @@ async def adapter(args: argparse.Namespace) -> dict[str, Any]:
                 "start": snapshot.monotonic,
                 "end": snapshot.monotonic + snapshot.duration_s,
                 "duration_s": snapshot.duration_s,
+                "phases_s": dict(snapshot.phases_s),
                 "solved": sum(d.solved for d in snapshot.decisions.values()),
                 "rss_mb": memory_mb()["VmRSS"],
             }
@@ -680,6 +683,16 @@ def summarize(
             "cold_s": round(durations[0], 3) if durations else None,
             "warm_median_s": round(statistics.median(warm), 3) if warm else None,
             "warm_max_s": round(max(warm), 3) if warm else None,
+            # collect / assemble / optimize, s: the first cycle, and the warm cycles' medians
+            "cold_phases_s": _rounded(cycles[0]["phases_s"]) if cycles else {},
+            "warm_phases_median_s": _rounded(
+                {
+                    phase: statistics.median(c["phases_s"][phase] for c in cycles[1:])
+                    for phase in cycles[0]["phases_s"]
+                }
+                if warm
+                else {}
+            ),
             # the adapter process' RSS as each cycle published (MiB): growth per cycle
             "rss_mb_after_each": [c["rss_mb"] for c in cycles],
         },
@@ -703,6 +716,10 @@ def summarize(
         "warm_cycle_busy_fraction": round(busy, 3),
         "get_metrics": [latency(run) for run in polled],
     }
+
+
+def _rounded(values: dict[str, float]) -> dict[str, float]:
+    return {key: round(value, 3) for key, value in values.items()}
 
 
 def _cpu_model() -> str:
@@ -771,6 +788,7 @@ def report_lines(report: dict[str, Any]) -> list[str]:
         f"setup {report['setup_s']} s, adapter list+sync {report['adapter_sync_s']} s",
         f"cycles: {c['count']} ({c['errors']} errors, {c['solved_last']} solved), "
         f"cold {c['cold_s']} s, warm median {c['warm_median_s']} s, max {c['warm_max_s']} s",
+        f"cycle phases: cold {c['cold_phases_s']}, warm median {c['warm_phases_median_s']}",
         f"memory: adapter process VmHWM {m['VmHWM']} MB, VmRSS {m['VmRSS']} MB; "
         f"{report['grpc_workers']} gRPC serving process(es) VmHWM "
         f"{[w['VmHWM'] for w in report['workers_memory_mb']]} MB; "

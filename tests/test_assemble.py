@@ -442,3 +442,65 @@ def test_node_problem_lowers_capacity_only_by_that_node() -> None:
     assert assembly.system["capacityData"]["count"] == [
         {"type": "NVIDIA-H100-80GB-HBM3", "count": 24}
     ]
+
+
+def test_parsed_objects_give_what_fresh_parsing_gives_as_objects_change(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import adapter.assemble as assemble
+
+    calls: list[str] = []
+    real_va, real_deployment = assemble.parse_variant_autoscaling, assemble.parse_deployment
+
+    def counted(real: Callable[[Any], Any], kind: str) -> Callable[[Any], Any]:
+        def parse(raw: Any) -> Any:
+            calls.append(f"{kind} {raw['metadata']['name']}")
+            return real(raw)
+
+        return parse
+
+    monkeypatch.setattr(assemble, "parse_variant_autoscaling", counted(real_va, "va"))
+    monkeypatch.setattr(assemble, "parse_deployment", counted(real_deployment, "dep"))
+    memo = assemble.ParsedObjects()
+    objects = base_objects()
+
+    def both() -> tuple[Any, Any]:
+        remembered = build_system(snapshot_of(objects), tutorial_load(), parsed=memo)
+        fresh = build_system(snapshot_of(objects), tutorial_load())
+        return remembered, fresh
+
+    def same(remembered: Any, fresh: Any) -> None:
+        assert remembered.system == fresh.system
+        assert remembered.servers == fresh.servers
+        assert remembered.problems == fresh.problems
+
+    same(*both())
+    assert len(memo) == 4  # two VAs, two Deployments
+    calls.clear()
+    remembered, fresh = both()
+    same(remembered, fresh)
+    assert sorted(calls) == ["dep other", "dep vllm", "va other", "va vllm"]  # fresh only
+    assert remembered.servers[OTHER_SERVER] is not fresh.servers[OTHER_SERVER]
+
+    # a replaced object is parsed again; an unchanged one is not
+    objects["deps"][OTHER] = {**objects["deps"][OTHER], "spec": {"replicas": 5}}
+    calls.clear()
+    remembered = build_system(snapshot_of(objects), tutorial_load(), parsed=memo)
+    assert calls == ["dep other"]
+    assert servers_by_name(remembered.system)[OTHER_SERVER]["currentAlloc"]["numReplicas"] == 5
+
+    # a broken replacement is reported at every call, and parsed once
+    objects["vas"][OTHER] = copy.deepcopy(objects["vas"][OTHER])
+    objects["vas"][OTHER]["spec"]["modelProfile"]["accelerators"][0]["alpha"] = "fast"
+    calls.clear()
+    for _ in range(2):
+        remembered, fresh = both()
+        same(remembered, fresh)
+        (problem,) = remembered.problems
+        assert problem.name == "other" and "alpha" in problem.reason
+    assert calls.count("va other") == 3  # once remembered, twice fresh
+
+    # a deleted VA (and its Deployment) is dropped from the memo
+    del objects["vas"][OTHER], objects["deps"][OTHER]
+    same(*both())
+    assert len(memo) == 2

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from operator import itemgetter
 
 import numpy as np
@@ -46,6 +46,20 @@ class ServerCandidates:
     target: ModelTarget | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class _Sized:
+    """A server's candidates as the memo keeps them: without the ServerSpec, so that a
+    remembered entry does not hold a previous cycle's parsed input alive."""
+
+    priority: int
+    candidates: tuple[Allocation, ...]
+    rejected: tuple[tuple[str, str], ...]
+    target: ModelTarget | None
+
+    def attach(self, server: ServerSpec) -> ServerCandidates:
+        return ServerCandidates(server, self.priority, self.candidates, self.rejected, self.target)
+
+
 StatsKey = tuple[float, float, int, int, float]
 
 
@@ -58,7 +72,7 @@ class SizingCache:
     # whole candidate lists by the values that decide them: an unchanged server costs
     # one dictionary lookup
     max_servers: int = 50_000
-    servers: OrderedDict[Hashable, ServerCandidates] = field(default_factory=OrderedDict)
+    servers: OrderedDict[Hashable, _Sized] = field(default_factory=OrderedDict)
     _stats: OrderedDict[StatsKey, tuple[float, float, float]] = field(default_factory=OrderedDict)
 
     def statistics(self, keys: Sequence[StatsKey]) -> list[tuple[float, float, float]]:
@@ -201,9 +215,7 @@ def build_candidates(spec: SystemSpec, cache: SizingCache | None = None) -> list
         )
         remembered = memo.get(memo_key)
         if remembered is not None:
-            results[index] = (
-                remembered if remembered.server is server else replace(remembered, server=server)
-            )
+            results[index] = remembered.attach(server)
             continue
         memo_keys[index] = memo_key
         tokens = load.avg_length
@@ -241,14 +253,11 @@ def build_candidates(spec: SystemSpec, cache: SizingCache | None = None) -> list
     for index, server in enumerate(spec.servers):
         result = results[index]
         if result is None:
-            result = ServerCandidates(
-                server=server,
-                priority=priorities[index],
-                candidates=tuple(found[index]),
-                rejected=tuple(rejected[index]),
-                target=targets[index],
+            sized = _Sized(
+                priorities[index], tuple(found[index]), tuple(rejected[index]), targets[index]
             )
-            memo[memo_keys[index]] = result
+            memo[memo_keys[index]] = sized
+            result = sized.attach(server)
         out.append(result)
     while len(memo) > cache.max_servers:
         memo.popitem(last=False)
