@@ -1,15 +1,16 @@
 """Keep the adapter's resident memory close to what it actually holds (glibc only).
 
 A cycle at 5000 VAs allocates and frees some 60 MB (PromQL answers, the system
-document, parsed specs) from a worker thread while the cluster cache's watch threads
-allocate too. With glibc's defaults every thread may get a malloc arena of its own,
-large freed blocks raise the mmap threshold so that later ones stay in the heap, and
-freed memory is returned to the kernel only from the top of the heap: resident memory
-crept by about 60 MB over 30 cycles (bench/load.py) while live objects stayed flat.
+document, parsed specs, the sizing's matrices) from a worker thread while the cluster
+cache's watch threads allocate too. With glibc's defaults each of those threads may get
+a malloc arena of its own, and freed memory goes back to the kernel only from the top
+of a heap: resident memory crept up cycle after cycle while live objects stayed flat.
 
-`tune_allocator` (once, before threads start) caps the arenas and pins the thresholds;
-`release_free_memory` (after each cycle) hands free pages back. Elsewhere (musl,
-macOS) both do nothing. Python's own small-object allocator is not affected.
+`tune_allocator` (once, before threads start) caps the arenas; `release_free_memory`
+(after each cycle) hands every free page back. The mmap threshold stays dynamic: pinned
+low, each of the sizing's large temporary arrays got fresh pages and a cold cycle took
+about 0.3 s longer. Elsewhere (musl, macOS) both do nothing. Python's own small-object
+allocator is not affected.
 """
 
 from __future__ import annotations
@@ -23,13 +24,9 @@ __all__ = ["release_free_memory", "tune_allocator"]
 
 log = logging.getLogger(__name__)
 
-# mallopt parameters, from glibc's malloc.h
-_M_TRIM_THRESHOLD = -1
-_M_MMAP_THRESHOLD = -3
-_M_ARENA_MAX = -8
+_M_ARENA_MAX = -8  # mallopt parameter, from glibc's malloc.h
 
 ARENA_MAX = 2  # the event loop's thread and the cycle's
-THRESHOLD_BYTES = 128 * 1024  # glibc's initial mmap threshold, kept fixed
 
 
 @cache
@@ -52,22 +49,15 @@ def _glibc() -> ctypes.CDLL | None:
 
 
 def tune_allocator() -> bool:
-    """Cap glibc's malloc arenas and pin its trim/mmap thresholds; True if applied."""
+    """Cap glibc's malloc arenas; True if applied."""
     libc = _glibc()
     if libc is None:
         log.debug("not glibc: malloc left at its defaults")
         return False
-    applied = all(
-        libc.mallopt(parameter, value) == 1
-        for parameter, value in (
-            (_M_ARENA_MAX, ARENA_MAX),
-            (_M_MMAP_THRESHOLD, THRESHOLD_BYTES),
-            (_M_TRIM_THRESHOLD, THRESHOLD_BYTES),
-        )
-    )
-    if not applied:
-        log.warning("mallopt refused a setting: malloc partly at its defaults")
-    return applied
+    if libc.mallopt(_M_ARENA_MAX, ARENA_MAX) != 1:
+        log.warning("mallopt refused M_ARENA_MAX: malloc arenas left at their default")
+        return False
+    return True
 
 
 def release_free_memory() -> bool:
