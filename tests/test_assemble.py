@@ -447,10 +447,10 @@ def test_node_problem_lowers_capacity_only_by_that_node() -> None:
 def test_parsed_objects_give_what_fresh_parsing_gives_as_objects_change(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import adapter.assemble as assemble
+    from adapter.assemble import ParsedObjects
+    from adapter.model.kube import parse_deployment, parse_variant_autoscaling
 
     calls: list[str] = []
-    real_va, real_deployment = assemble.parse_variant_autoscaling, assemble.parse_deployment
 
     def counted(real: Callable[[Any], Any], kind: str) -> Callable[[Any], Any]:
         def parse(raw: Any) -> Any:
@@ -459,9 +459,12 @@ def test_parsed_objects_give_what_fresh_parsing_gives_as_objects_change(
 
         return parse
 
-    monkeypatch.setattr(assemble, "parse_variant_autoscaling", counted(real_va, "va"))
-    monkeypatch.setattr(assemble, "parse_deployment", counted(real_deployment, "dep"))
-    memo = assemble.ParsedObjects()
+    # build_system's own references (it imported them by name)
+    monkeypatch.setattr(
+        "adapter.assemble.parse_variant_autoscaling", counted(parse_variant_autoscaling, "va")
+    )
+    monkeypatch.setattr("adapter.assemble.parse_deployment", counted(parse_deployment, "dep"))
+    memo = ParsedObjects()
     objects = base_objects()
 
     def both() -> tuple[Any, Any]:

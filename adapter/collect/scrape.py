@@ -175,7 +175,9 @@ class MetricsWarmingUp(MetricsUnavailable):
 
 
 @dataclass(frozen=True, slots=True)
-class _Scrape:
+class Scrape:
+    """One target's vLLM series at one moment (also built by the simulator)."""
+
     at: float  # clock() when the answer arrived
     values: Mapping[Series, float]  # summed over the series' other labels
     series: Mapping[Series, int]  # how many series were summed (to average ratios)
@@ -205,7 +207,7 @@ class ScrapeSource:
         self._clock = clock
         self._session = session if session is not None else requests.Session()
         self._targets: tuple[ScrapeTarget, ...] = tuple(dict.fromkeys(settings.targets))
-        self._history: dict[ScrapeTarget, list[_Scrape]] = {}  # oldest first
+        self._history: dict[ScrapeTarget, list[Scrape]] = {}  # oldest first
         self.last_failures: tuple[ScrapeTarget, ...] = ()
         self.failures_total = 0
 
@@ -253,9 +255,9 @@ class ScrapeSource:
                 f" (first: {targets[0].url})"
             )
 
-        totals = _Totals()
+        totals = ScrapeTotals()
         rated = 0
-        bases: list[tuple[ScrapeTarget, _Scrape, _Scrape | None, bool]] = []
+        bases: list[tuple[ScrapeTarget, Scrape, Scrape | None, bool]] = []
         window: dict[str, float] = defaultdict(float)  # longest covered span per namespace
         for target, scrape in zip(targets, results, strict=True):
             if scrape is None:
@@ -285,7 +287,7 @@ class ScrapeSource:
         loads = {key: load for key, load in totals.loads().items() if key in wanted}
         return LoadReport(loads=loads, queries=len(targets))
 
-    def _base(self, target: ScrapeTarget, scrape: _Scrape) -> tuple[_Scrape | None, bool]:
+    def _base(self, target: ScrapeTarget, scrape: Scrape) -> tuple[Scrape | None, bool]:
         """Record `scrape`; return the one to rate against: the newest at least
         `window_s` older (the oldest kept while the window is not yet covered), and
         whether it covers the window."""
@@ -299,7 +301,7 @@ class ScrapeSource:
         del kept[:base]
         return (kept[0] if len(kept) > 1 else None), covered
 
-    def _scrape(self, target: ScrapeTarget) -> _Scrape | None:
+    def _scrape(self, target: ScrapeTarget) -> Scrape | None:
         """One scrape, or None (logged) if the target did not answer with metrics."""
         try:
             response = self._session.get(
@@ -307,13 +309,14 @@ class ScrapeSource:
             )
             at = self._clock()
             response.raise_for_status()
-            return _parse(response.text, at)
+            return parse_exposition(response.text, at)
         except (requests.RequestException, ValueError) as exc:
             log.warning("cannot scrape %s: %s: %s", target.url, type(exc).__name__, exc)
             return None
 
 
-def _parse(text: str, at: float) -> _Scrape:
+def parse_exposition(text: str, at: float) -> Scrape:
+    """The vLLM series the adapter reads from one text exposition, by (name, model)."""
     values: dict[Series, float] = defaultdict(float)
     series: dict[Series, int] = defaultdict(int)
     for family in text_string_to_metric_families(text):
@@ -325,10 +328,10 @@ def _parse(text: str, at: float) -> _Scrape:
             if model and math.isfinite(sample.value) and sample.value >= 0:
                 values[sample.name, model] += sample.value
                 series[sample.name, model] += 1
-    return _Scrape(at=at, values=dict(values), series=dict(series))
+    return Scrape(at=at, values=dict(values), series=dict(series))
 
 
-class _Totals:
+class ScrapeTotals:
     """Per (namespace, model) sums of counter rates and gauges across targets."""
 
     def __init__(self) -> None:
@@ -337,7 +340,7 @@ class _Totals:
         self.series: dict[LoadKey, dict[str, int]] = defaultdict(lambda: defaultdict(int))
 
     def add_rates(
-        self, namespace: str, previous: _Scrape, current: _Scrape, span: float | None = None
+        self, namespace: str, previous: Scrape, current: Scrape, span: float | None = None
     ) -> None:
         """Add the increases from `previous` to `current` as rates over `span` seconds
         (default: the time between the two scrapes)."""
@@ -365,7 +368,7 @@ class _Totals:
                 )
                 rates[_IN_SYSTEM_GROWTH] += grown / span
 
-    def add_gauges(self, namespace: str, current: _Scrape) -> None:
+    def add_gauges(self, namespace: str, current: Scrape) -> None:
         for (name, model), value in current.values.items():
             if name in _GAUGES:
                 self.gauges[namespace, model][name] += value
@@ -407,5 +410,5 @@ def _ms(seconds: float | None) -> float | None:
     return seconds * 1000.0 if seconds is not None else None
 
 
-def _models(scrape: _Scrape) -> Sequence[str]:
+def _models(scrape: Scrape) -> Sequence[str]:
     return sorted({model for _, model in scrape.values})

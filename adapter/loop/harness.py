@@ -27,10 +27,10 @@ from typing import IO, Any
 
 import grpc
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
 from adapter._proto import externalscaler_pb2 as pb
 from adapter._proto import externalscaler_pb2_grpc as pb_grpc
+from adapter.collect.scrape import parse_exposition
 from adapter.loop.record import Sample
 from adapter.loop.scenario import Scenario, Stream
 from adapter.loop.workspace import Workspace
@@ -182,15 +182,11 @@ class _Observed:
                 text = requests.get(url, timeout=2).text
             except requests.RequestException:
                 continue
-            itl_sum = itl_count = done = 0.0
-            for family in text_string_to_metric_families(text):
-                for s in family.samples:
-                    if s.name == f"{_ITL}_sum":
-                        itl_sum += s.value
-                    elif s.name == f"{_ITL}_count":
-                        itl_count += s.value
-                    elif s.name == _SUCCESS:
-                        done += s.value
+            series = parse_exposition(text, t).values
+            itl_sum, itl_count, done = (
+                sum(v for (name, _model), v in series.items() if name == wanted)
+                for wanted in (f"{_ITL}_sum", f"{_ITL}_count", _SUCCESS)
+            )
             self._last[url] = (itl_sum, itl_count, done)
         values = self._last.values()
         itl_sum, itl_count, done = (float(sum(v[i] for v in values)) for i in range(3))

@@ -37,7 +37,7 @@ from typing import Literal, Protocol
 
 from adapter.assemble import AssemblySettings, build_system
 from adapter.collect.metrics import LoadKey, LoadReport
-from adapter.collect.scrape import _Scrape, _Totals
+from adapter.collect.scrape import Scrape, ScrapeTotals
 from adapter.emulator.batching import ServingProfile
 from adapter.engine import CycleError, Engine
 from adapter.model.kube import (
@@ -205,7 +205,7 @@ class ClusterMetrics:
 
     Each collect turns the Deployment's counters and gauges into the vLLM series a scrape
     of one pod would give (`Counters` are the `sum(...)` over the pods) and hands the
-    previous and the current one to the scraper's own code (`_Totals` in
+    previous and the current one to the scraper's own code (`ScrapeTotals` in
     `adapter.collect.scrape`): the window is the time since the previous collect (the
     cycle), gauges are read at the instant of the collect, and the arrival rate is
     defined exactly as the adapter defines it.
@@ -245,18 +245,18 @@ class ClusterMetrics:
             return LoadReport()
         if self._arrivals == "completions":
             gauges = (_RUNNING, _WAITING)
-            before = _Scrape(
+            before = Scrape(
                 at=before.at,
                 values={k: v for k, v in before.values.items() if k[0] not in gauges},
                 series={k: v for k, v in before.series.items() if k[0] not in gauges},
             )
         namespace = self._key[0]
-        totals = _Totals()
+        totals = ScrapeTotals()
         totals.add_rates(namespace, before, after)
         totals.add_gauges(namespace, after)
         return LoadReport(loads={self._key: totals.loads()[self._key]}, queries=1)
 
-    def _scrape(self) -> _Scrape:
+    def _scrape(self) -> Scrape:
         """The Deployment's series now, as one scrape of one pod serving `model`."""
         cluster, model = self._cluster, self._key[1]
         counters = cluster.counters
@@ -271,7 +271,7 @@ class ClusterMetrics:
             values[f"{family}_count", model] = float(getattr(counters, count))
         if kv is not None:
             values[_KV, model] = kv
-        return _Scrape(at=cluster.now, values=values, series=dict.fromkeys(values, 1))
+        return Scrape(at=cluster.now, values=values, series=dict.fromkeys(values, 1))
 
 
 class Policy(Protocol):
