@@ -22,6 +22,7 @@ for an unsolved VA, or `unresolved` when unknown):
 
 Per adapter: `wva_last_successful_cycle_timestamp_seconds` (wall-clock start of the
 cycle that produced the snapshot), `wva_snapshot_age_seconds`, `wva_config_problems`,
+`wva_cycle_phase_seconds{phase}` (that cycle's collect, assemble and optimize times),
 `wva_cycle_duration_seconds` (histogram; fed by `observe`, see below), counters
 `wva_cycles_total`, `wva_cycle_errors_total`, `wva_metrics_errors_total` (from
 `EngineStats`), `wva_kubernetes_errors_total{operation}` (when a provider is given) and
@@ -262,6 +263,14 @@ class SnapshotCollector(Collector):
             "Unusable ConfigMap entries and Node labels seen by the current snapshot.",
             value=float(len(snapshot.config_problems)),
         )
+        phases = GaugeMetricFamily(
+            "wva_cycle_phase_seconds",
+            "Where the current snapshot's cycle spent its time (collect, assemble, optimize).",
+            labels=["phase"],
+        )
+        for phase, seconds in snapshot.phases_s.items():
+            phases.add_metric([phase], seconds)
+        yield phases
 
     def _variant_families(self, snapshot: Snapshot) -> Iterator[Metric]:
         variants = [

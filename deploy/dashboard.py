@@ -231,6 +231,19 @@ def panels() -> list[dict[str, Any]]:
         ),
         panel(
             "timeseries",
+            "Cycle phases",
+            [
+                (
+                    "max by (instance, phase) (wva_cycle_phase_seconds)",
+                    "{{phase}} {{instance}}",
+                )
+            ],
+            unit="s",
+            description="The latest cycle's time reading the cluster and metrics (collect), "
+            "building the optimizer's input (assemble) and solving (optimize).",
+        ),
+        panel(
+            "timeseries",
             "Cycles and errors",
             [
                 (

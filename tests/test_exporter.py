@@ -101,6 +101,7 @@ def make_snapshot(
         duration_s=duration_s,
         decisions=MappingProxyType(found),
         config_problems=("ConfigMap x key 'y': bad",),
+        phases_s={"collect": 0.001, "assemble": 0.0005, "optimize": 0.0025},
     )
 
 
@@ -189,6 +190,9 @@ def test_exact_samples_for_a_hand_built_snapshot(clock: ManualClock) -> None:
         ("wva_last_successful_cycle_timestamp_seconds", none): 1_700_000_000.0,
         ("wva_snapshot_age_seconds", none): 4.0,
         ("wva_config_problems", none): 1.0,
+        ("wva_cycle_phase_seconds", frozenset({("phase", "collect")})): 0.001,
+        ("wva_cycle_phase_seconds", frozenset({("phase", "assemble")})): 0.0005,
+        ("wva_cycle_phase_seconds", frozenset({("phase", "optimize")})): 0.0025,
         # solved only
         ("wva_desired_replicas", granite): 3.0,
         ("wva_desired_replicas", cold): 2.0,
