@@ -197,7 +197,7 @@ class Engine:
                 )
         solved = sum(d.solved for d in decisions.values())
         log.info(
-            "cycle %d: %d VariantAutoscalings solved, %d not, %d answers changed; %.3f s "
+            "cycle %d: %d VariantAutoscalings solved, %d not, %d decisions changed; %.3f s "
             "(collect %.3f, assemble %.3f, optimize %.3f)",
             self._cycle,
             solved,

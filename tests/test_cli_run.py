@@ -42,10 +42,10 @@ def test_run_with_local_objects_and_scraping_logs_decisions(busy_pod: MetricsSer
     decisions = [line for line in result.stderr.splitlines() if "desired" in line]
     assert len(decisions) == 1
     assert "vllm-test/vllm: desired 2 x H100 (current 1)" in decisions[0]
-    cycles = [line for line in result.stderr.splitlines() if "answers changed" in line]
+    cycles = [line for line in result.stderr.splitlines() if "decisions changed" in line]
     assert [line.split("cycle ")[1].split(":")[0] for line in cycles] == ["2", "3"]
-    assert "1 VariantAutoscalings solved, 0 not, 1 answers changed" in cycles[0]
-    assert "1 VariantAutoscalings solved, 0 not, 0 answers changed" in cycles[1]
+    assert "1 VariantAutoscalings solved, 0 not, 1 decisions changed" in cycles[0]
+    assert "1 VariantAutoscalings solved, 0 not, 0 decisions changed" in cycles[1]
 
 
 def test_run_rejects_a_missing_folder_and_two_metric_sources() -> None:
