@@ -179,6 +179,9 @@ class Engine:
         self.stats.durations = [*self.stats.durations[-99:], duration]
         previous = self._latest
         self._latest = snapshot
+        # serve it first: the first cycle after a start logs a line or two per VA
+        if self._on_snapshot is not None:
+            self._on_snapshot(snapshot)
         changed = 0
         for key, decision in decisions.items():
             before = previous.decisions.get(key) if previous is not None else None
@@ -208,8 +211,6 @@ class Engine:
             phases["assemble"],
             phases["optimize"],
         )
-        if self._on_snapshot is not None:
-            self._on_snapshot(snapshot)
         return snapshot
 
     def _collect(self, keys: Collection[LoadKey]) -> LoadReport:
