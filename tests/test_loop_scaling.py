@@ -134,6 +134,15 @@ def test_observed_span_follows_the_load_the_gateway_got() -> None:
     rates = [8.0] * 20 + [16.0] * 30 + [30.0] + [8.0] * 20 + [0.0] * 5
     samples = [_sample(t, 8, 1, 7.8).model_copy(update={"offered_rps": r}) for t, r in
                enumerate(rates)]  # fmt: skip
-    assert observed_span(samples, 12.0) == (20, 51)  # centred medians of 5: no spike
+    assert observed_span(samples, 12.0) == (20, 51)  # centred medians of 9: no spike
     assert observed_span(samples, 40.0) is None
     assert observed_span(samples, 5.0, after=60) == (60, 71)
+
+
+def test_observed_span_rides_over_a_starved_load_generator() -> None:
+    # a CI run's second stream as the gateway saw it: dips, then catch-up bursts
+    rates = [8.0] * 38 + [16, 16, 14.9, 16.1, 17, 15, 11, 18.7, 22.4, 12, 17, 15, 11, 10, 27]
+    rates += [16.0] * 36 + [8.0] * 30
+    samples = [_sample(t, 8, 1, 7.8).model_copy(update={"offered_rps": r}) for t, r in
+               enumerate(rates)]  # fmt: skip
+    assert observed_span(samples, 12.0) == (38, 89)
