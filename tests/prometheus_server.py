@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -21,6 +20,8 @@ import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from adapter.loop.harness import free_port as free_port  # re-exported for the tests
+
 INSTALL_HINT = (
     "the `prometheus` binary is not on PATH; install it with "
     "`apt-get update && apt-get install -y --no-install-recommends prometheus` "
@@ -28,13 +29,6 @@ INSTALL_HINT = (
 )
 
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def poll(

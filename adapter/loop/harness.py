@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -68,10 +69,9 @@ def scaled_object(scenario: Scenario) -> ScaledObjectSpec:
     )
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
+def free_port() -> int:
+    """A loopback port nobody listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
@@ -298,7 +298,7 @@ def run_loop(
 
         workspace.write_replicas(scenario.initial_replicas)
         workspace.write_targets(replica_urls())
-        grpc_port, metrics_port = _free_port(), _free_port()
+        grpc_port, metrics_port = free_port(), free_port()
         adapter = processes.start(
             "adapter",
             [
