@@ -10,10 +10,12 @@ cycle every worker acknowledged.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import signal
 import socket
+import sys
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -37,6 +39,7 @@ from adapter.scaler import (
     TlsFiles,
     WorkerError,
 )
+from adapter.scaler import pool as pool_module
 from adapter.scaler.feed import (
     CompactDecision,
     CompactSnapshot,
@@ -234,6 +237,70 @@ async def test_a_worker_that_dies_is_replaced_and_fed_the_latest_snapshot() -> N
         for _ in range(4):
             async with connection(pool.port) as channel:
                 assert await answer(channel, "chat") == (4, "")
+
+
+@pytest.mark.asyncio
+async def test_stopping_while_a_replacement_starts_kills_the_replacement(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    spawned: list[asyncio.subprocess.Process] = []
+
+    async def mute() -> asyncio.subprocess.Process:
+        """A replacement that never reports a port: it reads its feed forever."""
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            "import sys; sys.stdin.buffer.read()",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        spawned.append(process)
+        return process
+
+    pool = ScalerPool(ServerSettings(address="127.0.0.1:0"), workers=2)
+    await pool.start()
+    monkeypatch.setattr(pool_module, "_spawn", mute)
+    os.kill(pool.pids[1], signal.SIGKILL)
+
+    async def starting() -> bool | None:
+        return True if spawned else None
+
+    await poll_async(starting, timeout_s=DEADLINE_S, what="a replacement being configured")
+    await pool.stop(grace_s=0.5)
+    # before: stop() waited out grace + margin, then left it running to serve later
+    assert spawned[0].returncode is not None
+    assert all(p.returncode is not None for p in spawned)
+
+
+@pytest.mark.asyncio
+async def test_a_supervisor_keeps_replacing_a_worker_after_an_unexpected_error(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    real_spawn = pool_module._spawn
+    calls = 0
+
+    async def flaky() -> asyncio.subprocess.Process:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("can't start new thread")  # e.g. the pod's process limit
+        return await real_spawn()
+
+    async with pool_of(2) as pool:
+        pool.publish(snapshot(1, {(NS, "chat"): 3}))
+        await acknowledged(pool, 1)
+        monkeypatch.setattr(pool_module, "_spawn", flaky)
+        victim = pool.pids[1]
+        os.kill(victim, signal.SIGKILL)
+
+        async def replaced() -> bool | None:
+            return True if pool.pids[1] != victim and pool.installed() == [1, 1] else None
+
+        await poll_async(replaced, timeout_s=DEADLINE_S, what="a new worker at cycle 1")
+        assert calls == 2
+        assert "cannot restart scaler worker 1: can't start new thread" in caplog.text
+        async with connection(pool.port) as channel:
+            assert await answer(channel, "chat") == (3, "")
 
 
 @pytest.mark.asyncio

@@ -66,6 +66,7 @@ class _Worker:
     process: asyncio.subprocess.Process
     pending: asyncio.Event = field(default_factory=asyncio.Event)  # a snapshot to send
     installed: int | None = None  # the last cycle it acknowledged
+    starting: asyncio.subprocess.Process | None = None  # its replacement, not serving yet
 
 
 class ScalerPool:
@@ -91,6 +92,7 @@ class ScalerPool:
         self._address = self.server.address
         self._port = 0
         self._stopping = asyncio.Event()
+        self._grace_s = self.server.grace_s  # the one stop() was given, once stopping
 
     @property
     def started(self) -> bool:
@@ -194,9 +196,17 @@ class ScalerPool:
             raise WorkerError(f"scaler worker {index} said {line[:200]!r}") from error
 
     async def _supervise(self, worker: _Worker) -> None:
-        """Feed the worker until it exits; replace it if it was not asked to stop."""
+        """Feed the worker until it exits; replace it if it was not asked to stop.
+
+        Nothing but cancellation ends this loop early: a slot left empty would close
+        the port for good with a single worker, and silently with several.
+        """
         while True:
-            await self._attend(worker)
+            try:
+                await self._attend(worker)
+            except Exception:  # e.g. a report line over the reader's limit
+                log.exception("scaler worker %d: lost contact; replacing it", worker.index)
+                await _kill(worker.process)
             if self._stopping.is_set():
                 return
             log.error(
@@ -212,23 +222,42 @@ class ScalerPool:
                 if self._stopping.is_set():
                     return
                 try:
-                    process = await _spawn()
-                except OSError as error:
-                    log.error("cannot restart scaler worker %d: %s", worker.index, error)
+                    process = await self._replace(worker)
+                except Exception as error:  # cannot fork, cannot bind, a process limit...
+                    if not self._stopping.is_set():
+                        log.error("cannot restart scaler worker %d: %s", worker.index, error)
                     continue
-                try:
-                    await self._configure(worker.index, process)
-                except WorkerError as error:
-                    log.error("cannot restart scaler worker %d: %s", worker.index, error)
-                    await _kill(process)
-                    continue
+                if process is None:  # the pool began stopping meanwhile
+                    return
                 worker.process, worker.installed = process, None
                 break
+
+    async def _replace(self, worker: _Worker) -> asyncio.subprocess.Process | None:
+        """A configured new process for `worker`'s slot, or None if the pool is stopping.
+
+        While it starts it is `worker.starting`, so that `stop()` can kill it: otherwise
+        it would bind the port and serve after the pool said it had stopped.
+        """
+        process = await _spawn()
+        worker.starting = process
+        try:
+            if self._stopping.is_set():
+                await _kill(process)
+                return None
+            await self._configure(worker.index, process)
+        except BaseException:
+            await _kill(process)
+            raise
+        finally:
+            worker.starting = None
+        if self._stopping.is_set():  # configured just as the pool began stopping
+            _tell_stop(process, self._grace_s)
+        return process
 
     async def _attend(self, worker: _Worker) -> None:
         """Send snapshots and read acknowledgements until the worker exits."""
         if self._stopping.is_set():  # started while the pool was stopping
-            _tell_stop(worker.process, self.server.grace_s)
+            _tell_stop(worker.process, self._grace_s)
         if self._payload is not None:
             worker.pending.set()
         sender = asyncio.create_task(self._send(worker))
@@ -268,11 +297,14 @@ class ScalerPool:
         if self._loop is None or self._stopping.is_set():
             return
         grace = self.server.grace_s if grace_s is None else grace_s
+        self._grace_s = grace
         self._stopping.set()
         log.info("external scaler stopping (grace %.1f s)", grace)
         for worker in self._workers:
             worker.pending.set()  # its sender sees the pool stopping and ends
             _tell_stop(worker.process, grace)
+            if worker.starting is not None:  # a replacement not serving yet: not needed
+                await _kill(worker.starting)
         _done, late = await asyncio.wait(self._supervisors, timeout=grace + STOP_MARGIN_S)
         for worker in self._workers:
             if worker.process.returncode is None:
