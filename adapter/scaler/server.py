@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import ssl
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,21 +43,110 @@ log = logging.getLogger(__name__)
 HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 
 
+class TlsError(ValueError):
+    """A TLS file that cannot serve; the message names it."""
+
+
 @dataclass(frozen=True, slots=True)
 class TlsFiles:
-    """PEM files: the server's certificate chain and key; with `client_ca`, mutual TLS."""
+    """PEM files: the server's certificate chain and key; with `client_ca`, mutual TLS.
+
+    The files are re-read when they change (cert-manager renews the Secret behind them
+    and the kubelet swaps the mounted files): every new connection's handshake checks
+    them first, so a renewed certificate is served without a restart. Connections that
+    are open keep the session they have.
+    """
 
     cert: Path
     key: Path
     client_ca: Path | None = None  # set: clients must present a certificate signed by it
 
-    def credentials(self) -> grpc.ServerCredentials:
-        ca = self.client_ca.read_bytes() if self.client_ca is not None else None
-        return grpc.ssl_server_credentials(
-            [(self.key.read_bytes(), self.cert.read_bytes())],
-            root_certificates=ca,
-            require_client_auth=ca is not None,
+    @property
+    def paths(self) -> tuple[Path, ...]:
+        return (
+            (self.cert, self.key)
+            if self.client_ca is None
+            else (self.cert, self.key, self.client_ca)
         )
+
+    def check(self) -> None:
+        """Raise TlsError naming the file that grpc would otherwise reject as a failed bind
+        (a key not matching its certificate) or accept and then fail every client with (an
+        empty client CA)."""
+        for path in self.paths:
+            try:
+                data = path.read_bytes()
+            except OSError as error:
+                raise TlsError(f"TLS file {path}: {error.strerror or error}") from error
+            if b"-----BEGIN " not in data:
+                raise TlsError(f"TLS file {path} holds no PEM block")
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        try:
+            context.load_cert_chain(self.cert, self.key, password="")
+        except ssl.SSLError as error:
+            raise TlsError(
+                f"TLS certificate {self.cert} and key {self.key} do not load as a pair: {error}"
+            ) from error
+        if self.client_ca is not None:
+            try:
+                context.load_verify_locations(cafile=self.client_ca)
+            except ssl.SSLError as error:
+                raise TlsError(f"TLS client CA {self.client_ca}: {error}") from error
+
+    def credentials(self) -> grpc.ServerCredentials:
+        """Checked credentials that follow the files (see the class)."""
+        self.check()
+        loaded = _LoadedTls(self)
+        return grpc.dynamic_ssl_server_credentials(
+            loaded.configuration(),
+            loaded.renewed,
+            require_client_authentication=self.client_ca is not None,
+        )
+
+
+class _LoadedTls:
+    """The files' last loaded version, and the handshake hook that reloads them."""
+
+    def __init__(self, files: TlsFiles) -> None:
+        self.files = files
+        self.version = self._version()
+        self.rejected: object = ()  # the version last reported as unusable
+
+    def _version(self) -> tuple[tuple[int, int, int], ...]:
+        stats = [path.stat() for path in self.files.paths]  # follows the kubelet's links
+        return tuple((s.st_ino, s.st_mtime_ns, s.st_size) for s in stats)
+
+    def configuration(self) -> grpc.ServerCertificateConfiguration:
+        files = self.files
+        ca = files.client_ca.read_bytes() if files.client_ca is not None else None
+        return grpc.ssl_server_certificate_configuration(
+            [(files.key.read_bytes(), files.cert.read_bytes())], root_certificates=ca
+        )
+
+    def renewed(self) -> grpc.ServerCertificateConfiguration | None:
+        """grpc's fetcher, before each new connection: new files, or None to keep serving
+        the loaded ones. Files caught half-written or broken keep the old ones (said once
+        per version); the next connection looks again."""
+        version = None  # unknown while a file is missing (caught mid-swap)
+        try:
+            version = self._version()
+            if version == self.version:
+                return None
+            self.files.check()
+            configuration = self.configuration()
+        except (OSError, TlsError) as error:
+            if version != self.rejected:
+                log.warning(
+                    "TLS files changed but cannot be used yet, keeping the loaded ones: %s", error
+                )
+                self.rejected = version
+            return None
+        except Exception:  # grpc only logs what escapes here
+            log.exception("TLS files: reload failed, keeping the loaded ones")
+            return None
+        self.version = version
+        log.info("TLS files changed: serving the renewed certificate to new connections")
+        return configuration
 
 
 @dataclass(frozen=True, slots=True)
