@@ -384,12 +384,29 @@ async def _serve(
             port,
             exporter.url,
         )
-        tasks.append(engine.run(stop, max_cycles=args.cycles))
+        # Shutdown in order: the cycle in progress ends, the status writer writes the
+        # final snapshot, and only then is the Lease released (a successor must not write
+        # while we still do).
+        cycles_done, status_done = asyncio.Event(), asyncio.Event()
+
+        async def cycles() -> None:
+            try:
+                await engine.run(stop, max_cycles=args.cycles)
+            finally:
+                cycles_done.set()
+
+        async def statuses(status_writer: StatusWriter) -> None:
+            try:
+                await status_writer.run(latest, cycles_done)
+            finally:
+                status_done.set()
+
+        tasks.append(cycles())
         tasks.append(serve_until(server, stop))
-        if elector is not None:
-            tasks.append(elector.run(stop))
         if writer is not None:
-            tasks.append(writer.run(latest, stop))
+            tasks.append(statuses(writer))
+        if elector is not None:
+            tasks.append(elector.run(status_done if writer is not None else stop))
         await asyncio.gather(*tasks)
     finally:
         remove_handlers()

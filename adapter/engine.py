@@ -7,6 +7,8 @@ exporter, the status writer) only ever see whole snapshots.
 A cycle that cannot read its inputs (metrics backend down, scrape targets warming up,
 Kubernetes unreadable) publishes nothing: the previous snapshot stays, and its age
 tells readers how stale it is. It never publishes zero load in place of unknown load.
+A cycle that fails on anything else (a bug, input nobody anticipated) is handled the same
+way, its traceback logged: one bad input must not crash-loop the adapter.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adapter.assemble import Assembly, AssemblySettings, ParsedObjects, SloChoice, build_system
-from adapter.clock import Clock
+from adapter.clock import Clock, sleep_unless
 from adapter.collect.metrics import (
     LoadKey,
     LoadReport,
@@ -81,6 +83,10 @@ class CycleError(RuntimeError):
     """A cycle could not run; the previous snapshot stays in place."""
 
 
+class InternalCycleError(CycleError):
+    """A cycle failed on an unexpected exception; already logged with its traceback."""
+
+
 @dataclass
 class EngineStats:
     cycles_total: int = 0
@@ -133,7 +139,13 @@ class Engine:
         return self._latest
 
     def run_cycle(self) -> Snapshot:
-        """One cycle. Raises CycleError (and keeps the old snapshot) if inputs are missing."""
+        """One cycle. Raises CycleError, keeping the old snapshot, if it fails.
+
+        Unreadable inputs are expected failures. Any other exception (a bug, or input
+        nobody anticipated) must not take the adapter down either: it is logged with its
+        traceback and raised as InternalCycleError, and the old snapshot ages as with any
+        failure, so the scaler answers UNAVAILABLE once it is stale, never a made-up value.
+        """
         started_wall = self._clock.now()
         started = self._clock.monotonic()
         self._cycle += 1
@@ -151,6 +163,33 @@ class Engine:
             self.stats.last_error = f"cannot read the cluster: {error}"
             raise CycleError(self.stats.last_error) from error
 
+        previous = self._latest
+        try:
+            snapshot = self._solve(cluster, loads, started_wall, started)
+            self._latest = snapshot
+            # serve it first: the first cycle after a start logs a line or two per VA
+            if self._on_snapshot is not None:
+                self._on_snapshot(snapshot)
+        except Exception as error:
+            self._latest = previous  # not (wholly) published: readers keep the old one
+            self.stats.cycle_errors_total += 1
+            self.stats.last_error = f"internal error: {type(error).__name__}: {error}"
+            log.exception(
+                "cycle %d failed with an internal error, keeping the previous decisions",
+                self._cycle,
+            )
+            raise InternalCycleError(self.stats.last_error) from error
+        self.stats.durations = [*self.stats.durations[-99:], snapshot.duration_s]
+        try:
+            self._log_cycle(snapshot, previous)
+        except Exception:  # the snapshot is published and served: only log lines are lost
+            log.exception("cycle %d: logging its decisions failed", self._cycle)
+        return snapshot
+
+    def _solve(
+        self, cluster: ClusterSnapshot, loads: LoadReport, started_wall: float, started: float
+    ) -> Snapshot:
+        """Assemble, optimize and package the decisions of one cycle (no side effects)."""
         collected = self._clock.monotonic()
         assembly = build_system(cluster, loads, self._settings, self._parsed)
         assembled = self._clock.monotonic()
@@ -160,30 +199,24 @@ class Engine:
         solution = optimize_parsed(parsed, self._cache)
         decisions = _decisions(assembly, solution, loads)
         finished = self._clock.monotonic()
-        duration = finished - started
-        phases = {
-            "collect": collected - started,
-            "assemble": assembled - collected,
-            "optimize": finished - assembled,
-        }
-        snapshot = Snapshot(
+        return Snapshot(
             cycle=self._cycle,
             timestamp=started_wall,
             monotonic=started,
-            duration_s=duration,
+            duration_s=finished - started,
             decisions=decisions,
             config_problems=tuple(str(p) for p in assembly.config_problems)
             + tuple(str(p) for p in parsed.problems if p.kind != "server"),
-            phases_s=phases,
+            phases_s={
+                "collect": collected - started,
+                "assemble": assembled - collected,
+                "optimize": finished - assembled,
+            },
         )
-        self.stats.durations = [*self.stats.durations[-99:], duration]
-        previous = self._latest
-        self._latest = snapshot
-        # serve it first: the first cycle after a start logs a line or two per VA
-        if self._on_snapshot is not None:
-            self._on_snapshot(snapshot)
+
+    def _log_cycle(self, snapshot: Snapshot, previous: Snapshot | None) -> None:
         changed = 0
-        for key, decision in decisions.items():
+        for key, decision in snapshot.decisions.items():
             before = previous.decisions.get(key) if previous is not None else None
             changed += _log_decision(decision, before)
             if decision.slo is not None and (before is None or before.slo != decision.slo):
@@ -198,20 +231,20 @@ class Engine:
                     decision.slo.slo_ttw,
                     decision.slo.via,
                 )
-        solved = sum(d.solved for d in decisions.values())
+        solved = sum(d.solved for d in snapshot.decisions.values())
+        phases = snapshot.phases_s
         log.info(
             "cycle %d: %d VariantAutoscalings solved, %d not, %d decisions changed; %.3f s "
             "(collect %.3f, assemble %.3f, optimize %.3f)",
-            self._cycle,
+            snapshot.cycle,
             solved,
-            len(decisions) - solved,
+            len(snapshot.decisions) - solved,
             changed,
-            duration,
+            snapshot.duration_s,
             phases["collect"],
             phases["assemble"],
             phases["optimize"],
         )
-        return snapshot
 
     def _collect(self, keys: Collection[LoadKey]) -> LoadReport:
         try:
@@ -223,8 +256,9 @@ class Engine:
     async def run(self, stop: asyncio.Event, max_cycles: int | None = None) -> None:
         """Cycle every `interval_s` until `stop` is set (or after `max_cycles` cycles).
 
-        A failed cycle is logged and retried at the next tick; the previous snapshot
-        stays in place meanwhile.
+        A failed cycle, whatever the exception, is logged and retried at the next tick; the
+        previous snapshot stays in place meanwhile. Cancellation (a BaseException) still
+        stops the loop.
         """
         # The cycle's worker thread and the event loop share the GIL: hand it over every
         # 0.5 ms instead of 5 ms, so a gRPC answer waits less behind a running cycle; and
@@ -245,15 +279,21 @@ class Engine:
         while not stop.is_set():
             try:
                 await asyncio.to_thread(self._cycle_and_settle, done)
+            except InternalCycleError:
+                pass  # run_cycle logged it with its traceback
             except CycleError as error:
                 log.warning(
                     "cycle %d failed, keeping the previous decisions: %s", self._cycle, error
                 )
+            except Exception as error:  # outside run_cycle's guard (the collection after it)
+                self.stats.cycle_errors_total += 1
+                self.stats.last_error = f"internal error: {type(error).__name__}: {error}"
+                log.exception("cycle %d failed, keeping the previous decisions", self._cycle)
             done += 1
             if max_cycles is not None and done >= max_cycles:
                 stop.set()
                 break
-            await _sleep_unless(self._clock, self.interval_s, stop)
+            await sleep_unless(self._clock, self.interval_s, stop)
 
     def _cycle_and_settle(self, done: int) -> None:
         """A cycle, then move what survived it out of the garbage collector's way.
@@ -279,18 +319,6 @@ class Engine:
 
 # cycles between full garbage collections while `Engine.run` runs
 FULL_COLLECTION_EVERY = 40
-
-
-async def _sleep_unless(clock: Clock, seconds: float, stop: asyncio.Event) -> None:
-    """Sleep on the clock, returning early when `stop` is set (prompt shutdown)."""
-    sleeper = asyncio.ensure_future(clock.sleep(seconds))
-    stopper = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (sleeper, stopper):
-            task.cancel()
-        await asyncio.gather(sleeper, stopper, return_exceptions=True)
 
 
 def _decisions(

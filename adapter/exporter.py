@@ -213,7 +213,7 @@ class SnapshotCollector(Collector):
             (
                 "wva_cycle_errors",
                 stats.cycle_errors_total,
-                "Cycles that published no snapshot (inputs unreadable).",
+                "Cycles that published no snapshot (inputs unreadable, or an internal error).",
             ),
             (
                 "wva_metrics_errors",

@@ -31,7 +31,7 @@ from typing import Any
 
 from kubernetes import client
 
-from adapter.clock import Clock
+from adapter.clock import Clock, sleep_unless
 
 __all__ = ["LeaderElector", "LeaderSettings", "default_identity"]
 
@@ -93,7 +93,7 @@ class LeaderElector:
         self._clock = clock
         self._on_change = on_change
         self._observed: _Record | None = None
-        self._observed_at = 0.0  # our monotonic time when the record last changed
+        self._observed_at = 0.0  # our monotonic time when a read first returned the record
         self._renewed_at: float | None = None  # our monotonic time of the last renewal
         self._leading = False  # as last reported to `on_change`
         self.errors_total = 0  # failed API calls (409 races excluded)
@@ -137,6 +137,12 @@ class LeaderElector:
         return self.is_leader
 
     def _try_acquire_or_renew(self) -> None:
+        """Read, then take or renew the Lease when it is free or ours.
+
+        Two times, as client-go: a renewal counts from before its requests (`now`: the
+        holder's deadline errs early), a record is observed when its read returns (a slow
+        read must not back-date the holder's renewal and let us take a live Lease).
+        """
         s = self.settings
         now = self._clock.monotonic()
         stamp = _micro_time(self._clock.now())
@@ -154,14 +160,14 @@ class LeaderElector:
             created = self._api.create_namespaced_lease(
                 s.namespace, body, _request_timeout=s.request_timeout_s
             )
-            self._observe(created, now)
+            self._observe(created, self._clock.monotonic())
             self._renewed(now)
             log.info("lease %s/%s: created and acquired by %s", s.namespace, s.name, s.identity)
             return
 
         record = _record(lease)
         if record != self._observed:
-            self._observe(lease, now)
+            self._observe(lease, self._clock.monotonic())
         holder, duration, acquired, _renew, transitions = record
         ours = holder == s.identity
         expired = self._observed_at + duration <= now
@@ -177,7 +183,7 @@ class LeaderElector:
         updated = self._api.replace_namespaced_lease(
             s.name, s.namespace, lease, _request_timeout=s.request_timeout_s
         )
-        self._observe(updated, now)
+        self._observe(updated, self._clock.monotonic())
         self._renewed(now)
         if not ours:
             log.info(
@@ -259,7 +265,7 @@ class LeaderElector:
         try:
             while not stop.is_set():
                 await asyncio.to_thread(self.step)
-                await self._clock.sleep(self.settings.retry_period_s)
+                await sleep_unless(self._clock, self.settings.retry_period_s, stop)
         finally:
             await asyncio.to_thread(self.release)
 

@@ -18,7 +18,8 @@ What is written (through the `/status` subresource, so `spec` is never touched):
   (OptimizationSucceeded / OptimizationFailed / InvalidConfiguration), with
   `observedGeneration` = the object's `metadata.generation`. Other condition types are
   kept as they are. A snapshot older than `max_age_s` (cycles failing) turns both False
-  and leaves the allocations alone.
+  and leaves the allocations alone; so does having no snapshot at all `max_age_s` after
+  the writer started (no cycle has succeeded since this process started).
 
 Writes happen only when the status changes. `lastTransitionTime` is kept while a
 condition's status stays the same, and `lastRunTime` is the start of the cycle that
@@ -31,7 +32,9 @@ last write when the cache still shows the object as it was before that write. Ea
 is a JSON merge patch carrying the `resourceVersion` it was computed from, so a
 concurrent change gives 409 and the next pass recomputes from fresh data.
 
-Only the leader writes (`is_leader`, see adapter/leader.py).
+Only the leader writes (`is_leader`, see adapter/leader.py), checked before every write:
+a pass that loses the Lease stops. `run` ends with one last pass after `stop`, so the
+final snapshot is written before the caller releases the Lease.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from typing import Any
 
 from kubernetes import client
 
-from adapter.clock import Clock
+from adapter.clock import Clock, sleep_unless
 from adapter.engine import Snapshot, VariantDecision, VariantKey
 from adapter.exporter import reason_code
 from adapter.model.kube import ACCELERATOR_LABEL, GROUP, PLURAL, VERSION
@@ -85,6 +88,7 @@ class SyncReport:
     conflicts: int = 0
     errors: int = 0
     skipped: str = ""  # why nothing was attempted ("not the leader")
+    stopped: str = ""  # why the pass ended early ("lost the leadership")
 
 
 # ---------------------------------------------------------------- pure part
@@ -322,19 +326,34 @@ class StatusWriter:
         limit = self.settings.max_age_s
         return limit is not None and snapshot.age(self._clock) > limit
 
-    def sync(self, snapshot: Snapshot) -> SyncReport:
+    def sync(self, snapshot: Snapshot | None) -> SyncReport:
+        """One pass over the VAs; `snapshot` None means no cycle has succeeded: all stale.
+
+        Leadership is checked before every write, not only once: a pass over many VAs can
+        outlast the renew deadline, and a writer that lost the Lease must stop writing.
+        """
         report = SyncReport()
         if not self._is_leader():
             report.skipped = "not the leader"
             self._written.clear()  # another leader may write meanwhile
             return report
-        stale = self.stale(snapshot)
+        stale = snapshot is None or self.stale(snapshot)
         objects = self._objects()
-        keys = sorted(objects) if stale else sorted(k for k in snapshot.decisions if k in objects)
+        if snapshot is None or stale:
+            keys = sorted(objects)
+        else:
+            keys = sorted(k for k in snapshot.decisions if k in objects)
+        run_time = snapshot.timestamp if snapshot is not None else self._clock.now()
         for key in keys:
-            self._sync_one(
-                key, objects[key], None if stale else snapshot.decisions[key], snapshot, report
-            )
+            decision = None if snapshot is None or stale else snapshot.decisions[key]
+            if not self._sync_one(key, objects[key], decision, run_time, report):
+                report.stopped = "lost the leadership"
+                self._written.clear()
+                log.info(
+                    "status pass stopped after %d write(s): no longer the leader",
+                    len(report.written),
+                )
+                return report
         for gone in [k for k in self._written if k not in objects]:
             del self._written[gone]
         return report
@@ -344,9 +363,10 @@ class StatusWriter:
         key: VariantKey,
         obj: Mapping[str, Any],
         decision: VariantDecision | None,
-        snapshot: Snapshot,
+        run_time: float,
         report: SyncReport,
-    ) -> None:
+    ) -> bool:
+        """Write one VA's status if it changed; False (nothing written) once not the leader."""
         meta = obj.get("metadata") or {}
         rv = str(meta.get("resourceVersion") or "")
         mine = self._written.get(key)
@@ -356,14 +376,16 @@ class StatusWriter:
             obj,
             decision,
             now=self._clock.now(),
-            run_time=snapshot.timestamp,
+            run_time=run_time,
             current_max_batch=self.settings.current_max_batch,
             stale_after=self.settings.max_age_s,
         )
         patch = merge_patch(obj.get("status") or {}, new)
         if patch is None:
             report.unchanged += 1
-            return
+            return True
+        if not self._is_leader():
+            return False
         namespace, name = key
         body: dict[str, Any] = {"status": patch}
         if rv:
@@ -394,32 +416,42 @@ class StatusWriter:
                     error.status,
                     error.reason,
                 )
-            return
+            return True
         except Exception as error:
             report.errors += 1
             self.errors_total += 1
             log.warning("VariantAutoscaling %s/%s: status write failed: %s", namespace, name, error)
-            return
+            return True
         stored = result if isinstance(result, Mapping) else {}
         result_rv = str((stored.get("metadata") or {}).get("resourceVersion") or "")
         self._written[key] = _Written(rv, result_rv, dict(stored.get("status") or new))
         self.writes_total += 1
         report.written.append(key)
         log.debug("VariantAutoscaling %s/%s: status written", namespace, name)
+        return True
 
     async def run(self, snapshot: Callable[[], Snapshot | None], stop: asyncio.Event) -> None:
-        """`sync` the provider's snapshot every `interval_s` until `stop` is set.
+        """`sync` the provider's snapshot every `interval_s` until `stop` is set, then once more.
 
         Comparisons are in memory, so a pass over unchanged VAs makes no API call; running
         every few seconds also repairs a status someone else overwrote and marks the
-        conditions False once the snapshot goes stale.
+        conditions False once the snapshot goes stale, or once no cycle has succeeded for
+        `max_age_s` since the start (a previous leader's True conditions must not stay).
+        The last pass after `stop` writes the final snapshot (`run --cycles N`, shutdown):
+        release the Lease only after this returns.
         """
+        started = self._clock.monotonic()
         while not stop.is_set():
-            current = snapshot()
-            if current is not None:
-                try:
-                    await asyncio.to_thread(self.sync, current)
-                except Exception:
-                    self.errors_total += 1
-                    log.exception("status sync failed")
-            await self._clock.sleep(self.settings.interval_s)
+            await self._pass(snapshot(), started)
+            await sleep_unless(self._clock, self.settings.interval_s, stop)
+        await self._pass(snapshot(), started)
+
+    async def _pass(self, current: Snapshot | None, started: float) -> None:
+        limit = self.settings.max_age_s
+        if current is None and (limit is None or self._clock.monotonic() - started <= limit):
+            return  # no cycle yet, and too early to call that stale
+        try:
+            await asyncio.to_thread(self.sync, current)
+        except Exception:
+            self.errors_total += 1
+            log.exception("status sync failed")

@@ -1,13 +1,23 @@
 """`wva-adapter run --local deploy/samples --scrape URL`: the cycle with no cluster and no
-Prometheus, as a user runs it (a real subprocess against an emulated vLLM pod)."""
+Prometheus, as a user runs it (a real subprocess against an emulated vLLM pod); and `run`
+against the fake Kubernetes API, writing status under leader election."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
 
 from adapter.emulator.metrics import MetricsServer
-from tests.kube_helpers import SAMPLES
+from tests.fakes.kube_api import KIND_TO_RESOURCE, FakeKubeAPI
+from tests.kube_helpers import SAMPLES, sample_objects
+from tests.prometheus_server import poll
+
+VA_RESOURCE = KIND_TO_RESOURCE["VariantAutoscaling"]
+LEASE_RESOURCE = KIND_TO_RESOURCE["Lease"]
 
 
 def test_run_with_local_objects_and_scraping_logs_decisions(busy_pod: MetricsServer) -> None:
@@ -89,3 +99,97 @@ def test_run_rejects_a_missing_folder_and_two_metric_sources() -> None:
     )
     assert both.returncode == 2
     assert "exactly one metrics source" in both.stderr
+
+
+def test_run_against_a_cluster_writes_the_last_status_then_releases_the_lease(
+    busy_pod: MetricsServer, fake: FakeKubeAPI, tmp_path: Path
+) -> None:
+    """`run --cycles 2`: the status writer's final pass writes cycle 2's decision (the
+    periodic pass never saw it), and the Lease is kept, renewed, while that write is in
+    flight, and released only after it."""
+    for obj in sample_objects():
+        fake.apply(obj)
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "fake", "cluster": {"server": fake.url}}],
+                "users": [{"name": "fake", "user": {}}],
+                "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}],
+                "current-context": "fake",
+            }
+        )
+    )
+
+    def status_patch(method: str, path: str) -> bool:
+        return method == "PATCH" and path.endswith("/status")
+
+    held = fake.hang_next(1, match=status_patch)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "adapter.cli",
+            "run",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--scrape",
+            f"vllm-test={busy_pod.url}",
+            "--cycles",
+            "2",
+            "--interval",
+            "1",
+            "--grpc-host",
+            "127.0.0.1",
+            "--grpc-port",
+            "0",
+            "--metrics-host",
+            "127.0.0.1",
+            "--metrics-port",
+            "0",
+            "--leader-election",
+            "--leader-election-namespace",
+            "wva-system",
+            "--pod-name",
+            "adapter-a",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        poll(
+            lambda: any(status_patch(r.method, r.path) for r in fake.requests) or None,
+            timeout_s=30,
+            what="the status write",
+        )
+        seen = lease_spec(fake)["renewTime"]
+
+        def renewed() -> bool | None:
+            spec = lease_spec(fake)
+            return (spec["holderIdentity"] == "adapter-a" and spec["renewTime"] != seen) or None
+
+        # the write is held: the elector keeps renewing instead of releasing under it
+        poll(renewed, timeout_s=10, what="a renewal while the final status write is held")
+    finally:
+        held.set()
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    assert "Traceback" not in stderr
+
+    status = fake.store.get(VA_RESOURCE, "vllm-test", "vllm")["status"]
+    assert status["desiredOptimizedAlloc"]["numReplicas"] == 2
+    ready = {c["type"]: c["status"] for c in status["conditions"]}
+    assert ready == {"MetricsAvailable": "True", "OptimizationReady": "True"}
+    assert lease_spec(fake)["holderIdentity"] == ""  # released on the way out
+    writes = [
+        r.method
+        for r in fake.requests
+        if status_patch(r.method, r.path) or (r.method == "PUT" and "/leases/" in r.path)
+    ]
+    assert "PATCH" in writes and writes[-1] == "PUT", writes  # the release comes last
+
+
+def lease_spec(fake: FakeKubeAPI) -> dict[str, Any]:
+    return dict(fake.store.get(LEASE_RESOURCE, "wva-system", "wva-adapter-leader")["spec"])

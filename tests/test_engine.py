@@ -9,18 +9,23 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
+import grpc
 import pytest
 
+from adapter.assemble import Assembly, build_system
 from adapter.clock import ManualClock
 from adapter.collect.local import load_snapshot
+from adapter.collect.metrics import LoadKey, LoadReport
 from adapter.collect.scrape import ScrapeSettings, ScrapeSource, ScrapeTarget
 from adapter.emulator.metrics import MetricsServer, VllmMetrics
-from adapter.engine import CycleError, Engine, Snapshot
+from adapter.engine import CycleError, Engine, InternalCycleError, Snapshot
 from adapter.model.kube import ClusterSnapshot
-from tests.kube_helpers import MODEL, SAMPLES
+from adapter.scaler import ScalerSettings
+from adapter.scaler.service import Refusal, ScalerService
+from tests.kube_helpers import MODEL, SAMPLES, tutorial_load
 
 NAMESPACE = "vllm-test"
 
@@ -191,3 +196,123 @@ def test_run_loop_cycles_on_the_injected_clock(pod: tuple[VllmMetrics, MetricsSe
     assert [s.cycle for s in seen] == [2, 3, 4]
     assert [s.monotonic for s in seen] == [15.0, 30.0, 45.0]
     assert all(s.decisions[(NAMESPACE, "vllm")].desired_replicas == 1 for s in seen)
+
+
+# ---------------------------------------------------------------- unexpected failures
+
+
+class SteadyLoad:
+    """Metrics that are always readable: the tutorial's first job (8 req/s)."""
+
+    def collect(self, keys: Collection[LoadKey]) -> LoadReport:
+        del keys
+        return tutorial_load()
+
+
+def steady_engine(
+    clock: ManualClock, on_snapshot: Callable[[Snapshot], None] | None = None
+) -> Engine:
+    cluster = load_snapshot(SAMPLES)
+    return Engine(
+        cluster=lambda: cluster,
+        metrics=SteadyLoad(),
+        clock=clock,
+        interval_s=15.0,
+        on_snapshot=on_snapshot,
+    )
+
+
+def break_build_system(monkeypatch: pytest.MonkeyPatch, failing: Callable[[int], bool]) -> None:
+    """Make the assembler raise (a bug, an input nobody anticipated) on the calls chosen."""
+    calls = 0
+
+    def flaky(*args: Any, **kwargs: Any) -> Assembly:
+        nonlocal calls
+        calls += 1
+        if failing(calls):
+            raise ValueError("input nobody anticipated")
+        return build_system(*args, **kwargs)
+
+    monkeypatch.setattr("adapter.engine.build_system", flaky)
+
+
+def test_an_unexpected_exception_fails_one_cycle_and_the_loop_goes_on(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    break_build_system(monkeypatch, lambda call: call == 2)
+    seen: list[Snapshot] = []
+    engine = steady_engine(ManualClock(), on_snapshot=seen.append)
+    with caplog.at_level(logging.WARNING, logger="adapter.engine"):
+        asyncio.run(asyncio.wait_for(engine.run(asyncio.Event(), max_cycles=3), timeout=30))
+    assert [s.cycle for s in seen] == [1, 3]
+    assert engine.latest is seen[-1]
+    assert (engine.stats.cycles_total, engine.stats.cycle_errors_total) == (3, 1)
+    assert engine.stats.last_error == "internal error: ValueError: input nobody anticipated"
+    (failure,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert failure.levelno == logging.ERROR
+    assert failure.getMessage() == (
+        "cycle 2 failed with an internal error, keeping the previous decisions"
+    )
+    assert failure.exc_info is not None and failure.exc_info[0] is ValueError  # traceback
+
+
+def test_a_cycle_that_keeps_failing_lets_the_old_snapshot_go_stale_never_0(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    break_build_system(monkeypatch, lambda call: call >= 2)
+    clock = ManualClock()
+    engine = steady_engine(clock)
+    good = engine.run_cycle()
+    service = ScalerService(lambda: engine.latest, clock, ScalerSettings(staleness_s=45.0))
+    key = (NAMESPACE, "vllm")
+    assert service.desired(key) == 1
+    for _ in range(4):
+        clock.advance(15)
+        with pytest.raises(InternalCycleError, match="internal error: ValueError") as failed:
+            engine.run_cycle()
+        assert isinstance(failed.value, CycleError)  # callers handle it as any failed cycle
+        assert engine.latest is good
+    assert engine.stats.cycle_errors_total == 4
+    with pytest.raises(Refusal) as refused:  # 60 s old, limit 45 s
+        service.desired(key)
+    assert refused.value.code == grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_failing_publication_hook_keeps_the_previous_snapshot() -> None:
+    published: list[int] = []
+
+    def publish(snapshot: Snapshot) -> None:
+        if snapshot.cycle == 2:
+            raise OSError("the serving processes are gone")
+        published.append(snapshot.cycle)
+
+    clock = ManualClock()
+    engine = steady_engine(clock, on_snapshot=publish)
+    first = engine.run_cycle()
+    clock.advance(15)
+    with pytest.raises(InternalCycleError, match="OSError: the serving processes are gone"):
+        engine.run_cycle()
+    assert engine.latest is first  # readers stay on what the scaler serves
+    assert engine.stats.cycle_errors_total == 1
+    clock.advance(15)
+    assert engine.run_cycle().cycle == 3
+    assert published == [1, 3]
+
+
+def test_cancellation_still_stops_the_loop() -> None:
+    async def main() -> Engine:
+        loop = asyncio.get_running_loop()
+        task: asyncio.Future[None] | None = None
+
+        def cancel(_snapshot: Snapshot) -> None:  # called from the cycle's thread
+            assert task is not None
+            loop.call_soon_threadsafe(task.cancel)
+
+        engine = steady_engine(ManualClock(), on_snapshot=cancel)
+        task = asyncio.ensure_future(engine.run(asyncio.Event()))
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return engine
+
+    engine = asyncio.run(asyncio.wait_for(main(), timeout=30))
+    assert (engine.stats.cycles_total, engine.stats.cycle_errors_total) == (1, 0)

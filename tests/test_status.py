@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
@@ -317,18 +317,117 @@ def test_merge_patch_removes_and_replaces() -> None:
     assert merge_patch(new, new) is None
 
 
+class SlowWrites(client.CustomObjectsApi):
+    """Every status write takes `seconds` on the clock: a long pass over many VAs."""
+
+    def __init__(self, api: client.ApiClient, clock: ManualClock, seconds: float) -> None:
+        super().__init__(api)
+        self._clock, self._seconds = clock, seconds
+
+    def patch_namespaced_custom_object_status(self, *args: Any, **kwargs: Any) -> Any:
+        result = super().patch_namespaced_custom_object_status(*args, **kwargs)
+        self._clock.advance(self._seconds)
+        return result
+
+
+@pytest.mark.usefixtures("vas")
+def test_a_pass_that_outlasts_the_renew_deadline_stops_writing(
+    fake: FakeKubeAPI, api: client.ApiClient, custom: client.CustomObjectsApi, clock: ManualClock
+) -> None:
+    a = elector(api, clock, "adapter-a")
+    assert a.step()  # leader until the renew deadline, 10 s from now, unless it renews
+    slow = StatusWriter(
+        SlowWrites(api, clock, 5.0), lambda: listed(custom), clock, is_leader=lambda: a.is_leader
+    )
+    report = slow.sync(snap(clock, 1, decisions()))
+    assert report.written == [("llm", "cold-start"), ("llm", "granite-h100")]  # at 0 s, 5 s
+    assert report.stopped == "lost the leadership"  # at 10 s, before the third write
+    assert len(status_writes(fake)) == 2
+
+    assert a.step()  # renewed: the next pass writes the rest
+    report = slow.sync(snap(clock, 2, decisions()))
+    assert report.written == [("llm", "llama-a100"), ("other", "broken")]
+    assert report.stopped == "" and report.unchanged == 2
+
+
+@pytest.mark.usefixtures("vas")
+def test_conditions_turn_false_when_no_cycle_succeeds_after_a_start(
+    fake: FakeKubeAPI, custom: client.CustomObjectsApi, clock: ManualClock
+) -> None:
+    """A new leader whose cycles all fail (Prometheus down during a rollout) must not leave
+    the previous leader's True conditions in place: after `max_age_s`, they turn False."""
+    writer(custom, clock).sync(snap(clock, 1, decisions()))  # the previous leader's last pass
+    before = get(custom, "llm", "granite-h100")["status"]
+    assert condition(get(custom, "llm", "granite-h100"), "MetricsAvailable")["status"] == "True"
+    writes = len(status_writes(fake))
+
+    clock.advance(100)
+    started = clock.monotonic()
+    stop = asyncio.Event()
+
+    def no_cycle_yet() -> Snapshot | None:
+        if clock.monotonic() - started >= 70:
+            stop.set()
+        return None
+
+    restarted = writer(custom, clock, settings=StatusSettings(max_age_s=60, interval_s=5))
+    asyncio.run(asyncio.wait_for(restarted.run(no_cycle_yet, stop), timeout=30))
+
+    assert len(status_writes(fake)) == writes + 4  # each VA once, none before 60 s
+    for ns, name in decisions():
+        obj = get(custom, ns, name)
+        metrics, ready = condition(obj, "MetricsAvailable"), condition(obj, "OptimizationReady")
+        assert (metrics["status"], metrics["reason"]) == ("False", "MetricsMissing")
+        assert (ready["status"], ready["reason"]) == ("False", "OptimizationFailed")
+        assert "no successful optimization cycle in the last 60s" in ready["message"]
+    granite = get(custom, "llm", "granite-h100")
+    for type_ in ("MetricsAvailable", "OptimizationReady"):  # start + 65 s: the first pass
+        assert condition(granite, type_)["lastTransitionTime"] == "2023-11-14T22:16:05Z"
+    after = granite["status"]
+    assert after["desiredOptimizedAlloc"] == before["desiredOptimizedAlloc"]
+    assert after["currentAlloc"] == before["currentAlloc"]
+
+
+@pytest.mark.usefixtures("vas")
+def test_run_writes_the_last_snapshot_after_stop(
+    fake: FakeKubeAPI, custom: client.CustomObjectsApi, clock: ManualClock
+) -> None:
+    """`run --cycles 1`: the one cycle ends and stops everything before the writer's next
+    pass; the final pass writes it."""
+    latest: Snapshot | None = None
+    stop = asyncio.Event()
+
+    def provider() -> Snapshot | None:
+        nonlocal latest
+        current = latest
+        if current is None:  # the cycle publishes, and `run` stops
+            latest = snap(clock, 1, decisions())
+            stop.set()
+        return current
+
+    status = writer(custom, clock, settings=StatusSettings(interval_s=5))
+    asyncio.run(asyncio.wait_for(status.run(provider, stop), timeout=30))
+    assert len(status_writes(fake)) == 4
+    obj = get(custom, "llm", "granite-h100")
+    assert obj["status"]["desiredOptimizedAlloc"]["numReplicas"] == 3
+    assert condition(obj, "OptimizationReady")["status"] == "True"
+
+
 # ---------------------------------------------------------------- leader election
 
 
-def elector(api: client.ApiClient, clock: ManualClock, identity: str) -> LeaderElector:
-    settings = LeaderSettings(
+def leader_settings(identity: str) -> LeaderSettings:
+    return LeaderSettings(
         namespace=LEASE_NS,
         identity=identity,
         lease_duration_s=15,
         renew_deadline_s=10,
         retry_period_s=2,
     )
-    return LeaderElector(client.CoordinationV1Api(api), settings, clock)
+
+
+def elector(api: client.ApiClient, clock: ManualClock, identity: str) -> LeaderElector:
+    return LeaderElector(client.CoordinationV1Api(api), leader_settings(identity), clock)
 
 
 def lease(api: client.ApiClient) -> client.V1LeaseSpec:
@@ -403,6 +502,66 @@ def test_conflicting_replace_loses_quietly(
     fake.fail_next(1, 409, match=lambda method, path: method == "PUT" and "/leases" in path)
     assert not b.step() and b.errors_total == 0
     assert b.step() and lease(api).holder_identity == "adapter-b"
+
+
+class SlowReads(client.CoordinationV1Api):
+    """Lease reads that can be made slow: see `next_read_takes`."""
+
+    def __init__(self, api: client.ApiClient, clock: ManualClock) -> None:
+        super().__init__(api)
+        self._clock = clock
+        self._delay: tuple[float, Callable[[], object]] | None = None
+
+    def next_read_takes(self, seconds: float, meanwhile: Callable[[], object] = bool) -> None:
+        """The next read takes `seconds` on the clock; `meanwhile` runs before it is
+        answered, so the answer reflects it."""
+        self._delay = (seconds, meanwhile)
+
+    def read_namespaced_lease(self, *args: Any, **kwargs: Any) -> Any:
+        if self._delay is not None:
+            (seconds, meanwhile), self._delay = self._delay, None
+            self._clock.advance(seconds)
+            meanwhile()
+        return super().read_namespaced_lease(*args, **kwargs)
+
+
+def slow_elector(
+    api: client.ApiClient, clock: ManualClock, identity: str
+) -> tuple[LeaderElector, SlowReads]:
+    reads = SlowReads(api, clock)
+    return LeaderElector(reads, leader_settings(identity), clock), reads
+
+
+def test_a_slow_read_does_not_back_date_the_holders_renewal(
+    api: client.ApiClient, clock: ManualClock
+) -> None:
+    a = elector(api, clock, "adapter-a")
+    assert a.step()  # t=0
+    b, reads = slow_elector(api, clock, "adapter-b")
+    reads.next_read_takes(6.0, meanwhile=a.step)  # a renews at t=6; the read returns that
+    assert not b.step()
+    # a renews no more: it leads until t=16; b saw the record at t=6, so it waits to t=21
+    clock.advance(9)
+    assert a.is_leader and not b.step()  # t=15: a read stamped t=0 let b take it here
+    clock.advance(1)
+    assert not a.is_leader
+    clock.advance(4.9)
+    assert not b.step()  # t=20.9
+    clock.advance(0.1)
+    assert b.step() and lease(api).holder_identity == "adapter-b"  # t=21
+
+
+def test_the_holders_deadline_counts_from_before_its_requests(
+    api: client.ApiClient, clock: ManualClock
+) -> None:
+    a, reads = slow_elector(api, clock, "adapter-a")
+    assert a.step()
+    reads.next_read_takes(3.0)  # the renewal's read: t=0 -> 3
+    assert a.step()
+    clock.advance(6.9)
+    assert a.is_leader  # t=9.9
+    clock.advance(0.1)
+    assert not a.is_leader  # t=10: 10 s after the renewal began, not after it returned
 
 
 def test_only_the_leader_writes_status(
