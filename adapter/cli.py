@@ -46,6 +46,7 @@ from adapter.scaler import (
     ScalerPool,
     ScalerSettings,
     ServerSettings,
+    TlsError,
     TlsFiles,
     WorkerError,
     install_signal_handlers,
@@ -268,11 +269,12 @@ def _tls(args: argparse.Namespace) -> TlsFiles | None:
         return None
     if cert is None or key is None:
         raise InputError("give both --grpc-tls-cert-file and --grpc-tls-key-file")
-    files = [Path(cert), Path(key)] + ([Path(ca)] if ca else [])
-    for path in files:
-        if not path.is_file():
-            raise InputError(f"TLS file {path} does not exist")
-    return TlsFiles(Path(cert), Path(key), Path(ca) if ca else None)
+    files = TlsFiles(Path(cert), Path(key), Path(ca) if ca else None)
+    try:
+        files.check()  # here, not as a serving process' failure to bind
+    except TlsError as error:
+        raise InputError(str(error)) from error
+    return files
 
 
 def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -> int:
