@@ -7,8 +7,10 @@ the current allocation from the Deployment and the measured load.
 
 A VA that cannot be assembled (missing label, no cost, no profile entry, no SLO, no
 Deployment, malformed fields...) is left out with a reason and a log line naming it;
-all other VAs are assembled exactly as if it were not there. Missing metrics mean zero
-load, not an error.
+all other VAs are assembled exactly as if it were not there. Unknown load is such a
+reason too (no series for a model whose Deployment has replicas, a pod that failed to
+scrape, arrivals without a request length): it is never sized as zero load. No series
+for a model scaled to zero is zero load.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from adapter.collect.metrics import LoadReport
+from adapter.collect.metrics import LoadReport, ModelLoad
 from adapter.model.kube import (
     ACCELERATOR_COSTS_CONFIGMAP,
     ACCELERATOR_LABEL,
@@ -185,6 +187,53 @@ def _find_slo(
     )
 
 
+def _output_length(mean: float) -> int | None:
+    """The optimizer's request length: the mean output tokens truncated, as the reference
+    does, or None below one token (a length of 0 sizes any rate at one replica)."""
+    if not math.isfinite(mean) or mean < 1:
+        return None
+    return int(mean)
+
+
+def _usable_load(
+    loads: LoadReport, namespace: str, model: str, replicas: int
+) -> tuple[ModelLoad | None, str]:
+    """The load to size a VA on, or None and why it must not be sized this cycle.
+
+    Unknown load is never read as zero load: a model whose pods answered only in part,
+    or not at all while its Deployment has replicas, is left unsolved (answered
+    UNAVAILABLE, so KEDA's fallback and the HPA hold the current scale).
+    """
+    partial = loads.incomplete.get((namespace, model))
+    if partial is not None:
+        return None, f"metrics incomplete: {partial}; not sized on a partial load"
+    load = loads.find(namespace, model)
+    if load is None:
+        if replicas > 0:
+            return None, (
+                f"metrics missing: no vLLM series for model {model} in namespace {namespace}"
+                f" while its Deployment has {replicas} replicas (pods not ready or not"
+                " scraped?); not sized at zero load"
+            )
+        return ModelLoad(namespace=namespace, model=model), ""  # scaled to zero: idle
+    in_flight = (load.running or 0.0) + (load.waiting or 0.0)
+    arrivals = _measured(load.arrival_rate_rpm)
+    if arrivals <= 0 and in_flight > 0:
+        # e.g. a restarted Prometheus whose rate window has no samples yet: sizing this
+        # at zero load would scale a busy service down
+        return None, (
+            f"metrics incomplete: {in_flight:g} requests in flight but no completion "
+            "rate in the window yet; not sized at zero load"
+        )
+    if arrivals > 0 and _output_length(load.avg_output_tokens) is None:
+        # a request length of 0 makes the optimizer size any rate at one replica
+        return None, (
+            "metrics incomplete: arrivals but no mean output length"
+            " (vllm:request_generation_tokens) in the window; not sized"
+        )
+    return load, ""
+
+
 def build_system(
     snapshot: ClusterSnapshot,
     loads: LoadReport,
@@ -288,17 +337,9 @@ def build_system(
             continue
 
         name = server_name(va)
-        load = loads.get(va.namespace, va.spec.model_id)
-        in_flight = (load.running or 0.0) + (load.waiting or 0.0)
-        if load.arrival_rate_rpm <= 0 and in_flight > 0:
-            # e.g. a restarted Prometheus whose rate window has no samples yet: sizing this
-            # at zero load would scale a busy service down
-            reject(
-                va_ns,
-                va_name,
-                f"metrics incomplete: {in_flight:g} requests in flight but no completion "
-                "rate in the window yet; not sized at zero load",
-            )
+        load, why_not = _usable_load(loads, va.namespace, va.spec.model_id, deployment.replicas)
+        if load is None:
+            reject(va_ns, va_name, why_not)
             continue
         log.debug(
             "VariantAutoscaling %s/%s: model %s uses class %s (slo-itl %s, slo-ttw %s) via %s",
@@ -310,7 +351,6 @@ def build_system(
             _number(choice.slo_ttw),
             how,
         )
-        output_tokens = load.avg_output_tokens
         replicas = deployment.replicas
         server_docs.append(
             {
@@ -329,36 +369,29 @@ def build_system(
                     "waitAverage": _measured(load.queue_time_ms),
                     "load": {
                         "arrivalRate": _measured(load.arrival_rate_rpm),
-                        "avgLength": int(output_tokens)
-                        if math.isfinite(output_tokens) and output_tokens > 0
-                        else 0,
+                        "avgLength": _output_length(load.avg_output_tokens) or 0,
                     },
                 },
             }
         )
         servers[name] = va
         slo[name] = choice
-        for entry in va.spec.model_profile.accelerators:
-            entry_key = (va.spec.model_id, entry.acc)
-            if entry.acc not in costs:
-                log.debug(
-                    "%s/%s: profile for %s has no unit cost; unused", va_ns, va_name, entry.acc
-                )
-                continue
-            if entry_key in models:
-                continue
-            model_owner[entry_key] = f"{va.namespace}/{va.name}"
+        # Only the entry of the accelerator it runs on: servers keep their accelerator, so
+        # the optimizer never reads the others, and registering them would reject a later
+        # VA of the same model that runs on one of them with its own profile.
+        if key not in models:
+            model_owner[key] = f"{va.namespace}/{va.name}"
             doc: dict[str, Any] = {
                 "name": va.spec.model_id,
-                "acc": entry.acc,
-                "accCount": entry.acc_count,
-                "alpha": entry.alpha,
-                "beta": entry.beta,
-                "maxBatchSize": entry.max_batch_size,
+                "acc": profile.acc,
+                "accCount": profile.acc_count,
+                "alpha": profile.alpha,
+                "beta": profile.beta,
+                "maxBatchSize": profile.max_batch_size,
             }
-            if entry.at_tokens is not None:
-                doc["atTokens"] = entry.at_tokens
-            models[entry_key] = doc
+            if profile.at_tokens is not None:
+                doc["atTokens"] = profile.at_tokens
+            models[key] = doc
 
     system: dict[str, Any] = {
         "acceleratorData": {

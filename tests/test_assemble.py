@@ -66,6 +66,19 @@ def base_objects() -> Objects:
     return objects
 
 
+def served_loads() -> LoadReport:
+    """The tutorial's load, and the second VA's pods answering with no traffic."""
+    idle = ModelLoad("team-b", "llama0-7b", running=0.0, waiting=0.0)
+    return LoadReport({**tutorial_load().loads, ("team-b", "llama0-7b"): idle})
+
+
+def idle_loads() -> LoadReport:
+    """Both models' pods answering, with no traffic (present with zeros)."""
+    return LoadReport(
+        {key: ModelLoad(*key) for key in (("vllm-test", MODEL), ("team-b", "llama0-7b"))}
+    )
+
+
 def snapshot_of(objects: Objects) -> ClusterSnapshot:
     return ClusterSnapshot(
         variant_autoscalings=MappingProxyType(dict(sorted(objects["vas"].items()))),
@@ -105,7 +118,7 @@ def test_two_healthy_variants_are_both_assembled() -> None:
             "cost": 120,
             "itlAverage": 21.46,
             "waitAverage": 3.33,
-            "load": {"arrivalRate": 60.0, "avgLength": 33},
+            "load": {"arrivalRate": 60.0, "avgLength": 33},  # 33.9 truncated, as the reference
         },
     }
     assert assembly.servers[OTHER_SERVER].name == "other"
@@ -114,10 +127,11 @@ def test_two_healthy_variants_are_both_assembled() -> None:
     assert parsed.problems == () and len(parsed.spec.servers) == 2
 
 
-def test_missing_metrics_mean_zero_load_and_min_replicas_is_a_setting() -> None:
+def test_idle_pods_mean_zero_load_and_min_replicas_is_a_setting() -> None:
     assembly = build_system(
-        snapshot_of(base_objects()), LoadReport(), AssemblySettings(min_num_replicas=0)
+        snapshot_of(base_objects()), idle_loads(), AssemblySettings(min_num_replicas=0)
     )
+    assert assembly.problems == ()
     vllm = servers_by_name(assembly.system)[VLLM_SERVER]
     assert vllm["minNumReplicas"] == 0
     assert vllm["currentAlloc"]["load"] == {"arrivalRate": 0.0, "avgLength": 0}
@@ -132,7 +146,7 @@ def test_requests_in_flight_without_a_rate_are_not_sized_at_zero_load(
     busy = ModelLoad("vllm-test", MODEL, arrival_rate_rpm=0.0, running=12.0, waiting=3.0)
     with caplog.at_level(logging.WARNING):
         assembly = build_system(
-            snapshot_of(base_objects()), LoadReport({("vllm-test", MODEL): busy})
+            snapshot_of(base_objects()), _with(idle_loads(), ("vllm-test", MODEL), busy)
         )
     (problem,) = assembly.problems
     assert (problem.namespace, problem.name) == ("vllm-test", "vllm")
@@ -142,14 +156,148 @@ def test_requests_in_flight_without_a_rate_are_not_sized_at_zero_load(
     assert any("vllm-test/vllm" in r.getMessage() for r in caplog.records)
     # idle pods (nothing in flight) with no rate are simply zero load
     idle = ModelLoad("vllm-test", MODEL, arrival_rate_rpm=0.0, running=0.0, waiting=0.0)
-    quiet = build_system(snapshot_of(base_objects()), LoadReport({("vllm-test", MODEL): idle}))
+    quiet = build_system(
+        snapshot_of(base_objects()), _with(idle_loads(), ("vllm-test", MODEL), idle)
+    )
     assert quiet.problems == () and VLLM_SERVER in servers_by_name(quiet.system)
+
+
+def _with(report: LoadReport, key: tuple[str, str], load: ModelLoad | None) -> LoadReport:
+    """`report` with `key`'s load replaced (None: absent, no series at all)."""
+    loads = {k: v for k, v in report.loads.items() if k != key}
+    if load is not None:
+        loads[key] = load
+    return LoadReport(loads, incomplete=report.incomplete)
+
+
+def test_no_series_for_a_model_with_replicas_is_not_sized_at_zero_load(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Pods down or not scraped (Prometheus' staleness markers give empty answers): the
+    VA is rejected with a reason, the other served, instead of scaling to its minimum."""
+    objects = base_objects()
+    loads = _with(served_loads(), ("team-b", "llama0-7b"), None)
+    with caplog.at_level(logging.WARNING):
+        assembly = build_system(snapshot_of(objects), loads, AssemblySettings(min_num_replicas=0))
+    (problem,) = assembly.problems
+    assert (problem.namespace, problem.name) == OTHER
+    assert problem.reason == (
+        "metrics missing: no vLLM series for model llama0-7b in namespace team-b while its"
+        " Deployment has 3 replicas (pods not ready or not scraped?); not sized at zero load"
+    )
+    servers = servers_by_name(assembly.system)
+    assert OTHER_SERVER not in servers and VLLM_SERVER in servers
+    assert any(
+        "team-b/other" in r.getMessage() and "metrics missing" in r.getMessage()
+        for r in caplog.records
+    )
+    # scaled to zero, no series is what an idle model looks like: zero load
+    objects["deps"][OTHER]["spec"]["replicas"] = 0
+    idle = build_system(snapshot_of(objects), loads, AssemblySettings(min_num_replicas=0))
+    assert idle.problems == ()
+    other = servers_by_name(idle.system)[OTHER_SERVER]["currentAlloc"]
+    assert (other["numReplicas"], other["load"]) == (0, {"arrivalRate": 0.0, "avgLength": 0})
+
+
+def test_an_incomplete_load_is_not_sized_whatever_it_says(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A model some of whose pods failed to scrape: its summed load is a lower bound."""
+    detail = "1 of 2 pods of model llama0-7b in namespace team-b failed to scrape (url: down)"
+    report = served_loads()
+    loads = LoadReport(report.loads, incomplete={("team-b", "llama0-7b"): detail})
+    with caplog.at_level(logging.WARNING):
+        assembly = build_system(snapshot_of(base_objects()), loads)
+    (problem,) = assembly.problems
+    assert problem.name == "other"
+    assert problem.reason == f"metrics incomplete: {detail}; not sized on a partial load"
+    assert VLLM_SERVER in servers_by_name(assembly.system)
+    assert any(
+        "team-b/other" in r.getMessage() and detail in r.getMessage() for r in caplog.records
+    )
+    # even for a Deployment scaled to zero
+    objects = base_objects()
+    objects["deps"][OTHER]["spec"]["replicas"] = 0
+    (problem,) = build_system(snapshot_of(objects), loads).problems
+    assert problem.reason.startswith("metrics incomplete: 1 of 2 pods")
+
+
+@pytest.mark.parametrize("mean", [0.0, 0.6, float("nan"), float("inf")])
+def test_arrivals_without_an_output_length_are_not_sized(mean: float) -> None:
+    """A request length of 0 (histogram missing, no completion in the window, or a mean
+    truncated to 0) makes the optimizer size any rate at one replica."""
+    load = ModelLoad("vllm-test", MODEL, arrival_rate_rpm=6000.0, avg_output_tokens=mean)
+    assembly = build_system(
+        snapshot_of(base_objects()), _with(served_loads(), ("vllm-test", MODEL), load)
+    )
+    (problem,) = assembly.problems
+    assert problem.name == "vllm"
+    assert problem.reason == (
+        "metrics incomplete: arrivals but no mean output length"
+        " (vllm:request_generation_tokens) in the window; not sized"
+    )
+    assert OTHER_SERVER in servers_by_name(assembly.system)
+
+
+def test_the_output_length_is_truncated_as_the_reference_does() -> None:
+    load = ModelLoad("vllm-test", MODEL, arrival_rate_rpm=6000.0, avg_output_tokens=2.6)
+    assembly = build_system(
+        snapshot_of(base_objects()), _with(served_loads(), ("vllm-test", MODEL), load)
+    )
+    assert assembly.problems == ()
+    vllm = servers_by_name(assembly.system)[VLLM_SERVER]
+    assert vllm["currentAlloc"]["load"] == {"arrivalRate": 6000.0, "avgLength": 2}
+
+
+def _va_on(name: str, accelerator: str, profiles: list[tuple[str, str]]) -> dict[str, Any]:
+    entries = [
+        {"acc": acc, "accCount": 1, "alpha": alpha, "beta": "0.05", "maxBatchSize": 256}
+        for acc, alpha in profiles
+    ]
+    return {
+        "apiVersion": "llmd.ai/v1alpha1",
+        "kind": "VariantAutoscaling",
+        "metadata": {
+            "name": name,
+            "namespace": "vllm-test",
+            "labels": {"inference.optimization/acceleratorName": accelerator},
+        },
+        "spec": {"modelID": MODEL, "modelProfile": {"accelerators": entries}},
+    }
+
+
+@pytest.mark.parametrize("name", ["a-on-a100", "z-on-a100"])
+def test_a_profile_for_an_accelerator_a_va_does_not_run_on_blocks_nothing(name: str) -> None:
+    """A VA on A100 that also lists another H100 profile of the same model: servers keep
+    their accelerator, so only its A100 entry is offered, and the H100 VA is served
+    whichever name sorts first."""
+    objects = base_objects()
+    objects["vas"][("vllm-test", name)] = _va_on(name, "A100", [("A100", "20"), ("H100", "9.9")])
+    objects["deps"][("vllm-test", name)] = {
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": "vllm-test"},
+        "spec": {"replicas": 1},
+    }
+    assembly = build_system(snapshot_of(objects), served_loads())
+    assert assembly.problems == ()
+    assert set(servers_by_name(assembly.system)) == {VLLM_SERVER, OTHER_SERVER, f"{name}:vllm-test"}
+    entries = {(m["name"], m["acc"]): m["alpha"] for m in assembly.system["modelData"]["models"]}
+    assert entries == {(MODEL, "H100"): 6.356, (MODEL, "A100"): 20.0, ("llama0-7b", "A100"): 20.58}
+    # the H100 VA is sized on its own profile, as without the A100 one
+    decided = optimize_parsed(parse_system(assembly.system)).decision(VLLM_SERVER)
+    alone = optimize_parsed(
+        parse_system(build_system(snapshot_of(base_objects()), served_loads()).system)
+    )
+    assert decided.allocation is not None
+    assert decided.allocation == alone.decision(VLLM_SERVER).allocation
 
 
 def test_non_finite_metrics_become_zero() -> None:
     nan = float("nan")
-    loads = LoadReport(
-        {("vllm-test", MODEL): ModelLoad("vllm-test", MODEL, nan, nan, nan, itl_ms=float("inf"))}
+    loads = _with(
+        served_loads(),
+        ("vllm-test", MODEL),
+        ModelLoad("vllm-test", MODEL, nan, nan, nan, itl_ms=float("inf")),
     )
     alloc = servers_by_name(build_system(snapshot_of(base_objects()), loads).system)[VLLM_SERVER][
         "currentAlloc"
@@ -162,14 +310,14 @@ def test_slo_class_ref_is_honoured_when_it_resolves(caplog: pytest.LogCaptureFix
     # llama0-7b is also listed, with other SLOs, in Premium (priority 1)
     premium = objects["cms"]["service-classes-config"]["data"]
     premium["premium.yaml"] += "  - model: llama0-7b\n    slo-tpot: 50\n    slo-ttft: 400\n"
-    by_model = build_system(snapshot_of(objects), LoadReport())
+    by_model = build_system(snapshot_of(objects), idle_loads())
     assert by_model.slo[OTHER_SERVER].class_name == "Premium"  # fallback: lowest priority
     objects["vas"][OTHER]["spec"]["sloClassRef"] = {
         "name": "service-classes-config",
         "key": "freemium.yaml",
     }
     with caplog.at_level(logging.DEBUG, logger="adapter.assemble"):
-        by_ref = build_system(snapshot_of(objects), LoadReport())
+        by_ref = build_system(snapshot_of(objects), idle_loads())
     choice = by_ref.slo[OTHER_SERVER]
     assert (choice.class_name, choice.slo_itl, choice.slo_ttw, choice.via) == (
         "Freemium",
@@ -187,8 +335,8 @@ def test_slo_class_ref_is_honoured_when_it_resolves(caplog: pytest.LogCaptureFix
 
 
 def test_output_is_deterministic_and_json_serialisable() -> None:
-    first = build_system(snapshot_of(base_objects()), tutorial_load()).system
-    second = build_system(snapshot_of(base_objects()), tutorial_load()).system
+    first = build_system(snapshot_of(base_objects()), served_loads()).system
+    second = build_system(snapshot_of(base_objects()), served_loads()).system
     assert json.dumps(first) == json.dumps(second)
 
 
@@ -388,12 +536,12 @@ CASES = [
 def test_a_bad_input_leaves_the_other_variant_unchanged(
     case: Case, caplog: pytest.LogCaptureFixture
 ) -> None:
-    baseline = build_system(snapshot_of(base_objects()), tutorial_load())
+    baseline = build_system(snapshot_of(base_objects()), served_loads())
     assert baseline.problems == () and baseline.config_problems == ()
     objects = base_objects()
     case.mutate(objects)
     with caplog.at_level(logging.WARNING):
-        assembly = build_system(snapshot_of(objects), tutorial_load())
+        assembly = build_system(snapshot_of(objects), served_loads())
 
     servers = servers_by_name(assembly.system)
     assert servers[VLLM_SERVER] == servers_by_name(baseline.system)[VLLM_SERVER]
@@ -425,7 +573,7 @@ def test_a_bad_input_leaves_the_other_variant_unchanged(
 def test_a_bad_config_entry_names_configmap_and_key() -> None:
     objects = base_objects()
     _costs(objects)["A100"] = "{device: A100"
-    assembly = build_system(snapshot_of(objects), tutorial_load())
+    assembly = build_system(snapshot_of(objects), served_loads())
     (problem,) = assembly.config_problems
     assert str(problem).startswith(
         "ConfigMap inferno-autoscaler-system/accelerator-unit-costs key 'A100': invalid JSON"
@@ -438,7 +586,7 @@ def test_a_bad_config_entry_names_configmap_and_key() -> None:
 def test_node_problem_lowers_capacity_only_by_that_node() -> None:
     objects = base_objects()
     objects["nodes"]["pokprod-b93r38s1"]["status"]["allocatable"]["nvidia.com/gpu"] = "seven"
-    assembly = build_system(snapshot_of(objects), tutorial_load())
+    assembly = build_system(snapshot_of(objects), served_loads())
     assert assembly.system["capacityData"]["count"] == [
         {"type": "NVIDIA-H100-80GB-HBM3", "count": 24}
     ]
@@ -468,8 +616,8 @@ def test_parsed_objects_give_what_fresh_parsing_gives_as_objects_change(
     objects = base_objects()
 
     def both() -> tuple[Any, Any]:
-        remembered = build_system(snapshot_of(objects), tutorial_load(), parsed=memo)
-        fresh = build_system(snapshot_of(objects), tutorial_load())
+        remembered = build_system(snapshot_of(objects), served_loads(), parsed=memo)
+        fresh = build_system(snapshot_of(objects), served_loads())
         return remembered, fresh
 
     def same(remembered: Any, fresh: Any) -> None:
@@ -488,7 +636,7 @@ def test_parsed_objects_give_what_fresh_parsing_gives_as_objects_change(
     # a replaced object is parsed again; an unchanged one is not
     objects["deps"][OTHER] = {**objects["deps"][OTHER], "spec": {"replicas": 5}}
     calls.clear()
-    remembered = build_system(snapshot_of(objects), tutorial_load(), parsed=memo)
+    remembered = build_system(snapshot_of(objects), served_loads(), parsed=memo)
     assert calls == ["dep other"]
     assert servers_by_name(remembered.system)[OTHER_SERVER]["currentAlloc"]["numReplicas"] == 5
 

@@ -42,13 +42,14 @@ from adapter.cli import EXIT_INPUT, EXIT_OK, EXIT_PARTIAL, build_parser, main
 from adapter.model.system import parse_system
 from adapter.optimizer import optimize_parsed
 from adapter.optimizer.allocation import Allocation
-from tests.kube_helpers import SAMPLES, tutorial_load
+from tests.kube_helpers import SAMPLES
 from tests.test_assemble import (
     OTHER,
     OTHER_SERVER,
     VLLM_SERVER,
     Objects,
     base_objects,
+    served_loads,
     servers_by_name,
     snapshot_of,
 )
@@ -279,6 +280,9 @@ CATALOGUE: list[Bad] = [
         [*LOCAL, "--sync-timeout", "inf"]),
     Bad("run-tls-key-alone", "run", "--grpc-tls-cert-file", "give both",
         [*LOCAL, "--grpc-tls-key-file", "/nonexistent.key"]),
+    Bad("run-tls-cert-missing", "run", "TLS file /nonexistent.crt", "No such file",
+        [*LOCAL, "--grpc-tls-cert-file", "/nonexistent.crt", "--grpc-tls-key-file",
+         "/nonexistent.key"]),
     Bad("run-scrape-file-missing", "run", "--scrape-file /nonexistent/targets.json",
         "No such file", ["run", "--local", str(SAMPLES), "--scrape-file",
                          "/nonexistent/targets.json"]),
@@ -315,7 +319,7 @@ CATALOGUE: list[Bad] = [
 
 @cache
 def _baseline() -> tuple[Assembly, Allocation | None]:
-    assembly = build_system(snapshot_of(base_objects()), tutorial_load())
+    assembly = build_system(snapshot_of(base_objects()), served_loads())
     assert assembly.problems == () and assembly.config_problems == ()
     allocation = optimize_parsed(parse_system(assembly.system)).decision(VLLM_SERVER).allocation
     assert allocation is not None
@@ -326,7 +330,7 @@ def check_cluster(case: Bad) -> None:
     baseline, allocation = _baseline()
     objects = base_objects()
     case.edit(objects)
-    assembly = build_system(snapshot_of(objects), tutorial_load())
+    assembly = build_system(snapshot_of(objects), served_loads())
     servers = servers_by_name(assembly.system)
     assert servers[VLLM_SERVER] == servers_by_name(baseline.system)[VLLM_SERVER]
     decided = optimize_parsed(parse_system(assembly.system)).decision(VLLM_SERVER)

@@ -150,10 +150,17 @@ def test_scrape_source_never_passes_odd_values(
             exposition.healthy(10 + step)
             names = COUNTERS if where == "counter" else GAUGES
             # one series goes odd at each step, cycling through them
-            exposition.set(**{names[step % len(names)].replace(":", "__"): odd})
+            odd_name = names[step % len(names)]
+            exposition.set(**{odd_name.replace(":", "__"): odd})
             snapshot = engine.run_cycle()
             assert_sane_snapshot(snapshot)
-            assert snapshot.decisions[(NS, "vllm")].solved
+            decision = snapshot.decisions[(NS, "vllm")]
+            if odd_name.startswith("vllm:request_generation_tokens_"):
+                # no mean output length: not sized (a length of 0 would mean 1 replica)
+                assert not decision.solved
+                assert "no mean output length" in decision.reason
+            else:
+                assert decision.solved
 
 
 def test_scrape_source_reset_and_absent_counters_stay_sane(
@@ -173,7 +180,9 @@ def test_scrape_source_reset_and_absent_counters_stay_sane(
         exposition.healthy(1)  # the pod restarted: every counter went down
         report = source.collect([(NS, MODEL)])
         assert_sane_report(report)
-        assert report.get(NS, MODEL).arrival_rate_rpm == pytest.approx(1200.0)
+        # since the restart: 20 completions and 10 running, in 1 s (the growth of the
+        # in-flight gauges counts from 0: the old process's requests were lost)
+        assert report.get(NS, MODEL).arrival_rate_rpm == pytest.approx(1800.0)
         clock.advance(1.0)
         for name in COUNTERS:  # the counters vanish (a pod that lost its model)
             exposition.drop(name)
@@ -240,23 +249,41 @@ def test_prometheus_source_never_passes_odd_values_to_the_engine_or_grpc(
         clock = ManualClock()
         cluster = load_snapshot(SAMPLES)
         engine = Engine(cluster=lambda: cluster, metrics=source, clock=clock)
-        snapshot = engine.run_cycle()
+        # every series the queries read is odd: no usable sample, so the model's load is
+        # unknown, not zero, and the VA (its Deployment has a replica) is not sized
+        unknown = engine.run_cycle()
+        assert_sane_snapshot(unknown)
+        assert not unknown.decisions[(NS, "vllm")].solved
+        assert unknown.decisions[(NS, "vllm")].reason.startswith("metrics missing")
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            asyncio.run(ask(unknown, clock))
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+        # one usable series (the completion counter back to a number): the pod answers,
+        # idle, and the odd series around it still never pass
+        exposition.set(vllm__request_success_total="7")
+
+        def solved() -> Snapshot | None:
+            snapshot = engine.run_cycle()
+            return snapshot if snapshot.decisions[(NS, "vllm")].solved else None
+
+        snapshot = poll(solved, timeout_s=20, what="Prometheus to scrape the usable counter")
     assert_sane_snapshot(snapshot)
     decision = snapshot.decisions[(NS, "vllm")]
-    assert decision.solved
-
-    async def ask() -> pb.GetMetricsResponse:
-        service = ScalerService(lambda: snapshot, clock, ScalerSettings(staleness_s=30))
-        async with ScalerServer(service, ServerSettings(address="127.0.0.1:0")) as server:
-            channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
-            async with channel:
-                stub = pb_grpc.ExternalScalerStub(channel)  # type: ignore[no-untyped-call]
-                ref = pb.ScaledObjectRef(name="vllm", namespace=NS)
-                answer: pb.GetMetricsResponse = await stub.GetMetrics(
-                    pb.GetMetricsRequest(scaledObjectRef=ref), timeout=10
-                )
-                return answer
-
-    (value,) = asyncio.run(ask()).metricValues
+    (value,) = asyncio.run(ask(snapshot, clock)).metricValues
     assert math.isfinite(value.metricValueFloat)
     assert value.metricValue == value.metricValueFloat == decision.desired_replicas
+
+
+async def ask(snapshot: Snapshot, clock: ManualClock) -> pb.GetMetricsResponse:
+    """GetMetrics for the VA over a real gRPC server serving `snapshot`."""
+    service = ScalerService(lambda: snapshot, clock, ScalerSettings(staleness_s=30))
+    async with ScalerServer(service, ServerSettings(address="127.0.0.1:0")) as server:
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+        async with channel:
+            stub = pb_grpc.ExternalScalerStub(channel)  # type: ignore[no-untyped-call]
+            ref = pb.ScaledObjectRef(name="vllm", namespace=NS)
+            answer: pb.GetMetricsResponse = await stub.GetMetrics(
+                pb.GetMetricsRequest(scaledObjectRef=ref), timeout=10
+            )
+            return answer

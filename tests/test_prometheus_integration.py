@@ -20,9 +20,12 @@ from typing import Any
 
 import pytest
 
+from adapter.assemble import AssemblySettings, build_system
+from adapter.collect.local import load_snapshot
 from adapter.collect.metrics import LoadKey, LoadReport, MetricsUnavailable
 from adapter.collect.prometheus import PrometheusSettings, PrometheusSource
 from adapter.emulator.metrics import ITL_NEW, ITL_OLD, MetricsServer, VllmMetrics
+from tests.kube_helpers import MODEL, SAMPLES
 from tests.prometheus_server import PrometheusServer, free_port, poll
 
 pytestmark = pytest.mark.integration
@@ -163,7 +166,11 @@ def test_collected_load_matches_the_served_traffic(
 
 
 def test_idle_model_has_zero_rate_and_no_nan(served: list[Pod], source: PrometheusSource) -> None:
-    idle = source.collect([IDLE]).get(*IDLE)
+    report = source.collect([IDLE, ("wva-it-b", "unscraped")])
+    # an idle pod is present with zeros; a model no pod serves is absent, not zero
+    assert report.find("wva-it-b", "unscraped") is None
+    idle = report.find(*IDLE)
+    assert idle is not None
     # 0/0 means in PromQL are NaN: dropped, never passed on
     assert idle.arrival_rate_rpm == 0.0
     assert (idle.avg_prompt_tokens, idle.avg_output_tokens) == (0.0, 0.0)
@@ -304,6 +311,31 @@ def test_nan_inf_and_negative_samples_are_absent() -> None:
     assert report.get("ns", "m3").arrival_rate_rpm == 150.0  # 2.5 req/s
     assert report.get("ns", "m3").itl_ms == 2500.0
     assert report.get("ns", "m0").itl_ms is None
+
+
+def test_empty_answers_leave_the_model_absent_and_its_va_unsized(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Prometheus up, the vLLM targets down: staleness markers empty every answer. That
+    is unknown load, not zero load, while the Deployment has replicas."""
+    snapshot = load_snapshot(SAMPLES)
+    key = ("vllm-test", MODEL)
+    with (
+        Stub(200, vector()) as stub,
+        PrometheusSource(PrometheusSettings(url=stub.url)) as src,
+    ):
+        report = src.collect([key])
+    assert report.loads == {} and report.find(*key) is None
+    with caplog.at_level(logging.WARNING):
+        assembly = build_system(snapshot, report, AssemblySettings(min_num_replicas=0))
+    (problem,) = assembly.problems
+    assert (problem.namespace, problem.name) == ("vllm-test", "vllm")
+    assert problem.reason.startswith(
+        f"metrics missing: no vLLM series for model {MODEL} in namespace vllm-test while its"
+        " Deployment has 1 replicas"
+    )
+    assert assembly.system["serverData"]["servers"] == []
+    assert any("vllm-test/vllm" in r.getMessage() for r in caplog.records)
 
 
 def test_bearer_token_is_read_at_each_request_and_never_logged(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -160,6 +161,50 @@ def test_counter_reset_counts_from_zero(endpoints: list[Endpoint], clock: FakeCl
     assert load.avg_prompt_tokens == pytest.approx((5 * 300 + 10 * 100) / 15)
 
 
+def test_a_restart_counts_the_in_flight_growth_from_zero(
+    endpoints: list[Endpoint], clock: FakeClock
+) -> None:
+    """The requests in the old process died with it: they are not negative arrivals."""
+    a, _ = endpoints
+    with make_source(clock, a.target("ns-a")) as source:
+        a.serve(1000, prompt=1, output=2, itl_s=0.01)
+        a.metrics.set_gauges(running=40, waiting=0)
+        with pytest.raises(MetricsWarmingUp):
+            source.collect([KEY])
+        restarted = VllmMetrics("m1")  # same URL, a new process
+        a.server.source = restarted
+        Endpoint(restarted, a.server).serve(10, prompt=1, output=2, itl_s=0.01)
+        restarted.set_gauges(running=8, waiting=0)
+        clock.now += 60
+        load = source.collect([KEY]).get(*KEY)
+    # since the restart: 10 finished and 8 in flight (not 10 + 8 - 40 = -22)
+    assert load.arrival_rate_rpm == pytest.approx(18.0)
+
+
+def test_a_window_without_completions_takes_the_means_since_start(
+    endpoints: list[Endpoint], clock: FakeClock
+) -> None:
+    """The first cycles with traffic (long requests) have arrivals but no completion: the
+    token means since the pod started stand in, rather than no request length."""
+    a, _ = endpoints
+    a.serve(3, prompt=100, output=500, itl_s=0.01)
+    a.serve(1, prompt=200, output=1000, itl_s=0.01)
+    with make_source(clock, a.target("ns-a")) as source:
+        with pytest.raises(MetricsWarmingUp):
+            source.collect([KEY])
+        a.metrics.set_gauges(running=12, waiting=0)  # 12 arrived, none finished yet
+        clock.now += 2
+        load = source.collect([KEY]).get(*KEY)
+        assert load.arrival_rate_rpm == pytest.approx(12 / 2 * 60)
+        assert load.avg_output_tokens == pytest.approx(2500 / 4)
+        assert load.avg_prompt_tokens == pytest.approx(500 / 4)
+        # once the window has completions, its own means are used
+        a.serve(2, prompt=10, output=20, itl_s=0.01)
+        clock.now += 2
+        load = source.collect([KEY]).get(*KEY)
+    assert (load.avg_output_tokens, load.avg_prompt_tokens) == (20, 10)
+
+
 def test_one_target_down_is_reported_and_the_rest_still_counts(
     endpoints: list[Endpoint], clock: FakeClock
 ) -> None:
@@ -178,6 +223,45 @@ def test_one_target_down_is_reported_and_the_rest_still_counts(
         assert report.get(*KEY).arrival_rate_rpm == pytest.approx(6 / 3 * 60)
         assert source.last_failures == (target_b,)
         assert source.failures_total == 1
+        # that rate is a lower bound: the model's load is reported incomplete
+        reason = report.incomplete[KEY]
+        assert reason.startswith(
+            f"1 of 2 pods of model m1 in namespace ns-a failed to scrape ({target_b.url}: "
+        )
+        assert "ConnectionError" in reason
+
+
+def test_a_failed_pod_marks_only_the_models_it_served(
+    endpoints: list[Endpoint], clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its model is known from its last answer; a target that never answered names no
+    model, so it is logged and holds nothing back."""
+    a, b = endpoints
+    other = VllmMetrics("m2")
+    c = Endpoint(other, MetricsServer(other).start())
+    gone = MetricsServer(VllmMetrics("m3")).start()
+    never = ScrapeTarget(url=gone.url, namespace="ns-a")
+    gone.stop()
+    targets = (a.target("ns-a"), b.target("ns-a"), c.target("ns-a"), never)
+    keys = [KEY, ("ns-a", "m2"), ("ns-a", "m3")]
+    try:
+        with make_source(clock, *targets) as source:
+            with pytest.raises(MetricsWarmingUp):
+                source.collect(keys)
+            a.server.stop()
+            b.server.stop()
+            clock.now += 1
+            with caplog.at_level(logging.WARNING, logger="adapter.collect.scrape"):
+                report = source.collect(keys)
+    finally:
+        c.server.stop()
+    assert set(report.incomplete) == {KEY}
+    assert report.incomplete[KEY].startswith("2 of 2 pods of model m1 in namespace ns-a")
+    assert targets[0].url in report.incomplete[KEY] and targets[1].url in report.incomplete[KEY]
+    assert ("ns-a", "m2") in report.loads and KEY not in report.loads
+    assert any(
+        never.url in r.getMessage() and "never answered" in r.getMessage() for r in caplog.records
+    )
 
 
 def test_a_target_answering_an_error_counts_as_failed(

@@ -2,9 +2,13 @@
 
 Both metric sources (Prometheus and direct pod scraping) produce the same
 `LoadReport`, keyed by (namespace, model name) as vLLM labels its series.
-A key absent from the report means no traffic in the window: zero load, not an
-error. A source that cannot answer at all raises `MetricsUnavailable`, so the cycle
-fails loudly instead of scaling a service to zero.
+A key present with zeros means the pods answered and saw no traffic. A key absent
+from the report means no series at all: zero load only if nothing runs the model
+(scaled to zero); while its Deployment has replicas it means the pods are down or not
+scraped, so `find` returns None and the caller decides (assemble rejects the VA). A key
+in `incomplete` lost part of its pods' answers this cycle: its load is a lower bound.
+A source that cannot answer at all raises `MetricsUnavailable`, so the cycle fails
+loudly instead of scaling a service to zero.
 """
 
 from __future__ import annotations
@@ -46,9 +50,16 @@ class LoadReport:
     loads: Mapping[LoadKey, ModelLoad] = field(default_factory=dict)
     # how many backend requests this report cost (for the batching guarantee)
     queries: int = 0
+    # keys whose load is known to be partial this cycle (e.g. a pod failed to scrape),
+    # with why; their loads, if any, must not be sized on
+    incomplete: Mapping[LoadKey, str] = field(default_factory=dict)
+
+    def find(self, namespace: str, model: str) -> ModelLoad | None:
+        """The load for a key, or None if no series at all named it."""
+        return self.loads.get((namespace, model))
 
     def get(self, namespace: str, model: str) -> ModelLoad:
-        """The load for a key, or an explicit zero load if it had no traffic."""
+        """The load for a key, or a zero load if absent (for display; sizing uses `find`)."""
         found = self.loads.get((namespace, model))
         return found if found is not None else ModelLoad(namespace=namespace, model=model)
 

@@ -139,7 +139,10 @@ class PrometheusSource:
     def collect(self, keys: Collection[LoadKey]) -> LoadReport:
         """Run every query once and keep the samples of the wanted keys.
 
-        No keys means nothing to size: no query is made.
+        A key with a usable sample in any answer is in the report (its missing
+        quantities zero or None); a key with none (pods down or not scraped, or only
+        garbage values) is left out, so the caller can tell unknown load from no
+        traffic. No keys means nothing to size: no query is made.
         """
         wanted = set(keys)
         if not wanted:

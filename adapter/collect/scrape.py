@@ -9,8 +9,13 @@ rate is used.
 
 Each target keeps its last two scrapes; counters become rates over the interval
 between them (a counter that went down was reset, e.g. the pod restarted, and counts
-from zero). Rates and gauges are then summed by (namespace, model_name), the same
-aggregation the PromQL source uses.
+from zero; so does the growth of running + waiting, since the old process's requests
+were lost, not served). Rates and gauges are then summed by (namespace, model_name),
+the same aggregation the PromQL source uses. A window with no completion takes its
+token means from the histograms' totals since the pods started.
+
+A target that fails to answer is not read as idle: the models it served at its last
+answer are reported incomplete, so their VAs are not sized on a partial load.
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ _RUNNING = "vllm:num_requests_running"
 _WAITING = "vllm:num_requests_waiting"
 _KV = "vllm:kv_cache_usage_perc"
 _GAUGES = frozenset([_RUNNING, _WAITING, _KV])
+_TOKEN_TOTALS = frozenset(f"{h}_{p}" for h in (_PROMPT, _OUTPUT) for p in ("sum", "count"))
 _IN_SYSTEM = (_RUNNING, _WAITING)
 _IN_SYSTEM_GROWTH = "in_system_growth"
 
@@ -235,7 +241,8 @@ class ScrapeSource:
 
         No targets means no pod serves anything: an empty (zero-load) report.
         Raises MetricsUnavailable if every target failed, and MetricsWarmingUp if the
-        targets that answered have been scraped once only.
+        targets that answered have been scraped once only. If only some failed, the
+        models they served (at their last answer) are reported `incomplete`.
         """
         if self._discover is not None:
             self.set_targets(self._discover())
@@ -244,9 +251,11 @@ class ScrapeSource:
             return LoadReport()
         workers = min(self.settings.max_workers, len(targets))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="scrape") as pool:
-            results = list(pool.map(self._scrape, targets))
+            answers = list(pool.map(self._scrape, targets))
+        results = [a if isinstance(a, Scrape) else None for a in answers]
+        errors = {t: a for t, a in zip(targets, answers, strict=True) if isinstance(a, str)}
 
-        failed = tuple(t for t, r in zip(targets, results, strict=True) if r is None)
+        failed = tuple(errors)
         self.last_failures = failed
         self.failures_total += len(failed)
         if len(failed) == len(targets):
@@ -285,7 +294,45 @@ class ScrapeSource:
 
         wanted = set(keys)
         loads = {key: load for key, load in totals.loads().items() if key in wanted}
-        return LoadReport(loads=loads, queries=len(targets))
+        incomplete = self._incomplete(targets, results, errors, wanted)
+        return LoadReport(loads=loads, queries=len(targets), incomplete=incomplete)
+
+    def _incomplete(
+        self,
+        targets: Sequence[ScrapeTarget],
+        results: Sequence[Scrape | None],
+        errors: Mapping[ScrapeTarget, str],
+        wanted: Collection[LoadKey],
+    ) -> dict[LoadKey, str]:
+        """The keys that failed targets served at their last good scrape, with why.
+
+        Skipping a failed pod would under-count its model (or read it as idle); which
+        model it serves is known only from an earlier answer, so a target that never
+        answered is logged and holds nothing back.
+        """
+        pods: dict[LoadKey, int] = defaultdict(int)  # targets serving the key, failed too
+        lost: dict[LoadKey, list[str]] = defaultdict(list)
+        for target, scrape in zip(targets, results, strict=True):
+            if scrape is not None:
+                for model in _models(scrape):
+                    pods[target.namespace, model] += 1
+                continue
+            history = self._history.get(target)
+            if not history:
+                log.warning(
+                    "%s has never answered: its model is unknown, so no load is held back for it",
+                    target.url,
+                )
+                continue
+            for model in _models(history[-1]):
+                pods[target.namespace, model] += 1
+                lost[target.namespace, model].append(f"{target.url}: {errors[target]}")
+        return {
+            key: f"{len(urls)} of {pods[key]} pods of model {key[1]} in namespace {key[0]}"
+            f" failed to scrape ({_first(urls)})"
+            for key, urls in lost.items()
+            if key in wanted
+        }
 
     def _base(self, target: ScrapeTarget, scrape: Scrape) -> tuple[Scrape | None, bool]:
         """Record `scrape`; return the one to rate against: the newest at least
@@ -301,8 +348,8 @@ class ScrapeSource:
         del kept[:base]
         return (kept[0] if len(kept) > 1 else None), covered
 
-    def _scrape(self, target: ScrapeTarget) -> Scrape | None:
-        """One scrape, or None (logged) if the target did not answer with metrics."""
+    def _scrape(self, target: ScrapeTarget) -> Scrape | str:
+        """One scrape, or why (logged) the target did not answer with metrics."""
         try:
             response = self._session.get(
                 target.url, headers={"Accept": _ACCEPT}, timeout=self.settings.timeout_s
@@ -312,7 +359,7 @@ class ScrapeSource:
             return parse_exposition(response.text, at)
         except (requests.RequestException, ValueError) as exc:
             log.warning("cannot scrape %s: %s: %s", target.url, type(exc).__name__, exc)
-            return None
+            return f"{type(exc).__name__}: {exc}"
 
 
 def parse_exposition(text: str, at: float) -> Scrape:
@@ -338,6 +385,7 @@ class ScrapeTotals:
         self.rates: dict[LoadKey, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         self.gauges: dict[LoadKey, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         self.series: dict[LoadKey, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        self.totals: dict[LoadKey, dict[str, float]] = defaultdict(lambda: defaultdict(float))
 
     def add_rates(
         self, namespace: str, previous: Scrape, current: Scrape, span: float | None = None
@@ -348,6 +396,13 @@ class ScrapeTotals:
         if elapsed <= 0:
             return
         span = max(span or 0.0, elapsed)
+        # A counter that went down: the pod restarted behind the same URL. The requests
+        # in the old process when it died are gone, not served: growth counts from 0.
+        restarted = any(
+            value < previous.values[series]
+            for series, value in current.values.items()
+            if series[0] in _COUNTERS and series in previous.values
+        )
         for model in _models(current):
             # one ITL histogram per target: the new name where the pod exports it
             itl = _ITL_NEW if (f"{_ITL_NEW}_count", model) in current.values else _ITL_OLD
@@ -364,15 +419,20 @@ class ScrapeTotals:
             # arrivals = completions + growth of what is in the pod (running + waiting)
             if all((g, model) in s.values for g in _IN_SYSTEM for s in (previous, current)):
                 grown = sum(
-                    current.values[g, model] - previous.values[g, model] for g in _IN_SYSTEM
+                    current.values[g, model] - (0.0 if restarted else previous.values[g, model])
+                    for g in _IN_SYSTEM
                 )
                 rates[_IN_SYSTEM_GROWTH] += grown / span
 
     def add_gauges(self, namespace: str, current: Scrape) -> None:
+        """Add the values read as they are: the gauges, and the token histograms' totals
+        since the pod started (the means to fall back on when the window has none)."""
         for (name, model), value in current.values.items():
             if name in _GAUGES:
                 self.gauges[namespace, model][name] += value
                 self.series[namespace, model][name] += current.series[name, model]
+            elif name in _TOKEN_TOTALS:
+                self.totals[namespace, model][name] += value
 
     def loads(self) -> dict[LoadKey, ModelLoad]:
         loads = {}
@@ -380,6 +440,7 @@ class ScrapeTotals:
         for key in all_rates.keys() | self.gauges.keys():
             rates = all_rates.get(key, {})
             gauges = self.gauges.get(key, {})
+            totals = self.totals.get(key, {})
             kv_series = self.series.get(key, {}).get(_KV, 0)
             loads[key] = ModelLoad(
                 namespace=key[0],
@@ -388,8 +449,10 @@ class ScrapeTotals:
                     0.0, rates.get(_SUCCESS, 0.0) + rates.get(_IN_SYSTEM_GROWTH, 0.0)
                 )
                 * 60.0,
-                avg_prompt_tokens=_mean(rates, _PROMPT) or 0.0,
-                avg_output_tokens=_mean(rates, _OUTPUT) or 0.0,
+                # no completion in the window (e.g. the first cycles with traffic, long
+                # requests): the mean since the pods started, rather than no length
+                avg_prompt_tokens=_mean_or(rates, totals, _PROMPT),
+                avg_output_tokens=_mean_or(rates, totals, _OUTPUT),
                 itl_ms=_ms(_mean(rates, "itl")),
                 queue_time_ms=_ms(_mean(rates, _QUEUE)),
                 ttft_ms=_ms(_mean(rates, _TTFT)),
@@ -401,9 +464,26 @@ class ScrapeTotals:
 
 
 def _mean(rates: Mapping[str, float], histogram: str) -> float | None:
-    """Mean observation over the interval: rate of _sum over rate of _count."""
+    """Mean observation over the interval: rate of _sum over rate of _count (None
+    without both: a count without its sum is no mean of 0)."""
     count = rates.get(f"{histogram}_count", 0.0)
-    return rates.get(f"{histogram}_sum", 0.0) / count if count > 0 else None
+    total = rates.get(f"{histogram}_sum")
+    return total / count if count > 0 and total is not None else None
+
+
+def _mean_or(rates: Mapping[str, float], totals: Mapping[str, float], histogram: str) -> float:
+    """The window's mean, else the mean since the pods started, else 0."""
+    for values in (rates, totals):
+        mean = _mean(values, histogram)
+        if mean is not None:
+            return mean
+    return 0.0
+
+
+def _first(items: Sequence[str], shown: int = 3) -> str:
+    """A few items and how many more: a reason stays readable when 50 pods fail."""
+    more = f"; and {len(items) - shown} more" if len(items) > shown else ""
+    return "; ".join(items[:shown]) + more
 
 
 def _ms(seconds: float | None) -> float | None:

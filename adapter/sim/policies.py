@@ -36,10 +36,10 @@ from types import MappingProxyType
 from typing import Literal, Protocol
 
 from adapter.assemble import AssemblySettings, build_system
-from adapter.collect.metrics import LoadKey, LoadReport
+from adapter.collect.metrics import LoadKey, LoadReport, ModelLoad
 from adapter.collect.scrape import Scrape, ScrapeTotals
 from adapter.emulator.batching import ServingProfile
-from adapter.engine import CycleError, Engine
+from adapter.engine import CycleError, Engine, metric_keys
 from adapter.model.kube import (
     ACCELERATOR_COSTS_CONFIGMAP,
     ClusterSnapshot,
@@ -115,7 +115,10 @@ def setup_from_snapshot(
 ) -> SimSetup:
     """Pick the variant (the only one, or `variant`) and read its profile, SLO and cost
     the way the adapter does (`build_system`), so the simulator tests what it would run."""
-    assembly = build_system(snapshot, LoadReport())
+    # idle but present loads: the samples' Deployments have replicas, and a model with no
+    # series at all while it has replicas is not assembled (metrics missing)
+    idle = {key: ModelLoad(*key) for key in metric_keys(snapshot)}
+    assembly = build_system(snapshot, LoadReport(idle))
     by_key = {(va.namespace, va.name): (server, va) for server, va in assembly.servers.items()}
     if variant is None:
         if len(by_key) != 1:
