@@ -78,7 +78,9 @@ class StatusSettings:
     current_max_batch: int = 256  # the reference's hard-coded current maxBatch
     max_age_s: float | None = 60.0  # older snapshots: conditions False, allocations kept
     interval_s: float = 5.0  # `run` loop period
-    request_timeout_s: float = 10.0
+    # Leadership is checked before each write, so a write must end before a successor can
+    # take the Lease: within lease_duration_s - renew_deadline_s (5 s with the defaults).
+    request_timeout_s: float = 4.0
 
 
 @dataclass
