@@ -252,6 +252,10 @@ class Engine:
         except MetricsUnavailable as error:
             self.stats.metrics_errors_total += 1
             raise CycleError(f"metrics unavailable: {error}") from error
+        except Exception as error:  # a bug or an answer nobody anticipated: not the cluster
+            self.stats.metrics_errors_total += 1
+            log.exception("cycle %d: the metrics source failed unexpectedly", self._cycle)
+            raise CycleError(f"metrics source failed: {type(error).__name__}: {error}") from error
 
     async def run(self, stop: asyncio.Event, max_cycles: int | None = None) -> None:
         """Cycle every `interval_s` until `stop` is set (or after `max_cycles` cycles).

@@ -256,6 +256,40 @@ def test_an_unexpected_exception_fails_one_cycle_and_the_loop_goes_on(
     assert failure.exc_info is not None and failure.exc_info[0] is ValueError  # traceback
 
 
+class BuggyLoad(SteadyLoad):
+    """A metrics source with a bug on its second call."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def collect(self, keys: Collection[LoadKey]) -> LoadReport:
+        self.calls += 1
+        if self.calls == 2:
+            raise KeyError("vllm:num_requests_running")
+        return super().collect(keys)
+
+
+def test_a_metrics_source_bug_is_told_apart_from_an_unreadable_cluster(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cluster = load_snapshot(SAMPLES)
+    seen: list[Snapshot] = []
+    engine = Engine(
+        cluster=lambda: cluster,
+        metrics=BuggyLoad(),
+        clock=ManualClock(),
+        interval_s=15.0,
+        on_snapshot=seen.append,
+    )
+    with caplog.at_level(logging.WARNING, logger="adapter.engine"):
+        asyncio.run(asyncio.wait_for(engine.run(asyncio.Event(), max_cycles=3), timeout=30))
+    assert [s.cycle for s in seen] == [1, 3]
+    assert engine.stats.last_error == "metrics source failed: KeyError: 'vllm:num_requests_running'"
+    assert (engine.stats.cycle_errors_total, engine.stats.metrics_errors_total) == (1, 1)
+    traced = [r for r in caplog.records if r.exc_info is not None]
+    assert [r.getMessage() for r in traced] == ["cycle 2: the metrics source failed unexpectedly"]
+
+
 def test_a_cycle_that_keeps_failing_lets_the_old_snapshot_go_stale_never_0(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
