@@ -172,8 +172,7 @@ class Engine:
                 self._on_snapshot(snapshot)
         except Exception as error:
             self._latest = previous  # not (wholly) published: readers keep the old one
-            self.stats.cycle_errors_total += 1
-            self.stats.last_error = f"internal error: {type(error).__name__}: {error}"
+            self._count_internal_error(error)
             log.exception(
                 "cycle %d failed with an internal error, keeping the previous decisions",
                 self._cycle,
@@ -246,6 +245,10 @@ class Engine:
             phases["optimize"],
         )
 
+    def _count_internal_error(self, error: Exception) -> None:
+        self.stats.cycle_errors_total += 1
+        self.stats.last_error = f"internal error: {type(error).__name__}: {error}"
+
     def _collect(self, keys: Collection[LoadKey]) -> LoadReport:
         try:
             return self._metrics.collect(keys)
@@ -290,8 +293,7 @@ class Engine:
                     "cycle %d failed, keeping the previous decisions: %s", self._cycle, error
                 )
             except Exception as error:  # outside run_cycle's guard (the collection after it)
-                self.stats.cycle_errors_total += 1
-                self.stats.last_error = f"internal error: {type(error).__name__}: {error}"
+                self._count_internal_error(error)
                 log.exception("cycle %d failed, keeping the previous decisions", self._cycle)
             done += 1
             if max_cycles is not None and done >= max_cycles:
