@@ -1,24 +1,23 @@
-"""The deployment manifests: deploy/ (kustomize), keda/ and keda/prometheus-adapter/.
+"""The deployment manifests: the base in deploy/ (kustomize), keda/ and keda/prometheus-adapter/.
 
 Offline checks only: `kubectl kustomize` renders, built-in kinds pass the Kubernetes
 1.33 OpenAPI schemas in strict mode (kubernetes-validate), custom resources are checked
-against their CRD schema (ours) or against field lists taken from KEDA's documentation.
+against their CRD schema (ours) or against field lists taken from their projects'
+documentation (tests/manifest_support.py). The optional components, the example
+overlays and every YAML file are checked in tests/test_deploy_components.py.
 """
 
 from __future__ import annotations
 
 import copy
 import re
-import shutil
-import subprocess
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import jsonschema  # type: ignore[import-untyped]
 import pytest
-import yaml
 
 from adapter.cli import build_parser
 from adapter.model.kube import (
@@ -26,121 +25,125 @@ from adapter.model.kube import (
     VariantAutoscalingStatus,
     parse_variant_autoscaling,
 )
+from tests.manifest_support import (
+    ADAPTER_NS,
+    CLUSTER_SCOPED,
+    CUSTOM_GROUPS,
+    DEPLOY,
+    EXTERNAL_SCALER_TLS_PARAMETERS,
+    FALLBACK_BEHAVIORS,
+    K8S_VERSION,
+    KEDA,
+    SAMPLES,
+    SCALED_OBJECT_FIELDS,
+    TRIGGER_AUTHENTICATION_FIELDS,
+    Doc,
+    by_kind,
+    container,
+    fields_outside,
+    find_kubectl,
+    group,
+    kubectl_candidates,
+    kubernetes_validate,
+    kustomize,
+    kustomize_version,
+    load_one,
+    one,
+    render_component,
+    run_settings,
+    schema_errors,
+    settings_env,
+    unknown_fields,
+    validate_builtin,
+)
+from tests.manifest_support import va_schema as load_va_schema
 
-ROOT = Path(__file__).resolve().parent.parent
-DEPLOY = ROOT / "deploy"
-KEDA = ROOT / "keda"
-SAMPLES = DEPLOY / "samples"
-K8S_VERSION = "1.33"
-ADAPTER_NS = "inferno-autoscaler-system"
-
-CLUSTER_SCOPED = {"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"}
-CUSTOM_GROUPS = {"llmd.ai", "keda.sh", "monitoring.coreos.com"}
-
-Doc = dict[str, Any]
-
-
-def _kubectl() -> str:
-    for candidate in ("/usr/bin/kubectl", shutil.which("kubectl")):
-        if candidate and Path(candidate).exists():
-            return candidate
-    pytest.fail("kubectl (with built-in kustomize) is needed: it ships with the machine image")
-
-
-def _load_all(path: Path) -> list[Doc]:
-    return [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d]
-
-
-def _load_one(path: Path) -> Doc:
-    docs = _load_all(path)
-    assert len(docs) == 1, f"{path}: expected one document, found {len(docs)}"
-    return docs[0]
-
-
-def _kustomize(directory: Path) -> list[Doc]:
-    result = subprocess.run(
-        [_kubectl(), "kustomize", str(directory)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, f"kubectl kustomize {directory} failed:\n{result.stderr}"
-    return [d for d in yaml.safe_load_all(result.stdout) if d]
+# tests/test_rbac_code.py imports these four from here
+_kustomize = kustomize
+__all__ = ["ADAPTER_NS", "DEPLOY", "_kustomize", "rbac_table"]
 
 
-def _group(doc: Doc) -> str:
-    api_version = str(doc["apiVersion"])
-    return api_version.split("/")[0] if "/" in api_version else ""
+# ---------------------------------------------------------------- kubectl
 
 
-def _by_kind(docs: list[Doc], kind: str) -> list[Doc]:
-    return [d for d in docs if d["kind"] == kind]
+def _executable(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("#!/bin/sh\n", encoding="utf-8")
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return path
 
 
-def _one(docs: list[Doc], kind: str, name: str | None = None) -> Doc:
-    found = [d for d in _by_kind(docs, kind) if name is None or d["metadata"]["name"] == name]
-    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
-    return found[0]
+def test_kubectl_is_looked_for_in_the_virtualenv_then_path_then_usr_bin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    venv, elsewhere = tmp_path / "venv", tmp_path / "elsewhere"
+    monkeypatch.setenv("PATH", str(elsewhere / "bin"))
+    assert kubectl_candidates(str(venv)) == [str(venv / "bin" / "kubectl"), "/usr/bin/kubectl"]
+    on_path = _executable(elsewhere / "bin" / "kubectl")
+    assert kubectl_candidates(str(venv))[1] == str(on_path)
+    assert find_kubectl(str(venv)) == str(on_path)
+    in_venv = _executable(venv / "bin" / "kubectl")
+    assert find_kubectl(str(venv)) == str(in_venv)
+    in_venv.chmod(0o644)  # not executable: skipped
+    assert find_kubectl(str(venv)) == str(on_path)
 
 
-@pytest.fixture(scope="module")
-def deploy_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """deploy/ copied to a temp dir; the dashboard ConfigMap gets a placeholder if absent."""
-    target = tmp_path_factory.mktemp("manifests") / "deploy"
-    shutil.copytree(DEPLOY, target)
-    dashboard = target / "grafana-dashboard.yaml"
-    if not dashboard.exists():
-        dashboard.write_text(
-            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: wva-dashboard-placeholder\n"
-            "data: {}\n",
-            encoding="utf-8",
-        )
-    return target
+def test_no_kubectl_fails_naming_make_test(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tests.manifest_support as support
 
-
-@pytest.fixture(scope="module")
-def rendered(deploy_copy: Path) -> list[Doc]:
-    return _kustomize(deploy_copy)
-
-
-@pytest.fixture(scope="module")
-def kv() -> ModuleType:
-    import kubernetes_validate
-
-    module: ModuleType = kubernetes_validate
-    return module
-
-
-@pytest.fixture(scope="module")
-def va_schema() -> Doc:
-    crd = _load_one(DEPLOY / "crd-variantautoscalings.yaml")
-    (version,) = crd["spec"]["versions"]
-    schema: Doc = version["schema"]["openAPIV3Schema"]
-    return schema
-
-
-def _validate_builtin(kv: ModuleType, doc: Doc) -> None:
+    monkeypatch.setattr(support, "find_kubectl", lambda prefix=None: None)
+    support.kubectl.cache_clear()
     try:
-        kv.validate(doc, K8S_VERSION, strict=True)
-    except kv.ValidationError as error:
-        kind, name = doc.get("kind"), doc.get("metadata", {}).get("name")
-        pytest.fail(f"{kind}/{name} does not validate against {K8S_VERSION}: {error.message}")
+        with pytest.raises(pytest.fail.Exception, match="make test"):
+            support.kubectl()
+    finally:
+        support.kubectl.cache_clear()
+
+
+def test_kubectl_carries_kustomize_5_for_components() -> None:
+    assert kustomize_version() >= (5, 0, 0), (
+        f"kubectl's kustomize is {kustomize_version()}: components need kustomize v5 "
+        "(kubectl >= 1.27); run `make test` to get the pinned kubectl in .venv"
+    )
 
 
 # ---------------------------------------------------------------- deploy/ (kustomize)
 
 
+@pytest.fixture(scope="module")
+def deploy_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """deploy/ copied to a temp dir (overlays are written next to it)."""
+    import shutil
+
+    target = tmp_path_factory.mktemp("manifests") / "deploy"
+    shutil.copytree(DEPLOY, target)
+    return target
+
+
+@pytest.fixture(scope="module")
+def rendered(deploy_copy: Path) -> list[Doc]:
+    return kustomize(deploy_copy)
+
+
+@pytest.fixture(scope="module")
+def kv() -> ModuleType:
+    return kubernetes_validate()
+
+
+@pytest.fixture(scope="module")
+def va_schema() -> Doc:
+    return load_va_schema()
+
+
 def test_kustomization_lists_every_manifest() -> None:
-    kustomization = _load_one(DEPLOY / "kustomization.yaml")
+    kustomization = load_one(DEPLOY / "kustomization.yaml")
     resources = kustomization["resources"]
     assert "grafana-dashboard.yaml" in resources
-    # the tutorial's ConfigMaps are referenced, not copied
-    assert "samples/configmap-accelerator-unitcost.yaml" in resources
-    assert "samples/configmap-serviceclass.yaml" in resources
     for entry in resources:
-        if entry != "grafana-dashboard.yaml":  # written by someone else, may not exist yet
-            assert (DEPLOY / entry).is_file(), entry
+        assert (DEPLOY / entry).is_file(), entry
+    # optional parts are components, not in the base
+    assert not [r for r in resources if "samples/" in r or "servicemonitor" in r]
+    assert "components" not in kustomization
 
 
 def test_kustomize_renders_the_expected_objects(rendered: list[Doc]) -> None:
@@ -157,11 +160,23 @@ def test_kustomize_renders_the_expected_objects(rendered: list[Doc]) -> None:
         ("Service", "wva-adapter"),
         ("Service", "wva-adapter-metrics"),
         ("PodDisruptionBudget", "wva-adapter"),
-        ("ServiceMonitor", "wva-adapter"),
-        ("ConfigMap", "accelerator-unit-costs"),
-        ("ConfigMap", "service-classes-config"),
+        ("ConfigMap", "wva-adapter-dashboard"),
     }
     assert expected <= names, f"missing: {sorted(expected - names)}"
+    settings = [n for k, n in names if k == "ConfigMap" and n.startswith("wva-adapter-settings")]
+    assert len(settings) == 1 and re.fullmatch(r"wva-adapter-settings-[a-z0-9]{10}", settings[0])
+
+
+def test_the_base_needs_no_crd_but_ours(rendered: list[Doc]) -> None:
+    """`kubectl apply -k deploy` works on a bare cluster: no ServiceMonitor, Certificate,
+    KEDA object; and it does not overwrite the ConfigMaps the tutorial (or upstream WVA)
+    created."""
+    custom = [(d["kind"], d["metadata"]["name"]) for d in rendered if group(d) in CUSTOM_GROUPS]
+    assert custom == []
+    names = {d["metadata"]["name"] for d in by_kind(rendered, "ConfigMap")}
+    assert not names & {"accelerator-unit-costs", "service-classes-config"}
+    dashboard = one(rendered, "ConfigMap", "wva-adapter-dashboard")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"  # a sidecar's label
 
 
 def test_namespaces_only_on_namespaced_objects(rendered: list[Doc]) -> None:
@@ -174,26 +189,18 @@ def test_namespaces_only_on_namespaced_objects(rendered: list[Doc]) -> None:
 
 
 def test_builtin_objects_pass_strict_schema_validation(rendered: list[Doc], kv: ModuleType) -> None:
-    builtin = [d for d in rendered if _group(d) not in CUSTOM_GROUPS]
+    builtin = [d for d in rendered if group(d) not in CUSTOM_GROUPS]
     assert any(d["kind"] == "CustomResourceDefinition" for d in builtin)
     for doc in builtin:
-        _validate_builtin(kv, doc)
+        validate_builtin(kv, doc)
 
 
 def test_strict_validation_catches_a_typo(rendered: list[Doc], kv: ModuleType) -> None:
     """The check above is not vacuous: an unknown field in the pod spec is rejected."""
-    deployment = copy.deepcopy(_one(rendered, "Deployment", "wva-adapter"))
+    deployment = copy.deepcopy(one(rendered, "Deployment", "wva-adapter"))
     deployment["spec"]["template"]["spec"]["serviceAcountName"] = "typo"
     with pytest.raises(kv.ValidationError):
         kv.validate(deployment, K8S_VERSION, strict=True)
-
-
-def test_sample_configmaps_are_the_tutorials(rendered: list[Doc]) -> None:
-    for filename in ("configmap-accelerator-unitcost.yaml", "configmap-serviceclass.yaml"):
-        sample = _load_one(SAMPLES / filename)
-        configmap = _one(rendered, "ConfigMap", sample["metadata"]["name"])
-        assert configmap["data"] == sample["data"]
-        assert configmap["metadata"]["namespace"] == sample["metadata"]["namespace"]
 
 
 # ---------------------------------------------------------------- RBAC
@@ -219,9 +226,9 @@ def rbac_table(docs: list[Doc]) -> dict[tuple[str, str, str], set[str]]:
             continue
         namespace = doc["metadata"].get("namespace", "") if doc["kind"] == "Role" else ""
         for rule in doc.get("rules", []):
-            for group in rule.get("apiGroups", []):
+            for api_group in rule.get("apiGroups", []):
                 for resource in rule.get("resources", []):
-                    key = (namespace, group, resource)
+                    key = (namespace, api_group, resource)
                     table.setdefault(key, set()).update(rule["verbs"])
     return table
 
@@ -231,32 +238,32 @@ def test_rbac_verbs_match_the_expected_table(rendered: list[Doc]) -> None:
 
 
 def test_rbac_has_no_wildcards_and_no_replica_writes(rendered: list[Doc]) -> None:
-    for doc in _by_kind(rendered, "ClusterRole") + _by_kind(rendered, "Role"):
+    for doc in by_kind(rendered, "ClusterRole") + by_kind(rendered, "Role"):
         for rule in doc["rules"]:
             for field in ("apiGroups", "resources", "verbs"):
                 assert "*" not in rule.get(field, []), f"{doc['kind']}: wildcard in {field}"
             assert "nonResourceURLs" not in rule
             assert not ({"deployments/scale", "secrets"} & set(rule.get("resources", [])))
     # configmaps only in the adapter's namespace, never cluster-wide
-    cluster_role = _one(rendered, "ClusterRole", "wva-adapter")
+    cluster_role = one(rendered, "ClusterRole", "wva-adapter")
     assert all("configmaps" not in r["resources"] for r in cluster_role["rules"])
 
 
 def test_lease_updates_are_limited_to_the_leader_lease(rendered: list[Doc]) -> None:
-    role = _one(rendered, "Role", "wva-adapter")
+    role = one(rendered, "Role", "wva-adapter")
     for rule in role["rules"]:
         if "leases" in rule["resources"] and set(rule["verbs"]) - {"create"}:
             assert rule.get("resourceNames") == [LEADER_LEASE]
-    args = _container(rendered)["args"]
+    args = container(rendered)["args"]
     assert f"--leader-election-id={LEADER_LEASE}" in args
 
 
 def test_bindings_grant_the_roles_to_the_adapter_service_account(rendered: list[Doc]) -> None:
-    deployment = _one(rendered, "Deployment", "wva-adapter")
+    deployment = one(rendered, "Deployment", "wva-adapter")
     account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
-    _one(rendered, "ServiceAccount", account)
+    one(rendered, "ServiceAccount", account)
     for kind, role_kind in (("ClusterRoleBinding", "ClusterRole"), ("RoleBinding", "Role")):
-        binding = _one(rendered, kind, "wva-adapter")
+        binding = one(rendered, kind, "wva-adapter")
         assert binding["roleRef"] == {
             "apiGroup": "rbac.authorization.k8s.io",
             "kind": role_kind,
@@ -270,15 +277,11 @@ def test_bindings_grant_the_roles_to_the_adapter_service_account(rendered: list[
 # ---------------------------------------------------------------- the adapter Deployment
 
 
-def _container(docs: list[Doc]) -> Doc:
-    deployment = _one(docs, "Deployment", "wva-adapter")
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    result: Doc = container
-    return result
+# ---------------------------------------------------------------- the adapter Deployment
 
 
 def test_deployment_is_hardened(rendered: list[Doc]) -> None:
-    deployment = _one(rendered, "Deployment", "wva-adapter")
+    deployment = one(rendered, "Deployment", "wva-adapter")
     assert deployment["spec"]["replicas"] == 2
     pod = deployment["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -286,7 +289,7 @@ def test_deployment_is_hardened(rendered: list[Doc]) -> None:
     assert pod["securityContext"]["runAsGroup"] > 0
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert "hostNetwork" not in pod and "hostPID" not in pod
-    security = _container(rendered)["securityContext"]
+    security = container(rendered)["securityContext"]
     assert security["runAsNonRoot"] is True
     assert security["readOnlyRootFilesystem"] is True
     assert security["allowPrivilegeEscalation"] is False
@@ -295,96 +298,125 @@ def test_deployment_is_hardened(rendered: list[Doc]) -> None:
 
 
 def test_deployment_has_probes_resources_and_ports(rendered: list[Doc]) -> None:
-    container = _container(rendered)
-    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    adapter = container(rendered)
+    ports = {p["name"]: p["containerPort"] for p in adapter["ports"]}
     assert ports == {"grpc": 9090, "metrics": 8080}
-    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
-        http = container[probe]["httpGet"]
+    for probe, path in (
+        ("startupProbe", "/healthz"),
+        ("livenessProbe", "/healthz"),
+        ("readinessProbe", "/readyz"),
+    ):
+        http = adapter[probe]["httpGet"]
         assert http["path"] == path
         assert http["port"] in ports or http["port"] in ports.values()
+        assert http["port"] in ("metrics", 8080)  # plain HTTP even when gRPC is on mTLS
     for kind in ("requests", "limits"):
-        assert set(container["resources"][kind]) >= {"cpu", "memory"}
-    assert container["image"].startswith("wva-adapter:")
-    assert not container["image"].endswith(":latest")
+        assert set(adapter["resources"][kind]) >= {"cpu", "memory"}
+    assert adapter["image"].startswith("wva-adapter:")
+    assert not adapter["image"].endswith(":latest")
+
+
+def _budget(probe: Doc) -> int:
+    """Seconds of consecutive failures before the kubelet acts."""
+    return int(probe.get("periodSeconds", 10)) * int(probe.get("failureThreshold", 3))
+
+
+def test_probe_timings_fit_the_adapter(rendered: list[Doc]) -> None:
+    """The HTTP server starts after the first cache sync: the startupProbe must outlast
+    --sync-timeout (with room for the start of the process). /healthz fails after about 3
+    intervals without a cycle attempt; liveness then acts within a minute or two, and a
+    stale snapshot never takes a pod out of the Service (/readyz)."""
+    defaults = build_parser().parse_args(["run"])
+    adapter = container(rendered)
+    startup, liveness = adapter["startupProbe"], adapter["livenessProbe"]
+    assert _budget(startup) >= defaults.sync_timeout + 60
+    assert 2 * defaults.interval <= _budget(liveness) <= 8 * defaults.interval
+    assert "initialDelaySeconds" not in liveness  # the startupProbe holds it back
+    for probe in (startup, liveness, adapter["readinessProbe"]):
+        assert probe.get("timeoutSeconds", 1) >= 2
 
 
 def test_deployment_passes_identity_and_run_flags(rendered: list[Doc]) -> None:
-    container = _container(rendered)
-    env = {e["name"]: e for e in container["env"]}
+    adapter = container(rendered)
+    env = {e["name"]: e for e in adapter["env"]}
     assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
-    assert "command" not in container  # the image's ENTRYPOINT is `wva-adapter run`
-    args = container["args"]
-    assert any(re.fullmatch(r"--prometheus=https?://\S+", a) for a in args)
+    assert "command" not in adapter  # the image's ENTRYPOINT is `wva-adapter run`
+    args = adapter["args"]
     # the Role covers ConfigMaps in the adapter's own namespace only
     assert "--config-namespace=$(POD_NAMESPACE)" in args
     assert "--pod-name=$(POD_NAME)" in args
     assert "--grpc-port=9090" in args and "--metrics-port=8080" in args
 
 
+def test_site_settings_come_from_the_settings_configmap(rendered: list[Doc]) -> None:
+    """The Prometheus URL is a kustomize setting (ConfigMap wva-adapter-settings, merged
+    by an overlay), never a flag in the args: a flag would win over its variable."""
+    args = container(rendered)["args"]
+    assert not [a for a in args if a.startswith("--prometheus")]
+    settings = settings_env(rendered)
+    assert re.fullmatch(r"https?://\S+", settings["WVA_PROMETHEUS"])
+    assert all(name.startswith("WVA_") for name in settings)
+
+
 def test_deployment_args_are_accepted_by_the_run_command(rendered: list[Doc]) -> None:
-    args = build_parser().parse_args(["run", *_container(rendered)["args"]])
+    args = run_settings(rendered)
     assert args.command == "run"
     assert (args.grpc_port, args.metrics_port) == (9090, 8080)
     assert args.leader_election and args.leader_election_id == "wva-adapter-leader"
-    assert args.prometheus and args.pod_name == "$(POD_NAME)"
+    assert args.pod_name == "$(POD_NAME)"
+    assert args.prometheus == settings_env(rendered)["WVA_PROMETHEUS"]
 
 
-def test_services_and_servicemonitor_select_the_adapter(rendered: list[Doc]) -> None:
-    deployment = _one(rendered, "Deployment", "wva-adapter")
+def test_every_setting_is_a_run_variable(rendered: list[Doc]) -> None:
+    """A misspelt variable would be ignored silently: each one must name a run flag."""
+    from adapter.cli import _subcommand
+    from adapter.settings import env_variables
+
+    known = {name for name, _ in env_variables(_subcommand(build_parser(), "run"))}
+    assert set(settings_env(rendered)) <= known
+
+
+def test_services_select_the_adapter(rendered: list[Doc]) -> None:
+    deployment = one(rendered, "Deployment", "wva-adapter")
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
     selector = deployment["spec"]["selector"]["matchLabels"]
     assert selector.items() <= pod_labels.items()
-    grpc = _one(rendered, "Service", "wva-adapter")
-    metrics = _one(rendered, "Service", "wva-adapter-metrics")
+    grpc = one(rendered, "Service", "wva-adapter")
+    metrics = one(rendered, "Service", "wva-adapter-metrics")
     for service in (grpc, metrics):
         assert service["spec"]["selector"].items() <= pod_labels.items()
     assert [(p["port"], p["targetPort"]) for p in grpc["spec"]["ports"]] == [(9090, "grpc")]
     assert [(p["port"], p["targetPort"]) for p in metrics["spec"]["ports"]] == [(8080, "metrics")]
-    monitor = _one(rendered, "ServiceMonitor", "wva-adapter")
-    wanted = monitor["spec"]["selector"]["matchLabels"]
-    selected = [
-        s
-        for s in _by_kind(rendered, "Service")
-        if wanted.items() <= s["metadata"]["labels"].items()
-    ]
-    assert selected == [metrics]
-    (endpoint,) = monitor["spec"]["endpoints"]
-    assert endpoint["port"] == "metrics" and endpoint["path"] == "/metrics"
-    assert endpoint["honorLabels"] is True  # our `namespace` label must win
 
 
 def test_pod_disruption_budget_keeps_one_replica(rendered: list[Doc]) -> None:
-    pdb = _one(rendered, "PodDisruptionBudget", "wva-adapter")
-    deployment = _one(rendered, "Deployment", "wva-adapter")
+    pdb = one(rendered, "PodDisruptionBudget", "wva-adapter")
+    deployment = one(rendered, "Deployment", "wva-adapter")
     assert pdb["spec"]["selector"] == deployment["spec"]["selector"]
     assert pdb["spec"]["minAvailable"] < deployment["spec"]["replicas"]
 
 
 def test_tls_component_mounts_the_secret(deploy_copy: Path, kv: ModuleType) -> None:
-    overlay = deploy_copy.parent / "tls-overlay"
-    overlay.mkdir(exist_ok=True)
-    (overlay / "kustomization.yaml").write_text(
-        "resources:\n  - ../deploy\ncomponents:\n  - ../deploy/components/tls\n",
-        encoding="utf-8",
-    )
-    docs = _kustomize(overlay)
-    deployment = _one(docs, "Deployment", "wva-adapter")
-    _validate_builtin(kv, deployment)
+    docs = render_component(deploy_copy, "tls", deploy_copy.parent)
+    deployment = one(docs, "Deployment", "wva-adapter")
+    validate_builtin(kv, deployment)
     volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
     assert volumes["tls"]["secret"]["secretName"] == "wva-adapter-tls"
-    container = _container(docs)
-    mount = next(m for m in container["volumeMounts"] if m["name"] == "tls")
+    adapter = container(docs)
+    mount = next(m for m in adapter["volumeMounts"] if m["name"] == "tls")
     directory = mount["mountPath"]
     for flag, key in (("cert", "tls.crt"), ("key", "tls.key"), ("client-ca", "ca.crt")):
-        assert f"--grpc-tls-{flag}-file={directory}/{key}" in container["args"]
+        assert f"--grpc-tls-{flag}-file={directory}/{key}" in adapter["args"]
+    args = run_settings(docs)
+    assert args.grpc_tls_client_ca_file == f"{directory}/ca.crt"  # mutual TLS
 
 
 # ---------------------------------------------------------------- the VariantAutoscaling CRD
 
 
 def test_crd_names_scope_and_status_subresource() -> None:
-    crd = _load_one(DEPLOY / "crd-variantautoscalings.yaml")
+    crd = load_one(DEPLOY / "crd-variantautoscalings.yaml")
     spec = crd["spec"]
     assert crd["metadata"]["name"] == "variantautoscalings.llmd.ai"
     assert spec["group"] == "llmd.ai" and spec["scope"] == "Namespaced"
@@ -418,50 +450,23 @@ def test_crd_schema_is_structural(va_schema: Doc) -> None:
     assert va_schema["properties"]["metadata"] == {"type": "object"}
 
 
-def _unknown_fields(doc: Any, schema: Doc, path: str = "") -> list[str]:
-    """Fields the API server would prune (or reject under strict field validation)."""
-    if isinstance(doc, dict) and "properties" in schema:
-        found = []
-        for key, value in doc.items():
-            if key not in schema["properties"]:
-                found.append(f"{path}.{key}")
-            elif not (path == "" and key == "metadata"):
-                found += _unknown_fields(value, schema["properties"][key], f"{path}.{key}")
-        return found
-    if isinstance(doc, list) and "items" in schema:
-        return [
-            f
-            for i, item in enumerate(doc)
-            for f in _unknown_fields(item, schema["items"], f"{path}[{i}]")
-        ]
-    return []
-
-
-def _errors(doc: Doc, schema: Doc) -> list[str]:
-    validator = jsonschema.Draft7Validator(schema, format_checker=jsonschema.FormatChecker())
-    return [
-        f"{'.'.join(str(p) for p in error.absolute_path)}: {error.message}"
-        for error in validator.iter_errors(doc)
-    ]
-
-
 def test_tutorial_va_validates_unchanged(va_schema: Doc) -> None:
-    va = _load_one(SAMPLES / "vllm-va.yaml")
+    va = load_one(SAMPLES / "vllm-va.yaml")
     assert va["spec"]["modelProfile"]["accelerators"][0]["atTokens"] == 512
-    assert _errors(va, va_schema) == []
-    assert _unknown_fields(va, va_schema) == []  # atTokens and sloClassRef are kept
+    assert schema_errors(va, va_schema) == []
+    assert unknown_fields(va, va_schema) == []  # atTokens and sloClassRef are kept
     parse_variant_autoscaling(va)  # and the adapter reads the same object
 
 
 def test_va_without_optional_fields_validates(va_schema: Doc) -> None:
-    va = _load_one(SAMPLES / "vllm-va.yaml")
+    va = load_one(SAMPLES / "vllm-va.yaml")
     del va["spec"]["sloClassRef"]
     del va["spec"]["modelProfile"]["accelerators"][0]["atTokens"]
-    assert _errors(va, va_schema) == []
+    assert schema_errors(va, va_schema) == []
 
 
 def _broken(change: str) -> Doc:
-    va = _load_one(SAMPLES / "vllm-va.yaml")
+    va = load_one(SAMPLES / "vllm-va.yaml")
     spec = va["spec"]
     profile = spec["modelProfile"]["accelerators"][0]
     if change == "negative maxBatchSize":
@@ -505,7 +510,7 @@ BROKEN = [
 
 @pytest.mark.parametrize("change", BROKEN)
 def test_broken_va_is_rejected_by_the_crd(change: str, va_schema: Doc) -> None:
-    assert _errors(_broken(change), va_schema) != []
+    assert schema_errors(_broken(change), va_schema) != []
 
 
 @pytest.mark.parametrize("change", [c for c in BROKEN if c != "alpha a number, not a string"])
@@ -516,9 +521,9 @@ def test_broken_va_is_rejected_by_the_adapter_too(change: str) -> None:
 
 
 def test_unknown_spec_field_would_be_pruned(va_schema: Doc) -> None:
-    va = _load_one(SAMPLES / "vllm-va.yaml")
+    va = load_one(SAMPLES / "vllm-va.yaml")
     va["spec"]["modelProfile"]["accelerators"][0]["maxBatch"] = 4
-    assert _unknown_fields(va, va_schema) == [".spec.modelProfile.accelerators[0].maxBatch"]
+    assert unknown_fields(va, va_schema) == [".spec.modelProfile.accelerators[0].maxBatch"]
 
 
 STATUS = {
@@ -552,9 +557,9 @@ STATUS = {
 
 def test_status_written_by_the_adapter_validates(va_schema: Doc) -> None:
     status = VariantAutoscalingStatus.model_validate(STATUS).to_json()
-    va = _load_one(SAMPLES / "vllm-va.yaml") | {"status": status}
-    assert _errors(va, va_schema) == []
-    assert _unknown_fields(va, va_schema) == []
+    va = load_one(SAMPLES / "vllm-va.yaml") | {"status": status}
+    assert schema_errors(va, va_schema) == []
+    assert unknown_fields(va, va_schema) == []
 
 
 @pytest.mark.parametrize(
@@ -579,118 +584,30 @@ def test_bad_status_is_rejected(field: str, value: Any, va_schema: Doc) -> None:
         del node[last]
     else:
         node[last] = value
-    va = _load_one(SAMPLES / "vllm-va.yaml") | {"status": status}
-    assert _errors(va, va_schema) != []
+    va = load_one(SAMPLES / "vllm-va.yaml") | {"status": status}
+    assert schema_errors(va, va_schema) != []
 
 
 # ---------------------------------------------------------------- keda/
 
-# Fields of keda.sh/v1alpha1 ScaledObject (KEDA 2.18-2.21 docs), nested: a dict maps a
-# field to its allowed sub-fields, None means "any value" (maps, scalars).
-SCALED_OBJECT_FIELDS: dict[str, Any] = {
-    "apiVersion": None,
-    "kind": None,
-    "metadata": None,
-    "spec": {
-        "scaleTargetRef": {
-            "name": None,
-            "apiVersion": None,
-            "kind": None,
-            "envSourceContainerName": None,
-        },
-        "pollingInterval": None,
-        "cooldownPeriod": None,
-        "initialCooldownPeriod": None,
-        "idleReplicaCount": None,
-        "minReplicaCount": None,
-        "maxReplicaCount": None,
-        "fallback": {"failureThreshold": None, "replicas": None, "behavior": None},
-        "advanced": {
-            "restoreToOriginalReplicaCount": None,
-            "horizontalPodAutoscalerConfig": {"name": None, "behavior": None},
-            "scalingModifiers": {
-                "formula": None,
-                "target": None,
-                "activationTarget": None,
-                "metricType": None,
-            },
-        },
-        "triggers": [
-            {
-                "type": None,
-                "name": None,
-                "metadata": None,
-                "authenticationRef": {"name": None, "kind": None},
-                "metricType": None,
-                "useCachedMetrics": None,
-            }
-        ],
-    },
-}
-TRIGGER_AUTHENTICATION_FIELDS: dict[str, Any] = {
-    "apiVersion": None,
-    "kind": None,
-    "metadata": None,
-    "spec": {
-        "secretTargetRef": [{"parameter": None, "name": None, "key": None}],
-        "env": [{"parameter": None, "name": None, "containerName": None}],
-        "configMapTargetRef": [{"parameter": None, "name": None, "key": None}],
-        "podIdentity": None,
-        "hashiCorpVault": None,
-        "azureKeyVault": None,
-        "awsSecretManager": None,
-        "gcpSecretManager": None,
-        "boundServiceAccountToken": None,
-    },
-}
-FALLBACK_BEHAVIORS = {
-    "static",
-    "currentReplicas",
-    "currentReplicasIfHigher",
-    "currentReplicasIfLower",
-    "scalingModifiers",
-}
-EXTERNAL_SCALER_TLS_PARAMETERS = {
-    "caCert": "ca.crt",
-    "tlsClientCert": "tls.crt",
-    "tlsClientKey": "tls.key",
-}
 
-
-def _fields_outside(doc: Any, allowed: Any, path: str = "") -> list[str]:
-    if allowed is None:
-        return []
-    if isinstance(allowed, list):
-        assert isinstance(doc, list), f"{path}: expected a list"
-        return [
-            f
-            for i, item in enumerate(doc)
-            for f in _fields_outside(item, allowed[0], f"{path}[{i}]")
-        ]
-    assert isinstance(doc, dict), f"{path}: expected a mapping"
-    found = []
-    for key, value in doc.items():
-        if key not in allowed:
-            found.append(f"{path}.{key}")
-        else:
-            found += _fields_outside(value, allowed[key], f"{path}.{key}")
-    return found
+# ---------------------------------------------------------------- keda/
 
 
 @pytest.fixture(scope="module")
 def scaled_object() -> Doc:
-    return _load_one(KEDA / "scaledobject.yaml")
+    return load_one(KEDA / "scaledobject.yaml")
 
 
 def test_scaledobject_uses_only_keda_fields(scaled_object: Doc) -> None:
     assert scaled_object["apiVersion"] == "keda.sh/v1alpha1"
     assert scaled_object["kind"] == "ScaledObject"
-    assert _fields_outside(scaled_object, SCALED_OBJECT_FIELDS) == []
+    assert fields_outside(scaled_object, SCALED_OBJECT_FIELDS) == []
 
 
 def test_scaledobject_targets_the_tutorials_deployment_and_va(scaled_object: Doc) -> None:
-    deployment = _load_one(SAMPLES / "deployment.yaml")
-    va = _load_one(SAMPLES / "vllm-va.yaml")
+    deployment = load_one(SAMPLES / "deployment.yaml")
+    va = load_one(SAMPLES / "vllm-va.yaml")
     assert scaled_object["metadata"]["namespace"] == deployment["metadata"]["namespace"]
     assert scaled_object["spec"]["scaleTargetRef"] == {
         "apiVersion": "apps/v1",
@@ -713,7 +630,7 @@ def test_scaledobject_scaler_address_is_the_adapter_service(
     host, port = trigger["metadata"]["scalerAddress"].rsplit(":", 1)
     name, namespace, *rest = host.split(".")
     assert rest == ["svc", "cluster", "local"]
-    service = _one(rendered, "Service", name)
+    service = one(rendered, "Service", name)
     assert service["metadata"]["namespace"] == namespace
     assert int(port) in [p["port"] for p in service["spec"]["ports"]]
 
@@ -755,17 +672,17 @@ def test_scaledobject_hpa_behavior_is_a_valid_hpa_behavior(
             "behavior": behavior,
         },
     }
-    _validate_builtin(kv, hpa)
+    validate_builtin(kv, hpa)
 
 
 def test_trigger_authentication_for_tls() -> None:
-    auth = _load_one(KEDA / "triggerauthentication.yaml")
+    auth = load_one(KEDA / "triggerauthentication.yaml")
     assert auth["apiVersion"] == "keda.sh/v1alpha1" and auth["kind"] == "TriggerAuthentication"
-    assert _fields_outside(auth, TRIGGER_AUTHENTICATION_FIELDS) == []
+    assert fields_outside(auth, TRIGGER_AUTHENTICATION_FIELDS) == []
     refs = auth["spec"]["secretTargetRef"]
     assert {r["parameter"]: r["key"] for r in refs} == EXTERNAL_SCALER_TLS_PARAMETERS
     assert len({r["name"] for r in refs}) == 1  # one Secret holds all three
-    scaled = _load_one(KEDA / "scaledobject.yaml")
+    scaled = load_one(KEDA / "scaledobject.yaml")
     assert auth["metadata"]["namespace"] == scaled["metadata"]["namespace"]
     # the ScaledObject's comment tells how to reference it
     assert f"name: {auth['metadata']['name']}" in (KEDA / "scaledobject.yaml").read_text()
@@ -775,9 +692,9 @@ def test_trigger_authentication_for_tls() -> None:
 
 
 def test_prometheus_adapter_hpa_validates(kv: ModuleType) -> None:
-    hpa = _load_one(KEDA / "prometheus-adapter" / "hpa.yaml")
-    _validate_builtin(kv, hpa)
-    va = _load_one(SAMPLES / "vllm-va.yaml")
+    hpa = load_one(KEDA / "prometheus-adapter" / "hpa.yaml")
+    validate_builtin(kv, hpa)
+    va = load_one(SAMPLES / "vllm-va.yaml")
     assert hpa["metadata"]["namespace"] == va["metadata"]["namespace"]
     assert hpa["spec"]["scaleTargetRef"]["name"] == va["metadata"]["name"]
     (metric,) = hpa["spec"]["metrics"]
@@ -791,8 +708,8 @@ def test_prometheus_adapter_hpa_validates(kv: ModuleType) -> None:
 
 
 def test_prometheus_adapter_rule_serves_the_hpa_metric() -> None:
-    values = _load_one(KEDA / "prometheus-adapter" / "values.yaml")
-    hpa = _load_one(KEDA / "prometheus-adapter" / "hpa.yaml")
+    values = load_one(KEDA / "prometheus-adapter" / "values.yaml")
+    hpa = load_one(KEDA / "prometheus-adapter" / "hpa.yaml")
     assert values["rules"]["default"] is False
     (rule,) = values["rules"]["external"]
     assert set(rule) == {"seriesQuery", "resources", "name", "metricsQuery"}
