@@ -6,7 +6,7 @@ Three processes, so that neither the fakes nor the client share the adapter's GI
   holding N VAs and their Deployments (clones of deploy/samples/, spread over namespaces
   and models), the tutorial's ConfigMaps (the service classes extended with every
   model), GPU nodes; and a small HTTP server that speaks Prometheus' query API
-  (`POST /api/v1/query`, form `query=`) answering the adapter's 9 batched PromQL
+  (`GET /api/v1/query?query=`, or a POSTed form) answering the adapter's 9 batched PromQL
   expressions with a vector sample for every (namespace, model_name) key. It is not a
   real Prometheus: it answers exactly the expressions `build_queries` makes, with
   synthetic but plausible vLLM figures; a fraction (`--churn`) of the keys get a new
@@ -188,7 +188,7 @@ def cluster_objects(vas: int, namespaces: int, models: int) -> list[dict[str, An
 
 
 class FakePrometheus:
-    """`POST /api/v1/query` answering the expressions of `build_queries(WINDOW)`.
+    """`GET`/`POST /api/v1/query` answering the expressions of `build_queries(WINDOW)`.
 
     Every (namespace, model) key gets a sample in every answer; values are in
     Prometheus' units (per second, seconds) and plausible for vLLM. The arrival rate of
@@ -260,9 +260,10 @@ class FakePrometheus:
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                form = parse_qs(self.rfile.read(length).decode())
+                path, _, query = self.path.partition("?")
+                form = parse_qs(query) | parse_qs(self.rfile.read(length).decode())
                 body = None
-                if self.path == "/api/v1/query" and form.get("query"):
+                if path == "/api/v1/query" and form.get("query"):
                     body = fake.answer(form["query"][0])
                 status = 200
                 if body is None:
@@ -275,6 +276,8 @@ class FakePrometheus:
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
+
+            do_GET = do_POST  # the adapter's client sends GET, the query in the URL
 
         return Handler
 

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
 from adapter.emulator.metrics import MetricsServer
 from tests.prometheus_server import PrometheusServer
@@ -112,6 +113,11 @@ def test_prometheus_stopped_and_restarted_serves_last_then_unavailable_then_reco
             timeout_s=3,
             what="health NOT_SERVING once stale",
         )
+        # ... yet the pod stays ready (gRPC is served: KEDA gets UNAVAILABLE, not a Service
+        # without endpoints) and alive (its cycles are attempted, and fail)
+        for path in ("/readyz", "/healthz"):
+            probe = requests.get(f"http://127.0.0.1:{adapter.metrics_port}{path}", timeout=5)
+            assert probe.status_code == 200, (path, probe.text)
 
         # the same port again (the adapter keeps its --prometheus URL), the same data dir
         target = {f"127.0.0.1:{busy_pod.port}": {"namespace": "vllm-test", "pod": "vllm-0"}}

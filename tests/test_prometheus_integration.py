@@ -2,31 +2,44 @@
 
 Known traffic is served by a background driver (real time, bounded duration); the
 collected load must match it within 5 %. Also: the query count per cycle does not
-depend on the number of VariantAutoscalings, and failures raise MetricsUnavailable.
+depend on the number of VariantAutoscalings, failures raise MetricsUnavailable, and
+HTTPS, the bearer token and warnings through an auth-checking proxy in front of it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import subprocess
+import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import requests
+import urllib3
 
 from adapter.assemble import AssemblySettings, build_system
 from adapter.collect.local import load_snapshot
 from adapter.collect.metrics import LoadKey, LoadReport, MetricsUnavailable
-from adapter.collect.prometheus import PrometheusSettings, PrometheusSource
+from adapter.collect.prometheus import (
+    AnswerError,
+    PrometheusSettings,
+    PrometheusSource,
+    Query,
+    build_queries,
+    vector_samples,
+)
 from adapter.emulator.metrics import ITL_NEW, ITL_OLD, MetricsServer, VllmMetrics
 from tests.kube_helpers import MODEL, SAMPLES
 from tests.prometheus_server import PrometheusServer, free_port, poll
+from tests.test_scaler_support import Pki, make_pki
 
 pytestmark = pytest.mark.integration
 
@@ -225,26 +238,37 @@ def test_prometheus_down_raises_never_zero_load() -> None:
         down.collect([M1])
 
 
-# --- a stub Prometheus for error answers, odd samples, auth and TLS -------------------
+# --- loopback servers in front of (or instead of) Prometheus ----------------------------
+
+Answer = Callable[[str, str, Message, bytes], tuple[int, bytes]]
 
 
-class Stub:
-    """Answers every query with `status` and `body`; records the Authorization headers."""
+@dataclass(frozen=True)
+class Seen:
+    method: str
+    path: str  # with its query string
+    authorization: str | None
 
-    def __init__(self, status: int, body: Any, *, tls: tuple[Path, Path] | None = None) -> None:
-        self.status, self.body = status, body
-        self.authorizations: list[str | None] = []
-        stub = self
+
+class Loopback:
+    """An HTTP(S) server on 127.0.0.1 answering every request with `answer(method, path,
+    headers, body)`; records the requests it got."""
+
+    def __init__(self, answer: Answer, *, tls: tuple[Path, Path] | None = None) -> None:
+        self.seen: list[Seen] = []
+        server = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                stub.authorizations.append(self.headers.get("Authorization"))
-                data = stub.body if isinstance(stub.body, bytes) else json.dumps(stub.body).encode()
-                self.send_response(stub.status)
+            def _serve(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                server.seen.append(Seen(self.command, self.path, self.headers["Authorization"]))
+                status, data = answer(self.command, self.path, self.headers, body)
+                self.send_response(status)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+
+            do_GET = do_POST = _serve
 
             def log_message(self, format: str, *args: object) -> None:
                 pass
@@ -252,8 +276,6 @@ class Stub:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         scheme = "http"
         if tls is not None:
-            import ssl
-
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(*tls)
             self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
@@ -263,7 +285,7 @@ class Stub:
             target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
 
-    def __enter__(self) -> Stub:
+    def __enter__(self) -> Self:
         self.thread.start()
         return self
 
@@ -271,6 +293,66 @@ class Stub:
         self.httpd.shutdown()
         self.httpd.server_close()
         self.thread.join()
+
+    def queries(self) -> list[str]:
+        return [parse_qs(urlsplit(s.path).query)["query"][0] for s in self.seen]
+
+
+def encode(body: Any) -> bytes:
+    return body if isinstance(body, bytes) else json.dumps(body).encode()
+
+
+class Stub(Loopback):
+    """A stand-in Prometheus: answers a query with `answer(expr)` -> (status, JSON-able or
+    bytes), or every query with `status` and `body`."""
+
+    def __init__(
+        self,
+        status: int = 200,
+        body: Any = None,
+        *,
+        answer: Callable[[str], tuple[int, Any]] | None = None,
+        tls: tuple[Path, Path] | None = None,
+    ) -> None:
+        def reply(method: str, path: str, headers: Message, data: bytes) -> tuple[int, bytes]:
+            form = parse_qs(urlsplit(path).query) | parse_qs(data.decode())
+            code, out = answer(form["query"][0]) if answer is not None else (status, body)
+            return code, encode(out)
+
+        super().__init__(reply, tls=tls)
+
+
+class AuthProxy(Loopback):
+    """An HTTPS reverse proxy in front of a real Prometheus, as a kube-rbac-proxy or an
+    ingress would be: it answers 401 unless the bearer token is `token`, forwards the
+    request otherwise, and adds `warnings` to the answers (as a querier whose stores only
+    partly answered does)."""
+
+    def __init__(
+        self, upstream: str, token: str, tls: tuple[Path, Path], warnings: tuple[str, ...] = ()
+    ) -> None:
+        session = requests.Session()
+        self.session = session
+
+        def forward(method: str, path: str, headers: Message, data: bytes) -> tuple[int, bytes]:
+            if headers["Authorization"] != f"Bearer {token}":
+                return 401, b"Unauthorized\n"
+            response = session.request(
+                method,
+                upstream + path,
+                data=data or None,
+                headers={"Content-Type": headers["Content-Type"] or "text/plain"},
+                timeout=10,
+            )
+            if not warnings:
+                return response.status_code, response.content
+            return response.status_code, encode(response.json() | {"warnings": list(warnings)})
+
+        super().__init__(forward, tls=tls)
+
+    def __exit__(self, *exc: object) -> None:
+        super().__exit__(*exc)
+        self.session.close()
 
 
 def vector(*values: str) -> dict[str, Any]:
@@ -281,6 +363,11 @@ def vector(*values: str) -> dict[str, Any]:
     return {"status": "success", "data": {"resultType": "vector", "result": result}}
 
 
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
 def test_error_answer_raises_with_prometheus_message() -> None:
     body = {"status": "error", "errorType": "unavailable", "error": "TSDB not ready"}
     with (
@@ -289,28 +376,98 @@ def test_error_answer_raises_with_prometheus_message() -> None:
         pytest.raises(MetricsUnavailable, match=r"HTTP 503 \(unavailable: TSDB not ready\)"),
     ):
         src.collect([("ns", "m0")])
+    # no retries: the next cycle is the retry, on time
+    assert len(stub.seen) == 1
+
+
+def test_real_prometheus_error_answer_names_the_query(
+    prometheus_server: PrometheusServer,
+) -> None:
+    """A query Prometheus rejects: its HTTP 400, errorType and message, and the query."""
+    with PrometheusSource(PrometheusSettings(url=prometheus_server.url)) as src:
+        broken = "sum by (namespace, model_name) (vllm:num_requests_running"
+        src.queries = (*src.queries[:1], Query("running", broken, 1.0))
+        with pytest.raises(MetricsUnavailable) as err:
+            src.collect([M1])
+    message = str(err.value)
+    assert message.startswith(f"Prometheus at {prometheus_server.url} answered HTTP 400")
+    assert "(bad_data: invalid parameter" in message
+    assert message.endswith(f" to {broken}")
+
+
+def test_error_answer_with_http_200_raises() -> None:
+    """A proxy passing on an error with status 200: still an error, Prometheus' words."""
+    body = {"status": "error", "errorType": "timeout", "error": "query timed out"}
+    with (
+        Stub(200, body) as stub,
+        PrometheusSource(PrometheusSettings(url=stub.url)) as src,
+        pytest.raises(MetricsUnavailable, match=r"HTTP 200 \(timeout: query timed out\) to sum"),
+    ):
+        src.collect([("ns", "m0")])
 
 
 def test_non_json_answer_raises() -> None:
     with (
         Stub(200, b"<html>proxy login</html>") as stub,
         PrometheusSource(PrometheusSettings(url=stub.url)) as src,
-        pytest.raises(MetricsUnavailable, match="proxy login"),
+        pytest.raises(MetricsUnavailable, match=r"HTTP 200 \(<html>proxy login</html>\) to "),
+    ):
+        src.collect([("ns", "m0")])
+
+
+@pytest.mark.parametrize(
+    ("result", "says"),
+    [
+        ([{"metric": {"model_name": "m0"}, "values": [[0, "1"]]}], "a matrix, not a vector"),
+        ([0, "1"], "a scalar or string, not a vector"),
+        ([{"metric": {"model_name": "m0"}, "value": [0]}], "a malformed sample"),
+        ({"m0": 1}, "a result that is not a list"),
+    ],
+)
+def test_an_answer_that_is_not_a_vector_raises(result: Any, says: str) -> None:
+    with pytest.raises(AnswerError, match=says):
+        list(vector_samples(result))
+    body = {"status": "success", "data": {"resultType": "?", "result": result}}
+    with (
+        Stub(200, body) as stub,
+        PrometheusSource(PrometheusSettings(url=stub.url)) as src,
+        pytest.raises(MetricsUnavailable, match=f"answered {says}"),
     ):
         src.collect([("ns", "m0")])
 
 
 def test_nan_inf_and_negative_samples_are_absent() -> None:
+    """Every model has an arrival rate; a NaN, infinite or negative sample of another
+    quantity leaves that quantity unknown (None, or 0 for the token means), never NaN."""
     keys = [("ns", f"m{i}") for i in range(4)]
+    arrivals = build_queries("1m")[0].expr
+
+    def answer(expr: str) -> tuple[int, Any]:
+        if expr == arrivals:
+            return 200, vector("1", "1", "1", "1")
+        return 200, vector("NaN", "+Inf", "-1", "2.5")
+
     with (
-        Stub(200, vector("NaN", "+Inf", "-1", "2.5")) as stub,
+        Stub(answer=answer) as stub,
         PrometheusSource(PrometheusSettings(url=stub.url)) as src,
     ):
         report = src.collect(keys)
-    assert set(report.loads) == {("ns", "m3")}
-    assert report.get("ns", "m3").arrival_rate_rpm == 150.0  # 2.5 req/s
-    assert report.get("ns", "m3").itl_ms == 2500.0
-    assert report.get("ns", "m0").itl_ms is None
+    assert set(report.loads) == set(keys)
+    for key in keys[:3]:
+        load = report.loads[key]
+        assert load.arrival_rate_rpm == 60.0
+        assert (load.avg_prompt_tokens, load.avg_output_tokens) == (0.0, 0.0)
+        unknown = (load.itl_ms, load.ttft_ms, load.queue_time_ms, load.running, load.waiting)
+        assert unknown == (None,) * 5 and load.kv_cache_usage is None
+    m3 = report.loads[("ns", "m3")]
+    assert (m3.arrival_rate_rpm, m3.avg_output_tokens, m3.itl_ms) == (60.0, 2.5, 2500.0)
+    assert (m3.running, m3.kv_cache_usage) == (2.5, 2.5)
+    # with the odd samples only, the models are absent: unknown load, not zero load
+    with (
+        Stub(200, vector("NaN", "+Inf", "-1")) as stub,
+        PrometheusSource(PrometheusSettings(url=stub.url)) as src,
+    ):
+        assert src.collect(keys).loads == {}
 
 
 def test_empty_answers_leave_the_model_absent_and_its_va_unsized(
@@ -355,30 +512,60 @@ def test_bearer_token_is_read_at_each_request_and_never_logged(
         token_file.unlink()
         with pytest.raises(MetricsUnavailable, match="bearer token file") as err:
             src.collect([("ns", "m0")])
-    assert stub.authorizations[0] == "Bearer first-secret"
-    assert stub.authorizations[-1] == "Bearer second-secret"
+    assert stub.seen[0].authorization == "Bearer first-secret"
+    assert stub.seen[-1].authorization == "Bearer second-secret"
+    assert len(stub.seen) == 2 * len(src.queries)  # nothing sent without a token
     assert "secret" not in str(err.value) and "secret" not in caplog.text
 
 
-def test_https_with_ca_file(tmp_path: Path) -> None:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [
-            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
-            *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"),
-            *("-addext", "subjectAltName=IP:127.0.0.1"),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    with Stub(200, vector("1"), tls=(cert, key)) as stub:
-        with PrometheusSource(PrometheusSettings(url=stub.url, ca_file=cert)) as trusted:
-            assert trusted.collect([("ns", "m0")]).get("ns", "m0").arrival_rate_rpm == 60.0
+def test_https_bearer_token_and_warnings_through_a_proxy_to_real_prometheus(
+    served: list[Pod],
+    prometheus_server: PrometheusServer,
+    pki: Pki,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """HTTPS with a certificate from our own CA, a bearer token the proxy checks, and
+    Prometheus' answers with a warning added: the real load is read, each warning logged
+    with its query, the token never."""
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret-token\n")
+    warning = "partial response: store 10.0.0.7:10901 unavailable"
+    tls = (pki.server_cert, pki.server_key)
+    caplog.set_level(logging.DEBUG)
+    with AuthProxy(prometheus_server.url, "s3cret-token", tls, (warning,)) as proxy:
+        settings = PrometheusSettings(
+            url=proxy.url, window=f"{WINDOW_S}s", ca_file=pki.ca, bearer_token_file=token_file
+        )
+        with PrometheusSource(settings) as src:
+            report = src.collect([M1, M2])
+        assert report.get(*M2).arrival_rate_rpm == pytest.approx(60 * 8, rel=0.05)
+        assert (report.get(*M1).running, report.get(*M2).waiting) == (6, 3)
+        assert proxy.queries() == [q.expr for q in src.queries]
+        assert {s.method for s in proxy.seen} == {"GET"}
+        logged = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert logged == [f"Prometheus warning for {q.expr}: {warning}" for q in src.queries]
+        assert "s3cret" not in caplog.text
+
+        token_file.write_text("an-old-token")
         with (
-            PrometheusSource(PrometheusSettings(url=stub.url)) as untrusted,
-            pytest.raises(MetricsUnavailable, match="SSLError"),
+            PrometheusSource(settings) as src,
+            pytest.raises(MetricsUnavailable, match=r"answered HTTP 401 \(Unauthorized\) to "),
         ):
-            untrusted.collect([("ns", "m0")])
+            src.collect([M1])
+        # the system's CA bundle does not know ours
+        with (
+            PrometheusSource(settings.model_copy(update={"ca_file": None})) as src,
+            pytest.raises(MetricsUnavailable, match="unreachable: SSLError"),
+        ):
+            src.collect([M1])
+        token_file.write_text("s3cret-token")
+        insecure = settings.model_copy(update={"ca_file": None, "insecure_skip_verify": True})
+        with (
+            PrometheusSource(insecure) as src,
+            pytest.warns(urllib3.exceptions.InsecureRequestWarning),
+        ):
+            assert src.collect([M2]).get(*M2).waiting == 3
 
 
 @pytest.mark.parametrize(

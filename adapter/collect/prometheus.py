@@ -3,6 +3,17 @@
 Every query aggregates `by (namespace, model_name)`, so a cycle costs the same fixed
 number of HTTP requests whether one or five hundred VariantAutoscalings are watched;
 the wanted keys are picked from the answers on our side.
+
+The queries go through prometheus-api-client's `PrometheusConnect.custom_query` (GET
+/api/v1/query) over a requests Session configured here: the CA bundle or no
+verification, a bearer token re-read from its file at every request (a requests auth
+class), no retries (a failed cycle is retried by the next one, on time). The client keeps
+only `data.result` of an answer and reports an HTTP error as the status code and raw
+bytes; a response hook keeps the last answer, so Prometheus' own error message
+(`errorType: error`) and its `warnings` still reach the error and the log. The answer's
+`data.result` is read by `vector_samples`, which does no I/O. Since 0.7.0 the client's
+package `__init__` is lazy: `prometheus_connect` loads requests and the standard library
+only (0.6 loaded pandas and numpy with it).
 """
 
 from __future__ import annotations
@@ -10,13 +21,17 @@ from __future__ import annotations
 import logging
 import math
 import re
+import threading
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 import requests
+from prometheus_api_client.exceptions import PrometheusApiClientException
+from prometheus_api_client.prometheus_connect import PrometheusConnect
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from urllib3.util import Retry
 
 from adapter.collect.metrics import LoadKey, LoadReport, MetricsUnavailable, ModelLoad
 
@@ -109,23 +124,96 @@ def build_queries(window: str, namespace: str | None = None) -> tuple[Query, ...
     )
 
 
+class AnswerError(ValueError):
+    """An answer whose result is not the vector of samples a batched query returns."""
+
+
+def vector_samples(result: object) -> Iterator[tuple[LoadKey, float]]:
+    """The (namespace, model) samples of an instant query's `data.result`.
+
+    Pure: no I/O. Samples without a model_name are skipped; NaN, infinite and negative
+    values are dropped (an idle model's 0/0 means are NaN, never passed on). A result
+    that is not a vector, or a sample without a number, raises AnswerError.
+    """
+    if not isinstance(result, list):
+        raise AnswerError(f"a result that is not a list: {result!r:.200}")
+    for sample in result:
+        if not isinstance(sample, dict):
+            raise AnswerError(f"a scalar or string, not a vector: {result!r:.200}")
+        if "value" not in sample and "values" in sample:
+            raise AnswerError("a matrix, not a vector")
+        labels = sample.get("metric")
+        if not isinstance(labels, dict) or not (model := labels.get("model_name")):
+            continue
+        try:
+            value = float(sample["value"][1])
+        except (KeyError, IndexError, TypeError, ValueError):
+            raise AnswerError(f"a malformed sample {sample!r:.200}") from None
+        if math.isfinite(value) and value >= 0:
+            yield (str(labels.get("namespace", "")), str(model)), value
+
+
+class _BearerTokenFile(requests.auth.AuthBase):
+    """`Authorization: Bearer <token>` with the token read from its file at every request,
+    so a rotated service-account token is picked up without a restart."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        try:
+            token = self.path.read_text().strip()
+        except OSError as exc:
+            raise MetricsUnavailable(
+                f"cannot read the Prometheus bearer token file {self.path}: {exc.strerror}"
+            ) from None
+        if not token:
+            raise MetricsUnavailable(f"the Prometheus bearer token file {self.path} is empty")
+        request.headers["Authorization"] = f"Bearer {token}"
+        return request
+
+
+class _LastResponse(threading.local):
+    """Response hook keeping this thread's last answer, for what the client drops."""
+
+    response: requests.Response | None = None
+
+    def __call__(self, response: requests.Response, *args: object, **kwargs: object) -> None:
+        self.response = response
+
+
 class PrometheusSource:
     """MetricsSource reading vLLM metrics from Prometheus' HTTP API."""
 
     def __init__(
         self, settings: PrometheusSettings, *, session: requests.Session | None = None
     ) -> None:
+        """`session`, if given, is configured here (TLS, auth, hooks) and closed with us."""
         self.settings = settings
         self.queries = build_queries(settings.window, settings.namespace)
-        self._endpoint = f"{settings.url}/api/v1/query"
         self._session = session if session is not None else requests.Session()
-        # passed with every request: a Session-level verify loses to REQUESTS_CA_BUNDLE
-        self._verify: bool | str = True
+        # the client passes verify=session.verify with every request: a CA path or False
+        # beats REQUESTS_CA_BUNDLE, which only replaces True
         if settings.ca_file is not None:
-            self._verify = str(settings.ca_file)
+            self._session.verify = str(settings.ca_file)
         elif settings.insecure_skip_verify:
             log.warning("TLS verification of %s is disabled", settings.url)
-            self._verify = False
+            self._session.verify = False
+        if settings.bearer_token_file is not None:
+            self._session.auth = _BearerTokenFile(settings.bearer_token_file)
+        self._last = _LastResponse()
+        self._session.hooks["response"].append(self._last)
+        # requests takes float seconds; the client's `int` hint is narrower than its use
+        timeout: Any = settings.timeout_s
+        self._client = PrometheusConnect(
+            url=settings.url,
+            session=self._session,
+            # requests' own default: no retry (the client's is 3, with back-off, also on
+            # 5xx answers, which would stretch a failing cycle past its interval)
+            retry=Retry(total=0, read=False),
+            timeout=timeout,
+            method="GET",
+        )
 
     def close(self) -> None:
         self._session.close()
@@ -149,72 +237,58 @@ class PrometheusSource:
             return LoadReport()
         fields: dict[LoadKey, dict[str, float]] = {}
         for query in self.queries:
-            for key, value in self._instant(query.expr):
-                if key in wanted:
-                    fields.setdefault(key, {})[query.field] = value * query.scale
+            result = self._instant(query.expr)
+            try:
+                for key, value in vector_samples(result):
+                    if key in wanted:
+                        fields.setdefault(key, {})[query.field] = value * query.scale
+            except AnswerError as exc:
+                raise MetricsUnavailable(
+                    f"Prometheus at {self.settings.url} answered {exc} to {query.expr}"
+                ) from None
         loads = {key: _model_load(key, values) for key, values in fields.items()}
         return LoadReport(loads=loads, queries=len(self.queries))
 
-    def _headers(self) -> dict[str, str]:
-        path = self.settings.bearer_token_file
-        if path is None:
-            return {}
-        try:
-            token = path.read_text().strip()
-        except OSError as exc:
-            raise MetricsUnavailable(
-                f"cannot read the Prometheus bearer token file {path}: {exc.strerror}"
-            ) from None
-        if not token:
-            raise MetricsUnavailable(f"the Prometheus bearer token file {path} is empty")
-        return {"Authorization": f"Bearer {token}"}
-
-    def _instant(self, expr: str) -> Iterator[tuple[LoadKey, float]]:
-        """Samples of one instant query; NaN, infinite and negative values are dropped."""
+    def _instant(self, expr: str) -> object:
+        """`data.result` of one instant query, its warnings logged; anything but a success
+        answer raises MetricsUnavailable naming the query."""
         url = self.settings.url
+        self._last.response = None
         try:
-            response = self._session.post(
-                self._endpoint,
-                data={"query": expr},
-                headers=self._headers(),
-                timeout=self.settings.timeout_s,
-                verify=self._verify,
-            )
+            result: object = self._client.custom_query(expr)
+            response = self._last.response
+        except (PrometheusApiClientException, requests.JSONDecodeError, KeyError, TypeError):
+            # in turn: any HTTP status but 200; a 200 that is not JSON (a proxy's login
+            # page); a 200 JSON body without data.result (an error answer via a proxy)
+            response = self._last.response
+            if response is None:
+                raise  # not about an answer: a fault of ours or of the client
+            raise MetricsUnavailable(
+                f"Prometheus at {url} answered {_refusal(response)} to {expr}"
+            ) from None
         except requests.RequestException as exc:
             raise MetricsUnavailable(
                 f"Prometheus at {url} is unreachable: {type(exc).__name__}: {exc}"
             ) from exc
-        body = _json(response)
-        if response.status_code != 200 or body is None or body.get("status") != "success":
-            detail = (
-                f"{body.get('errorType')}: {body.get('error')}"
-                if body is not None
-                else response.text[:200]
-            )
-            raise MetricsUnavailable(
-                f"Prometheus at {url} answered HTTP {response.status_code} ({detail}) to {expr}"
-            )
-        for warning in body.get("warnings") or ():
-            log.warning("Prometheus warning for %s: %s", expr, warning)
-        data = body.get("data") or {}
-        if data.get("resultType") != "vector":
-            raise MetricsUnavailable(
-                f"Prometheus at {url} answered a {data.get('resultType')!r}, not a vector,"
-                f" to {expr}"
-            )
-        for sample in data.get("result") or ():
-            labels = sample.get("metric", {})
-            model = labels.get("model_name")
-            if not model:
-                continue
-            try:
-                value = float(sample["value"][1])
-            except (KeyError, IndexError, TypeError, ValueError):
-                raise MetricsUnavailable(
-                    f"Prometheus at {url} answered a malformed sample {sample!r} to {expr}"
-                ) from None
-            if math.isfinite(value) and value >= 0:
-                yield (labels.get("namespace", ""), model), value
+        finally:
+            self._last.response = None
+        # the client drops the warnings; a substring test spares a second JSON parse of
+        # every (possibly large) answer that has none
+        if response is not None and b'"warnings"' in response.content:
+            body = _json(response) or {}
+            for warning in body.get("warnings") or ():
+                log.warning("Prometheus warning for %s: %s", expr, warning)
+        return result
+
+
+def _refusal(response: requests.Response) -> str:
+    """`HTTP <status> (<Prometheus' errorType: error, or the start of the body>)`."""
+    body = _json(response)
+    if body is not None and ("error" in body or "errorType" in body):
+        detail = f"{body.get('errorType')}: {body.get('error')}"
+    else:
+        detail = response.text[:200].strip()
+    return f"HTTP {response.status_code} ({detail})"
 
 
 def _json(response: requests.Response) -> dict[str, Any] | None:
