@@ -2,12 +2,15 @@
 
 Errors in the user's input end with a one-line message naming the object and field,
 and a non-zero exit status; never a traceback.
+
+Each subcommand imports its modules when it runs: the parser needs only the standard
+library and `adapter.defaults`, so `--help` and `optimize` do not wait for grpc,
+kubernetes or the simulator (tests/test_cli_imports.py, bench/startup.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import math
@@ -15,48 +18,23 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from pydantic import ValidationError
-
-from adapter.assemble import AssemblySettings
-from adapter.clock import WallClock
-from adapter.collect.kube import CacheSettings, KubeCache
-from adapter.collect.local import LocalFolder, LocalSourceError
-from adapter.collect.metrics import MetricsSource
-from adapter.collect.prometheus import PrometheusSettings, PrometheusSource
-from adapter.collect.scrape import (
-    ScrapeSettings,
-    ScrapeSource,
-    ScrapeTarget,
-    TargetsFile,
-    TargetsFileError,
-)
-from adapter.engine import Engine, EngineStats, Snapshot
-from adapter.exporter import Exporter
-from adapter.leader import LeaderElector, LeaderSettings, default_identity
-from adapter.memory import tune_allocator
-from adapter.model.kube import DEFAULT_CONFIG_NAMESPACE, ClusterSnapshot
-from adapter.model.system import SATURATION_POLICIES, SystemFormatError, parse_system
-from adapter.optimizer.goformat import go_float32
-from adapter.optimizer.solution import format_log, optimize_parsed, to_json
-from adapter.scaler import (
-    ScalerPool,
-    ScalerSettings,
-    ServerSettings,
-    TlsError,
-    TlsFiles,
-    WorkerError,
-    install_signal_handlers,
-    serve_until,
-)
+from adapter.defaults import DEFAULT_CONFIG_NAMESPACE, SATURATION_POLICIES
 from adapter.settings import SettingsError, check_run_values, env_defaults, env_epilog
-from adapter.sim.command import SimulateInputError
-from adapter.sim.command import add_arguments as add_simulate_arguments
-from adapter.sim.command import run as run_simulate
-from adapter.status import StatusSettings, StatusWriter
+from adapter.sim.arguments import SimulateInputError
+from adapter.sim.arguments import add_arguments as add_simulate_arguments
+
+if TYPE_CHECKING:
+    from adapter.collect.kube import KubeCache
+    from adapter.collect.metrics import MetricsSource
+    from adapter.collect.scrape import ScrapeTarget
+    from adapter.engine import Snapshot
+    from adapter.leader import LeaderElector
+    from adapter.model.kube import ClusterSnapshot
+    from adapter.scaler import TlsFiles
+    from adapter.status import StatusWriter
 
 EXIT_OK = 0
 EXIT_PARTIAL = 1  # some entries were invalid; the rest was solved
@@ -92,6 +70,9 @@ def _read_json(path: str, stdin: TextIO) -> Any:
 
 
 def cmd_optimize(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -> int:
+    from adapter.model.system import SystemFormatError, parse_system
+    from adapter.optimizer.solution import format_log, optimize_parsed, to_json
+
     document = _read_json(args.system, stdin)
     try:
         parsed = parse_system(document)
@@ -128,6 +109,8 @@ def cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) 
 def cmd_simulate(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -> int:
     """The control loops in virtual time (adapter.sim): policies compared on one trace."""
     del err, stdin
+    from adapter.sim.command import run as run_simulate
+
     try:
         return run_simulate(args, out)
     except SimulateInputError as error:
@@ -136,6 +119,12 @@ def cmd_simulate(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: Text
 
 def _optimizer_steps(out: TextIO) -> int:
     """The tutorial's scenario through the optimizer, step by step, as a table."""
+    from importlib import resources
+
+    from adapter.model.system import parse_system
+    from adapter.optimizer.goformat import go_float32
+    from adapter.optimizer.solution import optimize_parsed
+
     samples = resources.files("adapter") / "samples"
     header = (
         f"{'step':<42} {'rate':>8} {'current':>7} {'desired':>7} {'ITL ms':>9} "
@@ -168,6 +157,10 @@ def _optimizer_steps(out: TextIO) -> int:
 
 
 def _scrape_targets(values: Sequence[str], default_namespace: str | None) -> list[ScrapeTarget]:
+    from pydantic import ValidationError
+
+    from adapter.collect.scrape import ScrapeTarget
+
     targets = []
     for value in values:
         namespace, sep, url = value.partition("=")
@@ -190,6 +183,10 @@ def _metrics_source(args: argparse.Namespace, default_namespace: str | None) -> 
             "give exactly one metrics source: --scrape URL..., --scrape-file FILE"
             " or --prometheus URL"
         )
+    from pydantic import ValidationError
+
+    from adapter.collect.scrape import ScrapeSettings, ScrapeSource, TargetsFile, TargetsFileError
+
     if args.scrape:
         return ScrapeSource(
             ScrapeSettings(
@@ -203,6 +200,8 @@ def _metrics_source(args: argparse.Namespace, default_namespace: str | None) -> 
         except TargetsFileError as error:
             raise InputError(f"--scrape-file {error}") from error
         return ScrapeSource(ScrapeSettings(window_s=args.scrape_window), discover=targets.targets)
+    from adapter.collect.prometheus import PrometheusSettings, PrometheusSource
+
     try:
         settings = PrometheusSettings(
             url=args.prometheus,
@@ -228,6 +227,8 @@ class _Cluster:
 
 def _cluster_source(args: argparse.Namespace) -> _Cluster:
     if args.local is not None:
+        from adapter.collect.local import LocalFolder, LocalSourceError
+
         try:
             folder = LocalFolder(args.local, config_namespace=args.config_namespace)
         except LocalSourceError as error:
@@ -237,6 +238,8 @@ def _cluster_source(args: argparse.Namespace) -> _Cluster:
         return _Cluster(folder.snapshot, shared)
     from kubernetes import client as kube_client
     from kubernetes import config as kube_config
+
+    from adapter.collect.kube import CacheSettings, KubeCache
 
     try:
         if args.kubeconfig:
@@ -262,6 +265,8 @@ def _cluster_source(args: argparse.Namespace) -> _Cluster:
 
 
 def _tls(args: argparse.Namespace) -> TlsFiles | None:
+    from adapter.scaler import TlsError, TlsFiles
+
     cert, key, ca = args.grpc_tls_cert_file, args.grpc_tls_key_file, args.grpc_tls_client_ca_file
     if cert is None and key is None:
         if ca is not None:
@@ -280,6 +285,11 @@ def _tls(args: argparse.Namespace) -> TlsFiles | None:
 def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -> int:
     """The adapter: a cycle every --interval seconds, served over gRPC and /metrics."""
     del out, err, stdin  # values were checked by parse_run_settings
+    import asyncio
+
+    from adapter.memory import tune_allocator
+    from adapter.scaler import WorkerError
+
     tls = _tls(args)
     tune_allocator()  # before the cache's threads start
     cluster = _cluster_source(args)
@@ -296,6 +306,20 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -
 async def _serve(
     args: argparse.Namespace, cluster: _Cluster, metrics: MetricsSource, tls: TlsFiles | None
 ) -> int:
+    import asyncio
+
+    from adapter.assemble import AssemblySettings
+    from adapter.clock import WallClock
+    from adapter.engine import Engine, EngineStats
+    from adapter.exporter import Exporter
+    from adapter.scaler import (
+        ScalerPool,
+        ScalerSettings,
+        ServerSettings,
+        install_signal_handlers,
+        serve_until,
+    )
+
     clock = WallClock()
     staleness = args.staleness if args.staleness is not None else 3 * args.interval
     engine: Engine | None = None
@@ -321,6 +345,9 @@ async def _serve(
     elector: LeaderElector | None = None
     if cluster.api_client is not None and not args.no_status:
         from kubernetes import client as kube_client
+
+        from adapter.leader import LeaderElector, LeaderSettings, default_identity
+        from adapter.status import StatusSettings, StatusWriter
 
         if args.leader_election:
             elector = LeaderElector(
@@ -358,6 +385,9 @@ async def _serve(
         port=args.metrics_port,
         max_age_s=staleness,
         kubernetes_errors=kubernetes_errors,
+        serving=server.serving,  # /readyz: gRPC is served, whatever the snapshot's age
+        last_attempt=lambda: engine.last_attempt if engine is not None else None,  # /healthz
+        interval_s=args.interval,
     )
 
     def published(snapshot: Snapshot) -> None:

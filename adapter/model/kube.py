@@ -19,6 +19,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+# in adapter.defaults: `wva-adapter --help` shows it without importing this module
+from adapter.defaults import DEFAULT_CONFIG_NAMESPACE as DEFAULT_CONFIG_NAMESPACE
+
 GROUP = "llmd.ai"
 VERSION = "v1alpha1"
 PLURAL = "variantautoscalings"
@@ -28,7 +31,6 @@ API_VERSION = f"{GROUP}/{VERSION}"
 ACCELERATOR_LABEL = "inference.optimization/acceleratorName"
 ACCELERATOR_COSTS_CONFIGMAP = "accelerator-unit-costs"
 SERVICE_CLASSES_CONFIGMAP = "service-classes-config"
-DEFAULT_CONFIG_NAMESPACE = "inferno-autoscaler-system"
 GPU_VENDORS: tuple[str, ...] = ("nvidia.com", "amd.com", "intel.com")
 
 _DECIMAL = re.compile(r"^\d+(\.\d+)?$")

@@ -38,6 +38,7 @@ from typing import Literal, Protocol
 from adapter.assemble import AssemblySettings, build_system
 from adapter.collect.metrics import LoadKey, LoadReport, ModelLoad
 from adapter.collect.scrape import Scrape, ScrapeTotals
+from adapter.defaults import SIM_POLICIES
 from adapter.emulator.batching import ServingProfile
 from adapter.engine import CycleError, Engine, metric_keys
 from adapter.model.kube import (
@@ -57,7 +58,7 @@ from adapter.sim.hpa import (
     ScaledObjectSpec,
 )
 
-POLICIES = ("ours", "wva-tutorial", "keda-queue")
+POLICIES = SIM_POLICIES  # ("ours", "wva-tutorial", "keda-queue"): the CLI lists them
 DESCRIPTIONS = {
     "ours": "adapter every 15 s, arrivals = completions + growth of running + waiting over"
     " the 15 s window (as the pod scraper) -> KEDA/HPA as keda/scaledobject.yaml",

@@ -1,0 +1,29 @@
+"""Names and defaults that the command line shows, importable at no cost.
+
+`wva-adapter --help` builds every subcommand's parser; the values it shows live here,
+and the modules they belong to import them from here, so that building the parser
+loads no pydantic, YAML, numpy or simulator (tests/test_cli_imports.py). Standard
+library only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# adapter.model.kube: where the accelerator-unit-costs and service-classes-config
+# ConfigMaps (and the leader-election Lease) live by default
+DEFAULT_CONFIG_NAMESPACE = "inferno-autoscaler-system"
+
+# adapter.model.system: the optimizer's saturation policies (its `SaturationPolicy`)
+SATURATION_POLICIES: tuple[str, ...] = (
+    "None",
+    "PriorityExhaustive",
+    "PriorityRoundRobin",
+    "RoundRobin",
+)
+
+# adapter.collect.local: the tutorial's objects as YAML (a source checkout's deploy/samples)
+DEFAULT_SAMPLES = Path(__file__).resolve().parents[1] / "deploy" / "samples"
+
+# adapter.sim.policies: the policies `wva-adapter simulate` compares
+SIM_POLICIES: tuple[str, ...] = ("ours", "wva-tutorial", "keda-queue")

@@ -1,0 +1,99 @@
+"""The arguments of `wva-adapter simulate`, light enough for `wva-adapter --help`.
+
+Standard library and `adapter.defaults` only: `adapter.sim.command` runs the command,
+and is imported only when it runs (tests/test_cli_imports.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+from adapter.defaults import DEFAULT_SAMPLES
+from adapter.defaults import SIM_POLICIES as POLICIES
+
+TRACES = ("step", "step-saturating", "ramp", "diurnal", "bursty")
+DEFAULT_DURATION_S = 3600.0
+_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?$")
+
+
+class SimulateInputError(ValueError):
+    """An argument or input file the simulation cannot use; the message says which."""
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from `90`, `90s`, `30m`, `2h` or `1h30m`."""
+    match = _DURATION.match(text.strip())
+    if not text.strip() or match is None or not any(match.groups()):
+        raise SimulateInputError(f"{text!r} is not a duration like 3600, 90s, 30m, 2h or 1h30m")
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+    return hours * 3600.0 + minutes * 60.0 + seconds
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--trace",
+        default="step",
+        metavar="SHAPE|FILE.csv",
+        help=f"{', '.join(TRACES)}, or a CSV of 'time_s,rate_rps' lines (default step)",
+    )
+    parser.add_argument(
+        "--duration",
+        type=_duration_arg,
+        help="virtual run length: 3600, 90s, 30m, 2h (default 1h; a CSV's last time)",
+    )
+    parser.add_argument(
+        "--policies",
+        default=",".join(POLICIES),
+        help=f"comma-separated, from {', '.join(POLICIES)} (default all)",
+    )
+    parser.add_argument("--seed", type=int, default=1, help="arrivals and bursts (default 1)")
+    parser.add_argument(
+        "--phase",
+        type=float,
+        default=0.0,
+        help="each policy's first decision, as a fraction in [0, 1) of its cycle (default 0)",
+    )
+    parser.add_argument(
+        "--hpa-phase",
+        type=_duration_arg,
+        help="ours: the HPA's sync after each adapter cycle, e.g. 7.5 (default half a cycle)",
+    )
+    parser.add_argument(
+        "--startup-delay",
+        type=_duration_arg,
+        default=60.0,
+        help="a new replica's time to ready, e.g. 60 or 2m (default 60 s)",
+    )
+    parser.add_argument(
+        "--samples",
+        default=str(DEFAULT_SAMPLES),
+        metavar="DIR",
+        help="VariantAutoscaling, ConfigMaps, Nodes, Deployment as YAML (default deploy/samples)",
+    )
+    parser.add_argument("--variant", metavar="NS/NAME", help="the VA to run (default: the only)")
+    parser.add_argument("--min-replicas", type=int, default=1)
+    parser.add_argument("--max-replicas", type=int, default=8)
+    parser.add_argument("--prompt-tokens", type=int, default=128)
+    parser.add_argument("--output-tokens", type=int, default=512)
+    parser.add_argument(
+        "--token-spread",
+        type=float,
+        default=0.0,
+        help="token counts uniform within +-this fraction of the means (default 0)",
+    )
+    parser.add_argument("--json", metavar="PATH", help="write the report as JSON")
+    parser.add_argument("--plot", metavar="PATH", help="write the plot (PNG)")
+    parser.add_argument(
+        "--stepwise",
+        action="store_true",
+        help="simulate every decode step with ReplicaEngine (slow; same results)",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every adapter cycle")
+
+
+def _duration_arg(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except SimulateInputError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
