@@ -7,24 +7,29 @@ milliseconds, slo-itl and slo-ttw milliseconds, slo-tps tokens/second.
 
 Parsing is per entry: one malformed accelerator, model, class or server is reported
 as a `Problem` naming it and the field, and every other entry is still usable.
+
+Service classes come in two shapes, both read into the same `ServiceClassSpec`, so a
+problem gives identical results in either (see `_parse_service_classes`):
+- flat, one entry per (class, model): `{name, model, priority, slo-itl, slo-ttw,
+  slo-tps}`. This is what optimizer-light v0.3.0 reads and what the tutorial's
+  controller logged, so its logged SystemSpecs can be replayed as they are;
+- nested, one entry per class: `{name, priority, modelTargets: [{model, slo-itl,
+  slo-ttw, slo-tps}]}`, the newest shape.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+# in adapter.defaults: `wva-adapter --help` lists them without importing this module
+from adapter.defaults import SATURATION_POLICIES as SATURATION_POLICIES
+
 SaturationPolicy = Literal["None", "PriorityExhaustive", "PriorityRoundRobin", "RoundRobin"]
-SATURATION_POLICIES: tuple[str, ...] = (
-    "None",
-    "PriorityExhaustive",
-    "PriorityRoundRobin",
-    "RoundRobin",
-)
 
 
 class _Shape(BaseModel):
@@ -98,6 +103,12 @@ class ModelTarget(_Shape):
 
 
 class ServiceClassSpec(_Shape):
+    """A service class: its priority and the SLO targets of each model served in it.
+
+    The nested (newest) shape of an entry, and the one form the optimizer uses: flat
+    entries are grouped into it by `_parse_service_classes`.
+    """
+
     name: str = Field(min_length=1)
     priority: int = Field(0, description="lower is more important; negative counts as 0")
     model_targets: tuple[ModelTarget, ...] = Field((), alias="modelTargets")
@@ -112,6 +123,34 @@ class ServiceClassSpec(_Shape):
             if target.model == model:
                 return target
         return None
+
+
+class FlatServiceClassEntry(_Shape):
+    """One (class, model) pair in the flat shape of optimizer-light v0.3.0.
+
+    The tutorial's controller logged its SystemSpec in this shape, one entry per
+    (class, model) with the class's priority repeated in each. It is read only to be
+    grouped into a `ServiceClassSpec`; the SLO fields are validated as `ModelTarget`'s.
+    """
+
+    name: str = Field(min_length=1)
+    model: str = Field(min_length=1)
+    priority: int = Field(0, description="lower is more important; negative counts as 0")
+    slo_itl: float = Field(0, ge=0, alias="slo-itl", description="mean inter-token latency, ms")
+    slo_ttw: float = Field(0, ge=0, alias="slo-ttw", description="P95 queueing wait, ms")
+    slo_tps: float = Field(0, ge=0, alias="slo-tps", description="throughput target, tokens/s")
+
+    _check = field_validator("slo_itl", "slo_ttw", "slo_tps")(_finite)
+
+    @field_validator("priority")
+    @classmethod
+    def _clamp_priority(cls, value: int) -> int:
+        return max(value, 0)
+
+    def target(self) -> ModelTarget:
+        return ModelTarget(
+            model=self.model, slo_itl=self.slo_itl, slo_ttw=self.slo_ttw, slo_tps=self.slo_tps
+        )
 
 
 class LoadSpec(_Shape):
@@ -240,17 +279,26 @@ def _section(doc: Mapping[str, Any], outer: str, inner: str) -> list[Any]:
     return entries
 
 
+def _parse_entry(
+    raw: Any, index: int, shape: type[_M], kind: str, path: str, problems: list[Problem]
+) -> _M | None:
+    try:
+        return shape.model_validate(raw)
+    except ValidationError as error:
+        name = _entry_name(raw, index)
+        for loc, message in _describe(error):
+            problems.append(Problem(kind, name, f"{path}[{index}].{loc}", message))
+        return None
+
+
 def _parse_entries(
     entries: Sequence[Any], shape: type[_M], kind: str, path: str, problems: list[Problem]
 ) -> list[_M]:
     parsed: list[_M] = []
     for index, raw in enumerate(entries):
-        try:
-            parsed.append(shape.model_validate(raw))
-        except ValidationError as error:
-            name = _entry_name(raw, index)
-            for loc, message in _describe(error):
-                problems.append(Problem(kind, name, f"{path}[{index}].{loc}", message))
+        entry = _parse_entry(raw, index, shape, kind, path, problems)
+        if entry is not None:
+            parsed.append(entry)
     return parsed
 
 
@@ -268,6 +316,121 @@ def _unique(
         seen.add(name)
         kept.append(item)
     return kept
+
+
+_FLAT_KEYS = frozenset(("model", "slo-itl", "slo-ttw", "slo-tps", "slo_itl", "slo_ttw", "slo_tps"))
+_NESTED_KEYS = frozenset(("modelTargets", "model_targets"))
+_CLASSES = "serviceClassData.serviceClasses"
+_DUPLICATE = "duplicate entry; the first one is used"
+
+
+@dataclass(slots=True)
+class _ClassGroup:
+    """A service class being assembled from its entries (see `_parse_service_classes`)."""
+
+    spec: ServiceClassSpec  # name and priority; targets are collected in `targets`
+    first_index: int
+    flat: bool
+    targets: list[ModelTarget]
+    conflict: bool = False
+    models: set[str] = field(default_factory=set)  # of `targets`: a set, for 1000s of models
+
+    def __post_init__(self) -> None:
+        self.models.update(target.model for target in self.targets)
+
+    def add_target(self, target: ModelTarget, field: str, problems: list[Problem]) -> None:
+        """One target per (class, model): a repeated model is dropped, like any duplicate."""
+        if target.model in self.models:
+            problems.append(
+                Problem("serviceClass", f"{self.spec.name}/{target.model}", field, _DUPLICATE)
+            )
+        else:
+            self.targets.append(target)
+            self.models.add(target.model)
+
+
+def _parse_service_classes(
+    entries: Sequence[Any], problems: list[Problem]
+) -> tuple[list[ServiceClassSpec], dict[str, str]]:
+    """Read `serviceClassData.serviceClasses` in either shape into one class per name.
+
+    Returns the usable classes, in the order their names first appear, and the classes
+    refused as a whole, by name, with the reason (for the servers that use them).
+
+    An entry with `model` or a top-level `slo-*` field is flat, one with `modelTargets`
+    nested; an entry with both is refused, since which SLOs hold would be a guess. The
+    two shapes may be mixed in one document because each class name is defined in one
+    shape only, so no mix is ambiguous:
+    - flat entries with the same name are grouped into one class, one target per entry,
+      and must give the same priority (compared as the solver uses it: absent is 0,
+      negative counts as 0). A class whose entries disagree is refused as a whole, and
+      named. optimizer-light v0.3.0 silently keeps the first entry's priority; we do not
+      guess, because the priority decides who is served when capacity is short;
+    - a nested entry is a whole class: a later entry of either shape with its name is a
+      duplicate, and so is a nested entry for a name that flat entries already define;
+    - a repeated (class, model) pair, within one modelTargets list or across flat
+      entries, keeps the first target, like every other duplicate in the document.
+    Both shapes thus give equal `ServiceClassSpec`s, hence identical solutions.
+    """
+    groups: dict[str, _ClassGroup] = {}
+    for index, raw in enumerate(entries):
+        path = f"{_CLASSES}[{index}]"
+        keys = set(raw) if isinstance(raw, Mapping) else set()
+        is_flat, is_nested = bool(keys & _FLAT_KEYS), bool(keys & _NESTED_KEYS)
+        if is_flat and is_nested:
+            message = "give either modelTargets or model and slo-* fields, not both"
+            problems.append(
+                Problem("serviceClass", _entry_name(raw, index), f"{path}.modelTargets", message)
+            )
+            continue
+        if not is_flat:
+            nested = _parse_entry(raw, index, ServiceClassSpec, "serviceClass", _CLASSES, problems)
+            if nested is None:
+                continue
+            if nested.name in groups:
+                problems.append(Problem("serviceClass", nested.name, "name", _DUPLICATE))
+                continue
+            group = _ClassGroup(nested, index, flat=False, targets=[])
+            groups[nested.name] = group
+            for position, target in enumerate(nested.model_targets):
+                group.add_target(target, f"{path}.modelTargets[{position}].model", problems)
+            continue
+        flat = _parse_entry(raw, index, FlatServiceClassEntry, "serviceClass", _CLASSES, problems)
+        if flat is None:
+            continue
+        existing = groups.get(flat.name)
+        if existing is None:
+            spec = ServiceClassSpec(name=flat.name, priority=flat.priority)
+            groups[flat.name] = _ClassGroup(spec, index, flat=True, targets=[flat.target()])
+        elif not existing.flat:
+            problems.append(Problem("serviceClass", flat.name, "name", _DUPLICATE))
+        elif flat.priority != existing.spec.priority:
+            given = "" if "priority" in flat.model_fields_set else " (not given)"
+            problems.append(
+                Problem(
+                    "serviceClass",
+                    flat.name,
+                    f"{path}.priority",
+                    f"priority {flat.priority}{given} differs from priority "
+                    f"{existing.spec.priority} in {_CLASSES}[{existing.first_index}]: the "
+                    "entries of one class must agree; the class is not used",
+                )
+            )
+            existing.conflict = True
+        else:
+            existing.add_target(flat.target(), f"{path}.model", problems)
+
+    classes = [
+        group.spec.model_copy(update={"model_targets": tuple(group.targets)})
+        for group in groups.values()
+        if not group.conflict
+    ]
+    refused = {
+        name: "its entries give different priorities"
+        for name, group in groups.items()
+        if group.conflict
+    }
+    return classes, refused
 
 
 def parse_system(document: Any) -> ParsedSystem:
@@ -301,17 +464,8 @@ def parse_system(document: Any) -> ParsedSystem:
         "modelData.models",
         problems,
     )
-    classes = _unique(
-        _parse_entries(
-            _section(document, "serviceClassData", "serviceClasses"),
-            ServiceClassSpec,
-            "serviceClass",
-            "serviceClassData.serviceClasses",
-            problems,
-        ),
-        lambda c: c.name,
-        "serviceClass",
-        problems,
+    classes, refused_classes = _parse_service_classes(
+        _section(document, "serviceClassData", "serviceClasses"), problems
     )
     raw_servers = _section(document, "serverData", "servers")
     servers = _parse_entries(raw_servers, ServerSpec, "server", "serverData.servers", problems)
@@ -374,6 +528,12 @@ def parse_system(document: Any) -> ParsedSystem:
         service_class = by_class.get(server.service_class)
         if server.name in seen_servers:
             reason = ("name", "duplicate server name; the first one is used")
+        elif server.service_class in refused_classes:
+            reason = (
+                "class",
+                f"service class {server.service_class!r} is not used: "
+                f"{refused_classes[server.service_class]}",
+            )
         elif service_class is None:
             reason = ("class", f"unknown service class {server.service_class!r}")
         elif (server.service_class, server.model) not in targeted:
