@@ -9,6 +9,16 @@ Kubernetes unreadable) publishes nothing: the previous snapshot stays, and its a
 tells readers how stale it is. It never publishes zero load in place of unknown load.
 A cycle that fails on anything else (a bug, input nobody anticipated) is handled the same
 way, its traceback logged: one bad input must not crash-loop the adapter.
+
+Scraping pods, the first scrape has nothing to rate against. That cycle is a baseline,
+not a failure (`BaselineCycle`: logged at INFO, not counted in `cycle_errors_total`),
+but it publishes nothing either: unknown load is never sized as zero. The cycles after
+it that still have no rate are failures again (targets that change faster than the
+interval would otherwise never be rated, and never be warned about).
+
+`last_attempt` is when the loop last started a cycle, whatever its outcome: `/healthz`
+tells a hung loop (no attempt for several intervals, the kubelet restarts the pod) from a
+failing backend (attempts that fail, which a restart would not cure).
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ from adapter.collect.metrics import (
     LoadReport,
     MetricsSource,
     MetricsUnavailable,
+    MetricsWarmingUp,
     ModelLoad,
 )
 from adapter.memory import release_free_memory
@@ -87,6 +98,14 @@ class InternalCycleError(CycleError):
     """A cycle failed on an unexpected exception; already logged with its traceback."""
 
 
+class BaselineCycle(CycleError):
+    """The metrics source took its first reading: rates need the next cycle's.
+
+    A normal start, not a failure: logged at INFO and not counted as an error. It
+    publishes no snapshot all the same (no rate is unknown load, never zero load).
+    """
+
+
 @dataclass
 class EngineStats:
     cycles_total: int = 0
@@ -132,14 +151,28 @@ class Engine:
         self._on_snapshot = on_snapshot
         self._latest: Snapshot | None = None
         self._cycle = 0
+        self._last_attempt: float | None = None
+        # A source warming up is taken as a baseline, once: until a collection ends
+        # otherwise (rates, or another failure), more warming up is a failure.
+        self._may_take_baseline = True
         self.stats = EngineStats()
 
     @property
     def latest(self) -> Snapshot | None:
         return self._latest
 
+    @property
+    def last_attempt(self) -> float | None:
+        """When the latest cycle attempt started (the clock's monotonic seconds), whatever
+        its outcome; None before the first. A loop that stops attempting is hung, one
+        whose attempts fail is not: `/healthz` tells them apart with this."""
+        return self._last_attempt
+
     def run_cycle(self) -> Snapshot:
         """One cycle. Raises CycleError, keeping the old snapshot, if it fails.
+
+        BaselineCycle (a CycleError) is the metrics source's first reading: no snapshot
+        either, but not a failure (not counted, not warned about by `run`).
 
         Unreadable inputs are expected failures. Any other exception (a bug, or input
         nobody anticipated) must not take the adapter down either: it is logged with its
@@ -148,12 +181,15 @@ class Engine:
         """
         started_wall = self._clock.now()
         started = self._clock.monotonic()
+        self._last_attempt = started
         self._cycle += 1
         self.stats.cycles_total += 1
         try:
             cluster = self._cluster()
             keys = metric_keys(cluster)
             loads = self._collect(keys)
+        except BaselineCycle:
+            raise  # not a failure: nothing to count
         except CycleError as error:
             self.stats.cycle_errors_total += 1
             self.stats.last_error = str(error)
@@ -250,15 +286,34 @@ class Engine:
         self.stats.last_error = f"internal error: {type(error).__name__}: {error}"
 
     def _collect(self, keys: Collection[LoadKey]) -> LoadReport:
+        """The load, or CycleError; BaselineCycle when the source took its first reading.
+
+        Warming up right after a baseline is a failure: the baseline did not bring a rate
+        (e.g. targets replaced at every cycle), and that must be warned about and counted.
+        """
         try:
-            return self._metrics.collect(keys)
+            loads = self._metrics.collect(keys)
+        except MetricsWarmingUp as error:
+            if self._may_take_baseline:
+                self._may_take_baseline = False
+                raise BaselineCycle(
+                    f"first scrape taken as baseline; rates from the next cycle ({error})"
+                ) from error
+            self.stats.metrics_errors_total += 1
+            raise CycleError(
+                f"metrics unavailable: {error} (still no rate after the baseline cycle)"
+            ) from error
         except MetricsUnavailable as error:
+            self._may_take_baseline = True
             self.stats.metrics_errors_total += 1
             raise CycleError(f"metrics unavailable: {error}") from error
         except Exception as error:  # a bug or an answer nobody anticipated: not the cluster
+            self._may_take_baseline = True
             self.stats.metrics_errors_total += 1
             log.exception("cycle %d: the metrics source failed unexpectedly", self._cycle)
             raise CycleError(f"metrics source failed: {type(error).__name__}: {error}") from error
+        self._may_take_baseline = True
+        return loads
 
     async def run(self, stop: asyncio.Event, max_cycles: int | None = None) -> None:
         """Cycle every `interval_s` until `stop` is set (or after `max_cycles` cycles).
@@ -286,6 +341,11 @@ class Engine:
         while not stop.is_set():
             try:
                 await asyncio.to_thread(self._cycle_and_settle, done)
+            except BaselineCycle:
+                log.info(
+                    "cycle %d: first scrape taken as baseline; rates from the next cycle",
+                    self._cycle,
+                )
             except InternalCycleError:
                 pass  # run_cycle logged it with its traceback
             except CycleError as error:

@@ -33,6 +33,15 @@ and the timestamp stay), so an HPA reading them through prometheus-adapter freez
 its current scale instead of following an outdated recommendation, as the KEDA scaler
 answers UNAVAILABLE.
 
+Probes (`MetricsServer`, the kubelet's): `/readyz` is 200 while the process serves the
+external scaler's gRPC (`serving`), stale snapshot or not. A stale snapshot is answered
+UNAVAILABLE call by call, which KEDA's fallback handles; an unready pod instead leaves
+the Service, and during a Prometheus outage every replica would go unready together: the
+Service empties, KEDA gets connection errors, and the PodDisruptionBudget blocks node
+drains. `/healthz` fails when the engine loop has attempted no cycle for
+`liveness_limit(interval)` (a hung loop, which a restart cures), not when its cycles fail
+(a failing backend, which a restart does not cure). Both bodies say why.
+
 The `namespace` label collision: Prometheus' Kubernetes service discovery attaches the
 target's own `namespace` label (the adapter's namespace). Without `honorLabels: true` in
 the ServiceMonitor (`honor_labels: true` in a scrape config), Prometheus renames ours to
@@ -50,6 +59,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
@@ -73,8 +83,11 @@ __all__ = [
     "DURATION_BUCKETS",
     "REASONS",
     "Exporter",
+    "LoopLiveness",
     "MetricsServer",
+    "Probe",
     "SnapshotCollector",
+    "liveness_limit",
     "reason_code",
 ]
 
@@ -384,11 +397,94 @@ def _bound(value: float) -> str:
     return repr(float(value))
 
 
+# ---------------------------------------------------------------- probes
+
+# /healthz: the engine loop must have attempted a cycle within
+# max(LIVENESS_CYCLES x interval, interval + LIVENESS_MARGIN_S). Attempts start one interval
+# after the previous one ended, so the margin is the longest a cycle may legitimately take
+# (9 PromQL queries against a slow Prometheus with a 10 s timeout each; 100 hung pods
+# scraped 10 at a time with a 5 s timeout: 50 s).
+LIVENESS_CYCLES = 3.0
+LIVENESS_MARGIN_S = 60.0
+# Before the first attempt: the serving processes start first (ScalerPool allows them
+# 60 s), then the loop's first attempt is immediate.
+STARTUP_GRACE_S = 60.0
+
+
+def liveness_limit(interval_s: float) -> float:
+    """Seconds without a cycle attempt after which the engine loop counts as hung."""
+    return max(LIVENESS_CYCLES * interval_s, interval_s + LIVENESS_MARGIN_S)
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """A probe's answer: `ok` is 200 (else 503), `detail` the body, saying why."""
+
+    ok: bool
+    detail: str
+
+
+def _utc(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
+
+
+class LoopLiveness:
+    """`/healthz`: has the engine loop attempted a cycle recently enough?
+
+    `last_attempt` returns when the latest attempt started on `clock`'s monotonic scale
+    (`Engine.last_attempt`), None before the first. Attempts that fail count: a loop that
+    keeps failing on a dead Prometheus is alive, and a restart would not help it. Before
+    the first attempt the loop gets `grace_s` from this object's creation.
+    """
+
+    def __init__(
+        self,
+        last_attempt: Callable[[], float | None],
+        clock: Clock,
+        interval_s: float,
+        *,
+        limit_s: float | None = None,
+        grace_s: float | None = None,
+    ) -> None:
+        self._last_attempt = last_attempt
+        self._clock = clock
+        self.limit_s = liveness_limit(interval_s) if limit_s is None else limit_s
+        self.grace_s = self.limit_s + STARTUP_GRACE_S if grace_s is None else grace_s
+        self._since = clock.monotonic()
+
+    def __call__(self) -> Probe:
+        now = self._clock.monotonic()
+        last = self._last_attempt()
+        if last is None:
+            waited = now - self._since
+            if waited <= self.grace_s:
+                return Probe(
+                    True,
+                    f"ok: starting, no cycle attempted yet ({waited:.1f} s of the "
+                    f"{self.grace_s:g} s start-up grace)",
+                )
+            return Probe(
+                False,
+                f"the engine loop has attempted no cycle since the start, "
+                f"{_utc(self._clock.now() - waited)} ({waited:.1f} s ago; start-up grace "
+                f"{self.grace_s:g} s)",
+            )
+        idle = now - last
+        if idle <= self.limit_s:
+            return Probe(True, f"ok: last cycle attempt {idle:.1f} s ago")
+        return Probe(
+            False,
+            f"the engine loop has attempted no cycle since {_utc(self._clock.now() - idle)} "
+            f"({idle:.1f} s ago; limit {self.limit_s:g} s): it is hung",
+        )
+
+
 # ---------------------------------------------------------------- HTTP
 
 
 class MetricsServer:
-    """`/metrics`, `/healthz` (the process answers) and `/readyz` (`ready()` holds).
+    """`/metrics`, `/healthz` (`live()`) and `/readyz` (`ready()`): 200 or 503 with the
+    probe's detail as the body (without `live`, `/healthz` is 200 while the process answers).
 
     A plain threaded HTTP server on `host:port` (port 0: the OS picks one). `/metrics`
     honours the scraper's Accept header (OpenMetrics or the classic text format).
@@ -397,13 +493,15 @@ class MetricsServer:
     def __init__(
         self,
         registry: CollectorRegistry,
-        ready: Callable[[], bool],
+        ready: Callable[[], Probe],
         *,
+        live: Callable[[], Probe] | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
         self._registry = registry
         self._ready = ready
+        self._live = live
         self._address = (host, port)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -470,16 +568,25 @@ class MetricsServer:
                         return
                     self._send(200, content_type, body)
                 elif path == "/healthz":
-                    self._send(200, "text/plain; charset=utf-8", b"ok\n")
+                    self._probe("/healthz", server._live)
                 elif path == "/readyz":
-                    ok = server._ready()
-                    self._send(
-                        200 if ok else 503,
-                        "text/plain; charset=utf-8",
-                        b"ok\n" if ok else b"no fresh snapshot\n",
-                    )
+                    self._probe("/readyz", server._ready)
                 else:
                     self._send(404, "text/plain; charset=utf-8", b"not found\n")
+
+            def _probe(self, path: str, probe: Callable[[], Probe] | None) -> None:
+                try:
+                    answer = probe() if probe is not None else Probe(True, "ok")
+                except Exception as error:  # a probe that cannot answer is a failed probe
+                    log.exception("%s: the probe failed", path)
+                    answer = Probe(False, f"the probe failed: {type(error).__name__}: {error}")
+                if not answer.ok:
+                    log.debug("%s: 503 %s", path, answer.detail)
+                self._send(
+                    200 if answer.ok else 503,
+                    "text/plain; charset=utf-8",
+                    (answer.detail + "\n").encode(),
+                )
 
             do_HEAD = do_GET
 
@@ -490,8 +597,13 @@ class Exporter:
     """The collector, its own registry and the HTTP server, started and stopped together.
 
     Wiring in `run`: `Exporter(snapshot=lambda: engine.latest, stats=engine.stats,
-    clock=clock, host="0.0.0.0", port=8080, max_age_s=..., kubernetes_errors=...)`, and
+    clock=clock, host="0.0.0.0", port=8080, max_age_s=..., kubernetes_errors=...,
+    serving=pool.serving, last_attempt=lambda: engine.last_attempt, interval_s=...)`, and
     `exporter.observe` in the engine's `on_snapshot` hook.
+
+    `/readyz` follows `serving` (the external scaler's gRPC is served; without it: ready
+    whenever the HTTP server answers), never the snapshot's age. `/healthz` follows
+    `last_attempt` through `LoopLiveness` (without it: healthy whenever it answers).
     """
 
     def __init__(
@@ -505,6 +617,9 @@ class Exporter:
         max_age_s: float | None = 60.0,
         version: str = __version__,
         kubernetes_errors: Callable[[], Mapping[str, int]] | None = None,
+        serving: Callable[[], bool] | None = None,
+        last_attempt: Callable[[], float | None] | None = None,
+        interval_s: float = 15.0,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.collector = SnapshotCollector(
@@ -516,13 +631,34 @@ class Exporter:
             kubernetes_errors=kubernetes_errors,
         )
         self.registry.register(self.collector)
-        self.server = MetricsServer(self.registry, self.collector.fresh, host=host, port=port)
+        self._serving = serving
+        self.liveness = (
+            LoopLiveness(last_attempt, clock, interval_s) if last_attempt is not None else None
+        )
+        self.server = MetricsServer(
+            self.registry, self.readiness, live=self.liveness, host=host, port=port
+        )
 
     def observe(self, snapshot: Snapshot) -> None:
         self.collector.observe(snapshot)
 
+    def readiness(self) -> Probe:
+        """`/readyz`: the external scaler is served. The snapshot's age only adds a note:
+        stale VAs are answered UNAVAILABLE call by call, which KEDA's fallback handles."""
+        if self._serving is not None and not self._serving():
+            return Probe(
+                False, "the KEDA external scaler is not serving (not bound yet, or stopping)"
+            )
+        if self.collector.fresh():
+            return Probe(True, "ok")
+        return Probe(True, "ok; no fresh optimization result: GetMetrics answers UNAVAILABLE")
+
     def ready(self) -> bool:
-        return self.collector.fresh()
+        return self.readiness().ok
+
+    def live(self) -> Probe:
+        """`/healthz`'s answer now (always ok without a `last_attempt`)."""
+        return self.liveness() if self.liveness is not None else Probe(True, "ok")
 
     @property
     def port(self) -> int:

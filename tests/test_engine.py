@@ -18,10 +18,10 @@ import pytest
 from adapter.assemble import Assembly, build_system
 from adapter.clock import ManualClock
 from adapter.collect.local import load_snapshot
-from adapter.collect.metrics import LoadKey, LoadReport
+from adapter.collect.metrics import LoadKey, LoadReport, MetricsWarmingUp
 from adapter.collect.scrape import ScrapeSettings, ScrapeSource, ScrapeTarget
 from adapter.emulator.metrics import MetricsServer, VllmMetrics
-from adapter.engine import CycleError, Engine, InternalCycleError, Snapshot
+from adapter.engine import BaselineCycle, CycleError, Engine, InternalCycleError, Snapshot
 from adapter.model.kube import ClusterSnapshot
 from adapter.scaler import ScalerSettings
 from adapter.scaler.service import Refusal, ScalerService
@@ -75,9 +75,12 @@ def test_first_cycle_waits_for_a_rate_then_decisions_follow_the_load(
     clock = ManualClock()
     engine = make_engine(server, clock)
 
-    with pytest.raises(CycleError, match="scraped once"):
+    with pytest.raises(BaselineCycle, match="taken as baseline") as baseline:
         engine.run_cycle()
+    assert isinstance(baseline.value, CycleError)  # callers that only know CycleError
     assert engine.latest is None  # never a zero-load decision in place of unknown load
+    assert engine.stats.cycles_total == 1
+    assert (engine.stats.cycle_errors_total, engine.stats.metrics_errors_total) == (0, 0)
 
     record(metrics, 120)  # 120 requests in 15 s: 8 req/s, the tutorial's first job
     clock.advance(15)
@@ -141,8 +144,85 @@ def test_unreachable_metrics_keep_the_last_snapshot_and_its_age(
         engine.run_cycle()
     assert engine.latest is good
     assert good.age(clock) == pytest.approx(15.0)
-    assert engine.stats.metrics_errors_total == 2
+    # the failure counts; the first scrape (a baseline) did not
+    assert (engine.stats.metrics_errors_total, engine.stats.cycle_errors_total) == (1, 1)
     assert good.decisions[(NAMESPACE, "vllm")].desired_replicas == 2
+
+
+def test_a_normal_start_logs_the_baseline_at_info_and_a_later_failure_still_warns(
+    pod: tuple[VllmMetrics, MetricsServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    metrics, server = pod
+    clock = ManualClock()
+    engine = make_engine(server, clock)
+    service = ScalerService(lambda: engine.latest, clock, ScalerSettings(staleness_s=45.0))
+    key = (NAMESPACE, "vllm")
+
+    def cycles(count: int) -> None:
+        asyncio.run(asyncio.wait_for(engine.run(asyncio.Event(), max_cycles=count), timeout=30))
+
+    record(metrics, 120)
+    with caplog.at_level(logging.INFO, logger="adapter.engine"):
+        cycles(1)
+    (baseline,) = [r for r in caplog.records if "baseline" in r.getMessage()]
+    assert (baseline.levelno, baseline.getMessage()) == (
+        logging.INFO,
+        "cycle 1: first scrape taken as baseline; rates from the next cycle",
+    )
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert (engine.stats.cycle_errors_total, engine.stats.metrics_errors_total) == (0, 0)
+    # ... and no decision on unknown load: the scaler has nothing to answer yet
+    assert engine.latest is None
+    with pytest.raises(Refusal) as refused:
+        service.desired(key)
+    assert refused.value.code == grpc.StatusCode.UNAVAILABLE
+
+    record(metrics, 120)
+    clock.advance(15)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="adapter.engine"):
+        cycles(1)  # the second scrape gives a rate: a decision
+    assert service.desired(key) == 1
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+    server.stop()  # a later cycle that genuinely fails warns, and counts
+    clock.advance(15)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="adapter.engine"):
+        cycles(1)
+    (failure,) = [
+        r for r in caplog.records if r.name == "adapter.engine" and r.levelno >= logging.WARNING
+    ]
+    assert failure.levelno == logging.WARNING
+    assert failure.getMessage().startswith(
+        "cycle 3 failed, keeping the previous decisions: metrics unavailable: all 1 vLLM"
+    )
+    assert (engine.stats.cycle_errors_total, engine.stats.metrics_errors_total) == (1, 1)
+
+
+class AlwaysWarmingUp:
+    """A source whose targets are new at every cycle: it never has a rate."""
+
+    def collect(self, keys: Collection[LoadKey]) -> LoadReport:
+        raise MetricsWarmingUp("vLLM metrics targets scraped once only; rates need a second scrape")
+
+
+def test_no_rate_after_the_baseline_is_a_failure_again(caplog: pytest.LogCaptureFixture) -> None:
+    cluster = load_snapshot(SAMPLES)
+    engine = Engine(
+        cluster=lambda: cluster, metrics=AlwaysWarmingUp(), clock=ManualClock(), interval_s=15.0
+    )
+    with caplog.at_level(logging.INFO, logger="adapter.engine"):
+        asyncio.run(asyncio.wait_for(engine.run(asyncio.Event(), max_cycles=3), timeout=30))
+    levels = [(r.levelno, r.getMessage().split(":")[0]) for r in caplog.records]
+    assert levels == [
+        (logging.INFO, "cycle 1"),
+        (logging.WARNING, "cycle 2 failed, keeping the previous decisions"),
+        (logging.WARNING, "cycle 3 failed, keeping the previous decisions"),
+    ]
+    assert "still no rate after the baseline cycle" in caplog.records[1].getMessage()
+    assert (engine.stats.cycle_errors_total, engine.stats.metrics_errors_total) == (2, 2)
+    assert engine.latest is None
 
 
 def _with_second_va(model_id: Any) -> ClusterSnapshot:

@@ -1,8 +1,10 @@
-"""The snapshot exporter: exact samples, vanishing series, no 0 for unsolved VAs, readiness."""
+"""The snapshot exporter: exact samples, vanishing series, no 0 for unsolved VAs, and the
+kubelet's probes (readiness follows gRPC serving, liveness the engine loop's attempts)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
+from datetime import UTC, datetime
 from types import MappingProxyType
 
 import pytest
@@ -15,9 +17,18 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from adapter.assemble import SloChoice
 from adapter.clock import ManualClock
-from adapter.collect.metrics import ModelLoad
-from adapter.engine import EngineStats, Snapshot, VariantDecision
-from adapter.exporter import Exporter, SnapshotCollector, reason_code
+from adapter.collect.local import load_snapshot
+from adapter.collect.metrics import LoadKey, LoadReport, MetricsUnavailable, ModelLoad
+from adapter.engine import CycleError, Engine, EngineStats, Snapshot, VariantDecision
+from adapter.exporter import (
+    Exporter,
+    LoopLiveness,
+    Probe,
+    SnapshotCollector,
+    liveness_limit,
+    reason_code,
+)
+from tests.kube_helpers import SAMPLES
 
 Sample = tuple[str, frozenset[tuple[str, str]]]
 
@@ -287,12 +298,13 @@ def test_deleted_variant_series_vanish_and_the_reason_follows(clock: ManualClock
 
 def test_stale_snapshot_withholds_decisions_but_reports_its_age(clock: ManualClock) -> None:
     box = Box(make_snapshot(clock))
-    exporter = Exporter(box, EngineStats(), clock, max_age_s=30.0)
+    exporter = Exporter(box, EngineStats(), clock, max_age_s=30.0, serving=lambda: True)
     clock.advance(30.0)
-    assert exporter.ready()
+    assert exporter.collector.fresh()
     assert any(name == "wva_desired_replicas" for name, _ in scrape(exporter))
     clock.advance(0.5)
-    assert not exporter.ready()
+    assert not exporter.collector.fresh()
+    assert exporter.ready()  # stale is answered per call (UNAVAILABLE), not by leaving
     got = scrape(exporter)
     assert got[("wva_snapshot_age_seconds", frozenset())] == 30.5
     assert ("wva_last_successful_cycle_timestamp_seconds", frozenset()) in got
@@ -306,7 +318,7 @@ def test_no_snapshot_yet(clock: ManualClock) -> None:
     assert got[("wva_cycle_duration_seconds_count", frozenset())] == 0.0
     assert not [name for name, _ in got if name.startswith("wva_snapshot_age")]
     assert not [name for name, _ in got if name == "wva_desired_replicas"]
-    assert not exporter.ready()
+    assert not exporter.collector.fresh()
 
 
 def test_histogram_counts_each_cycle_once(clock: ManualClock) -> None:
@@ -357,7 +369,7 @@ def test_reason_codes() -> None:
 @pytest.fixture
 def served(clock: ManualClock) -> Iterator[tuple[Exporter, Box]]:
     box = Box(None)
-    with Exporter(box, EngineStats(), clock, max_age_s=60.0) as exporter:
+    with Exporter(box, EngineStats(), clock, max_age_s=60.0, serving=lambda: True) as exporter:
         yield exporter, box
 
 
@@ -368,11 +380,17 @@ def test_http_health_readiness_and_formats(
     assert exporter.port > 0 and exporter.url.startswith("http://127.0.0.1:")
     with requests.Session() as http:
         assert http.get(f"{exporter.url}/healthz", timeout=5).status_code == 200
-        assert http.get(f"{exporter.url}/readyz", timeout=5).status_code == 503
+        # serving gRPC with no decision yet: ready, and the body says what is answered
+        readyz = http.get(f"{exporter.url}/readyz", timeout=5)
+        assert (readyz.status_code, readyz.text) == (
+            200,
+            "ok; no fresh optimization result: GetMetrics answers UNAVAILABLE\n",
+        )
         assert http.get(f"{exporter.url}/nope", timeout=5).status_code == 404
 
         box.snapshot = make_snapshot(clock)
-        assert http.get(f"{exporter.url}/readyz", timeout=5).status_code == 200
+        readyz = http.get(f"{exporter.url}/readyz", timeout=5)
+        assert (readyz.status_code, readyz.text) == (200, "ok\n")
 
         classic = http.get(f"{exporter.url}/metrics", timeout=5)
         assert classic.status_code == 200
@@ -389,6 +407,152 @@ def test_http_health_readiness_and_formats(
         assert {"wva_desired_replicas", "wva_cycles_total", "wva_build_info"} <= names
         assert "wva_decision_info" in names
 
-        clock.advance(61.0)
-        assert http.get(f"{exporter.url}/readyz", timeout=5).status_code == 503
+        clock.advance(61.0)  # stale: still ready (and without a loop to watch, healthy)
+        assert http.get(f"{exporter.url}/readyz", timeout=5).status_code == 200
         assert http.get(f"{exporter.url}/healthz", timeout=5).status_code == 200
+        assert "wva_desired_replicas" not in http.get(f"{exporter.url}/metrics", timeout=5).text
+
+
+# ---------------------------------------------------------------- probes
+
+
+class Serving:
+    """What `ScalerPool.serving` says: switched by the test."""
+
+    def __init__(self) -> None:
+        self.value = False
+
+    def __call__(self) -> bool:
+        return self.value
+
+
+def get(url: str) -> tuple[int, str]:
+    answer = requests.get(url, timeout=5)
+    return answer.status_code, answer.text
+
+
+def test_readyz_follows_grpc_serving_not_the_snapshot_age(clock: ManualClock) -> None:
+    """A Prometheus outage makes every replica's snapshot stale at once: unready pods would
+    empty the Service (KEDA: connection errors) and the PDB would block drains."""
+    box, serving = Box(make_snapshot(clock)), Serving()
+    with Exporter(box, EngineStats(), clock, max_age_s=45.0, serving=serving) as exporter:
+        status, body = get(f"{exporter.url}/readyz")  # the gRPC port is not bound yet
+        assert (status, body) == (
+            503,
+            "the KEDA external scaler is not serving (not bound yet, or stopping)\n",
+        )
+        serving.value = True
+        assert get(f"{exporter.url}/readyz") == (200, "ok\n")
+        clock.advance(600.0)  # stale for long: still ready, the calls say UNAVAILABLE
+        status, body = get(f"{exporter.url}/readyz")
+        assert (status, "GetMetrics answers UNAVAILABLE" in body) == (200, True)
+        serving.value = False  # stopping
+        assert get(f"{exporter.url}/readyz")[0] == 503
+        assert exporter.ready() is False
+
+
+class Attempts:
+    """Stands in for `Engine.last_attempt`."""
+
+    def __init__(self) -> None:
+        self.last: float | None = None
+
+    def __call__(self) -> float | None:
+        return self.last
+
+
+def test_liveness_limit_and_grace() -> None:
+    assert liveness_limit(15.0) == 75.0  # interval + 60 s margin
+    assert liveness_limit(60.0) == 180.0  # 3 intervals
+    assert liveness_limit(1.0) == 61.0
+    clock = ManualClock()
+    probe = LoopLiveness(Attempts(), clock, 15.0)
+    assert (probe.limit_s, probe.grace_s) == (75.0, 135.0)
+
+
+def test_healthz_fails_once_the_loop_attempts_nothing_for_the_limit(clock: ManualClock) -> None:
+    attempts = Attempts()
+    with Exporter(
+        Box(None), EngineStats(), clock, last_attempt=attempts, interval_s=15.0
+    ) as exporter:
+        status, body = get(f"{exporter.url}/healthz")
+        assert (status, body.startswith("ok: starting, no cycle attempted yet")) == (200, True)
+        attempts.last = clock.monotonic()
+        for _ in range(5):  # an attempt every interval
+            clock.advance(15.0)
+            attempts.last = clock.monotonic()
+            assert get(f"{exporter.url}/healthz") == (200, "ok: last cycle attempt 0.0 s ago\n")
+        hung_since = clock.now()
+        clock.advance(75.0)  # the limit itself: still alive
+        assert get(f"{exporter.url}/healthz")[0] == 200
+        clock.advance(0.5)
+        status, body = get(f"{exporter.url}/healthz")
+        assert status == 503
+        assert body == (
+            f"the engine loop has attempted no cycle since {iso(hung_since)} "
+            "(75.5 s ago; limit 75 s): it is hung\n"
+        )
+        attempts.last = clock.monotonic()  # it came back by itself
+        assert get(f"{exporter.url}/healthz")[0] == 200
+
+
+def iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
+
+
+def test_healthz_before_the_first_attempt_allows_a_start_up_grace(clock: ManualClock) -> None:
+    started = clock.now()
+    exporter = Exporter(Box(None), EngineStats(), clock, last_attempt=Attempts(), interval_s=15.0)
+    clock.advance(135.0)
+    assert exporter.live().ok
+    clock.advance(1.0)
+    assert exporter.live() == Probe(
+        False,
+        f"the engine loop has attempted no cycle since the start, {iso(started)} "
+        "(136.0 s ago; start-up grace 135 s)",
+    )
+
+
+class DeadPrometheus:
+    def collect(self, keys: Collection[LoadKey]) -> LoadReport:
+        raise MetricsUnavailable("Prometheus at http://prometheus:9090 is unreachable")
+
+
+def test_healthz_stays_200_while_the_engine_loop_attempts_failing_cycles(
+    clock: ManualClock,
+) -> None:
+    """A dead Prometheus fails every cycle; the loop is alive, and a restart would not help."""
+    cluster = load_snapshot(SAMPLES)
+    engine = Engine(cluster=lambda: cluster, metrics=DeadPrometheus(), clock=clock, interval_s=15.0)
+    exporter = Exporter(
+        lambda: engine.latest,
+        lambda: engine.stats,
+        clock,
+        serving=lambda: True,
+        last_attempt=lambda: engine.last_attempt,
+        interval_s=engine.interval_s,
+    )
+    with exporter:
+        assert engine.last_attempt is None
+        for cycle in range(1, 11):  # 150 s of failing cycles, twice the limit
+            clock.advance(15.0)
+            with pytest.raises(CycleError, match="unreachable"):
+                engine.run_cycle()
+            assert engine.last_attempt == clock.monotonic()
+            assert get(f"{exporter.url}/healthz")[0] == 200, cycle
+            assert get(f"{exporter.url}/readyz")[0] == 200, cycle
+        assert engine.stats.cycle_errors_total == 10 and engine.latest is None
+        clock.advance(75.5)  # then the loop stops attempting: hung
+        status, body = get(f"{exporter.url}/healthz")
+        assert (status, "attempted no cycle since" in body) == (503, True)
+
+
+def test_a_probe_that_raises_is_a_failed_probe(clock: ManualClock) -> None:
+    def broken() -> bool:
+        raise RuntimeError("pool gone")
+
+    with Exporter(Box(None), EngineStats(), clock, serving=broken) as exporter:
+        assert get(f"{exporter.url}/readyz") == (
+            503,
+            "the probe failed: RuntimeError: pool gone\n",
+        )

@@ -20,9 +20,9 @@ from adapter._proto import externalscaler_pb2 as pb
 from adapter._proto import externalscaler_pb2_grpc as pb_grpc
 from adapter.clock import ManualClock
 from adapter.collect.local import load_snapshot
-from adapter.collect.metrics import LoadReport, MetricsUnavailable, ModelLoad
+from adapter.collect.metrics import LoadReport, MetricsUnavailable, MetricsWarmingUp, ModelLoad
 from adapter.collect.prometheus import PrometheusSettings, PrometheusSource
-from adapter.collect.scrape import MetricsWarmingUp, ScrapeSettings, ScrapeSource, ScrapeTarget
+from adapter.collect.scrape import ScrapeSettings, ScrapeSource, ScrapeTarget
 from adapter.emulator.metrics import MetricsServer
 from adapter.engine import Engine, Snapshot
 from adapter.scaler import ScalerServer, ScalerService, ScalerSettings, ServerSettings

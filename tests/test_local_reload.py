@@ -56,6 +56,29 @@ def test_a_bad_save_keeps_the_last_good_objects(
     assert "vllm-va.yaml" in caplog.text
 
 
+def test_a_bad_save_is_logged_with_the_parsers_position_then_a_fix_is_taken(
+    folder: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    local = LocalFolder(folder)
+    before = local.snapshot()
+    deployment = folder / "deployment.yaml"
+    good = deployment.read_text()
+    deployment.write_text(good.replace("replicas: 1", "replicas: [3"))
+    _touch_later(deployment, 1_000_000)
+    with caplog.at_level(logging.INFO, logger="adapter.collect.local"):
+        assert local.snapshot() is before  # the last good objects
+    (error,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert error.levelno == logging.ERROR
+    assert error.getMessage().startswith(
+        f"keeping the previous objects: {deployment}: not valid YAML at line "
+    ), error.getMessage()
+    assert "column" in error.getMessage() and "a None without" not in caplog.text
+
+    deployment.write_text(good.replace("replicas: 1", "replicas: 3"))
+    _touch_later(deployment, 2_000_000)
+    assert local.snapshot().deployments[("vllm-test", "vllm")]["spec"]["replicas"] == 3
+
+
 def test_a_bad_folder_at_start_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "x.yaml").write_text("a: [\n")
     with pytest.raises(LocalSourceError, match=r"x\.yaml"):

@@ -83,6 +83,11 @@ def test_run_serves_keda_and_prometheus_then_stops_on_sigterm(busy_pod: MetricsS
             )
         assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
 
+        # the probes: ready (gRPC is served), alive (the loop attempts cycles)
+        for path, body in (("/readyz", "ok\n"), ("/healthz", "ok: last cycle attempt")):
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}{path}", timeout=5) as r:
+                assert (r.status, r.read().decode().startswith(body)) == (200, True), path
+
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
             exposition = r.read().decode()
         assert (

@@ -131,6 +131,16 @@ async def call_all(
     return dict(zip(RPCS, json.loads(stdout), strict=True))
 
 
+def spec_of(metric: str) -> dict[str, Any]:
+    """The GetMetricSpec answer (as the KEDA-proto client prints it) for one metric name."""
+    return {
+        "code": "OK",
+        "body": {
+            "metricSpecs": [{"metricName": metric, "targetSize": "1", "targetSizeFloat": 1.0}]
+        },
+    }
+
+
 def ref(name: str, namespace: str = NS, **metadata: str) -> dict[str, Any]:
     return {
         "name": name,
@@ -183,9 +193,11 @@ async def test_keda_client_sees_documented_answers(keda_client: Path) -> None:
         assert got["IsActive"]["body"] == {"result": False}
         assert got["StreamIsActive"]["body"] == {"result": False}
 
-        # Unknown VA: NOT_FOUND naming namespace/name, on every RPC.
+        # Unknown VA: its spec is served (it depends only on the reference; KEDA < 2.20
+        # would otherwise build an HPA on CPU), the value is NOT_FOUND naming it.
         got = await call_all(keda_client, server.port, ref("nope"))
-        for rpc in RPCS:
+        assert got["GetMetricSpec"] == spec_of("wva-llm-d-nope")
+        for rpc in ("GetMetrics", "IsActive", "StreamIsActive"):
             assert got[rpc]["code"] == "NOT_FOUND", rpc
             assert "llm-d/nope" in got[rpc]["details"], rpc
 
@@ -217,11 +229,12 @@ async def test_keda_client_sees_documented_answers(keda_client: Path) -> None:
             assert got[rpc]["code"] == "UNAVAILABLE", rpc
             assert "46.0 s old" in got[rpc]["details"], rpc
             assert "staleness limit" in got[rpc]["details"], rpc
-        # The spec of a known VA does not depend on freshness ...
-        assert got["GetMetricSpec"]["code"] == "OK"
-        # ... but an unknown VA may exist by now: UNAVAILABLE, not NOT_FOUND.
+        # The spec does not depend on freshness, for a known VA ...
+        assert got["GetMetricSpec"] == spec_of("wva-llm-d-chat")
+        # ... nor an unknown one, whose value may exist by now: UNAVAILABLE, not NOT_FOUND.
         got = await call_all(keda_client, server.port, ref("nope"))
-        for rpc in RPCS:
+        assert got["GetMetricSpec"] == spec_of("wva-llm-d-nope")
+        for rpc in ("GetMetrics", "IsActive", "StreamIsActive"):
             assert got[rpc]["code"] == "UNAVAILABLE", rpc
 
         # A new cycle makes the answers fresh again.
@@ -235,7 +248,13 @@ async def test_keda_client_sees_documented_answers(keda_client: Path) -> None:
 async def test_keda_client_before_the_first_snapshot(keda_client: Path) -> None:
     box = Box()
     async with running(box) as server:
+        # The spec from the first second (KEDA builds its HPA on it), the value not yet.
         got = await call_all(keda_client, server.port, ref("chat"))
-        for rpc in RPCS:
+        assert got["GetMetricSpec"] == spec_of("wva-llm-d-chat")
+        for rpc in ("GetMetrics", "IsActive", "StreamIsActive"):
             assert got[rpc]["code"] == "UNAVAILABLE", rpc
             assert "no optimization result yet" in got[rpc]["details"], rpc
+        # Bad metadata is refused before any cycle too.
+        got = await call_all(keda_client, server.port, ref("chat", variantAutoscalingname="x"))
+        for rpc in RPCS:
+            assert got[rpc]["code"] == "INVALID_ARGUMENT", rpc

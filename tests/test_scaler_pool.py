@@ -240,6 +240,39 @@ async def test_a_worker_that_dies_is_replaced_and_fed_the_latest_snapshot() -> N
 
 
 @pytest.mark.asyncio
+async def test_serving_says_whether_a_bound_worker_is_alive_snapshot_or_not() -> None:
+    """`serving()` is the adapter's /readyz: the port is served, whatever the snapshot."""
+    pool = ScalerPool(ServerSettings(address="127.0.0.1:0"), workers=1)
+    assert not pool.serving()  # not started: nothing bound
+    await pool.start()
+    try:
+        assert pool.serving()  # no snapshot at all, and still serving (UNAVAILABLE per call)
+        victim = pool.pids[0]
+        os.kill(victim, signal.SIGKILL)
+
+        async def down() -> bool | None:
+            return True if not pool.serving() else None
+
+        async def back() -> bool | None:
+            return True if pool.serving() and pool.pids[0] != victim else None
+
+        # the only worker is gone: not serving until its replacement has bound the port
+        await poll_async(down, timeout_s=DEADLINE_S, what="serving() False with no worker")
+        await poll_async(back, timeout_s=DEADLINE_S, what="serving() True with a replacement")
+        async with connection(pool.port) as channel:
+            code, details = await answer(channel, "chat")
+            assert code == grpc.StatusCode.UNAVAILABLE and "no optimization result" in details
+        # stopping: not serving from the moment the workers are told, before they exit
+        stopping = asyncio.ensure_future(pool.stop(grace_s=5.0))
+        await asyncio.wait_for(pool._stopping.wait(), timeout=10)
+        assert not pool.serving()
+        await asyncio.wait_for(stopping, timeout=DEADLINE_S)
+    finally:
+        await pool.stop(grace_s=1.0)
+    assert not pool.serving()  # stopped
+
+
+@pytest.mark.asyncio
 async def test_stopping_while_a_replacement_starts_kills_the_replacement(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

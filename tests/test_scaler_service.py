@@ -172,6 +172,74 @@ async def test_stream_metric_spec_sends_the_spec_then_holds_until_shutdown() -> 
             assert await call.code() == grpc.StatusCode.OK
 
 
+async def refused(call: Awaitable[Any]) -> tuple[grpc.StatusCode, str]:
+    """The status code and details of a call that must fail."""
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    return caught.value.code(), caught.value.details() or ""
+
+
+def spec_fields(response: Any) -> list[tuple[str, int, float]]:
+    return [(s.metricName, s.targetSize, s.targetSizeFloat) for s in response.metricSpecs]
+
+
+@pytest.mark.asyncio
+async def test_the_metric_spec_is_served_before_any_snapshot_and_the_value_is_not() -> None:
+    """KEDA < 2.20 builds its HPA from the first GetMetricSpec; a refusal there left an
+    HPA on CPU 80 % for good (kedacore/keda#7729). The value waits for a decision."""
+    box = Box()  # no cycle has run
+    async with running(box) as server:
+        channel, client = stub(server.port)
+        async with channel:
+            spec = await client.GetMetricSpec(ref("chat"), timeout=10)
+            assert spec_fields(spec) == [("wva-llm-d-chat", 1, 1.0)]
+            # through the metadata keys, for a VA in another namespace
+            spec = await client.GetMetricSpec(
+                ref("so", "apps", variantAutoscalingName="va", variantAutoscalingNamespace="ml"),
+                timeout=10,
+            )
+            assert spec_fields(spec) == [("wva-ml-va", 1, 1.0)]
+            call = client.StreamMetricSpec(ref("chat"))
+            assert spec_fields(await next_message(call)) == [("wva-llm-d-chat", 1, 1.0)]
+            call.cancel()
+
+            request = pb.GetMetricsRequest(scaledObjectRef=ref("chat"))
+            code, details = await refused(client.GetMetrics(request, timeout=10))
+            assert code == grpc.StatusCode.UNAVAILABLE
+            assert "no optimization result yet" in details
+            code, _ = await refused(client.IsActive(ref("chat"), timeout=10))
+            assert code == grpc.StatusCode.UNAVAILABLE
+
+            # bad metadata stays a refusal, snapshot or not
+            code, details = await refused(
+                client.GetMetricSpec(ref("chat", variantAutoscalingname="x"), timeout=10)
+            )
+            assert code == grpc.StatusCode.INVALID_ARGUMENT and "variantAutoscalingname" in details
+
+
+@pytest.mark.asyncio
+async def test_the_metric_spec_of_a_va_no_cycle_has_seen_is_served_its_value_not_found() -> None:
+    box = Box()
+    box.publish({(NS, "chat"): 2})  # fresh, but without "new"
+    async with running(box) as server:
+        channel, client = stub(server.port)
+        async with channel:
+            spec = await client.GetMetricSpec(ref("new"), timeout=10)
+            assert spec_fields(spec) == [("wva-llm-d-new", 1, 1.0)]
+            request = pb.GetMetricsRequest(scaledObjectRef=ref("new"))
+            code, details = await refused(client.GetMetrics(request, timeout=10))
+            assert code == grpc.StatusCode.NOT_FOUND and f"{NS}/new not found" in details
+            code, _ = await refused(client.IsActive(ref("new"), timeout=10))
+            assert code == grpc.StatusCode.NOT_FOUND
+
+            # stale: the spec still, the value UNAVAILABLE (the VA may exist by now)
+            box.clock.advance(STALENESS_S + 1.0)
+            spec = await client.GetMetricSpec(ref("new"), timeout=10)
+            assert spec_fields(spec) == [("wva-llm-d-new", 1, 1.0)]
+            code, details = await refused(client.GetMetrics(request, timeout=10))
+            assert code == grpc.StatusCode.UNAVAILABLE and "staleness limit" in details
+
+
 class Gate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Holds every GetMetrics call until released, so a call is in flight at stop()."""
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from adapter.collect.metrics import MetricsUnavailable
-from adapter.collect.scrape import MetricsWarmingUp, ScrapeSettings, ScrapeSource, ScrapeTarget
+from adapter.collect.metrics import MetricsUnavailable, MetricsWarmingUp
+from adapter.collect.scrape import ScrapeSettings, ScrapeSource, ScrapeTarget
 from adapter.emulator.metrics import ITL_OLD, MetricsServer, VllmMetrics
 
 KEY = ("ns-a", "m1")

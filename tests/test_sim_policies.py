@@ -19,8 +19,8 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 
 from adapter.collect.local import DEFAULT_SAMPLES, load_snapshot
-from adapter.collect.metrics import ModelLoad
-from adapter.collect.scrape import MetricsWarmingUp, ScrapeSettings, ScrapeSource, ScrapeTarget
+from adapter.collect.metrics import MetricsWarmingUp, ModelLoad
+from adapter.collect.scrape import ScrapeSettings, ScrapeSource, ScrapeTarget
 from adapter.emulator.batching import ServingProfile
 from adapter.emulator.metrics import MetricsServer
 from adapter.sim.cluster import ClusterSettings, SimCluster

@@ -3,8 +3,11 @@
 Reads every `*.yaml` / `*.yml` file of a folder (or one file), multi-document and
 `kind: List` allowed, and picks VariantAutoscalings, the two ConfigMaps (in the config
 namespace, or with no namespace), Nodes and Deployments by `kind`. Other kinds are
-ignored. A file that is not valid YAML is an error: a local run should fail loudly
-rather than quietly optimize a partial system.
+ignored. A file that is not valid YAML (or not UTF-8) is an error naming the file and
+the parser's line, column and problem: a local run should fail loudly rather than
+quietly optimize a partial system. A document that parses but is not a Kubernetes
+object (no `kind`: a plain mapping, a list, a string) is skipped with a warning naming
+the file and the document, so a stray file is seen for what it is.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from adapter.defaults import DEFAULT_SAMPLES as DEFAULT_SAMPLES
 from adapter.model.kube import (
     ACCELERATOR_COSTS_CONFIGMAP,
     DEFAULT_CONFIG_NAMESPACE,
@@ -30,11 +34,63 @@ from adapter.model.kube import (
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SAMPLES = Path(__file__).resolve().parents[2] / "deploy" / "samples"
-
 
 class LocalSourceError(ValueError):
     """A file under the local folder cannot be read as YAML."""
+
+
+def _yaml_problem(file: Path, error: yaml.YAMLError) -> str:
+    """`FILE: not valid YAML at line L, column C: problem (context at ...)`.
+
+    PyYAML's own text names the stream `<unicode string>` (it parsed a string) and
+    spreads over several lines with snippets; the file and the position are what help.
+    """
+    if not isinstance(error, yaml.MarkedYAMLError) or error.problem_mark is None:
+        return f"{file}: not valid YAML: {error}"
+    mark = error.problem_mark
+    where = f"line {mark.line + 1}, column {mark.column + 1}"
+    context = ""
+    if error.context:
+        context = f" ({error.context}"
+        if error.context_mark is not None:
+            context_at = error.context_mark
+            context += f" at line {context_at.line + 1}, column {context_at.column + 1}"
+        context += ")"
+    return f"{file}: not valid YAML at {where}: {error.problem or 'unreadable'}{context}"
+
+
+def _kubernetes_object(file: Path, where: str, doc: object) -> Mapping[str, Any] | None:
+    """`doc` if it looks like a Kubernetes object (a mapping with a `kind`), else None,
+    said with the file and the document: valid YAML that is something else (a plain
+    mapping, a list, a string) is a stray or broken file, not an object without a name."""
+    if doc is None:  # an empty document: `---` twice, a trailing separator
+        return None
+    if not isinstance(doc, Mapping):
+        log.warning(
+            "%s: %s is not a Kubernetes object (YAML %s, not a mapping); ignored",
+            file,
+            where,
+            type(doc).__name__,
+        )
+        return None
+    kind = doc.get("kind")
+    if not isinstance(kind, str) or not kind:
+        log.warning(
+            "%s: %s is not a Kubernetes object (%s; keys: %s); ignored",
+            file,
+            where,
+            _kind_problem(doc),
+            ", ".join(sorted(str(key) for key in doc)[:5]) or "none",
+        )
+        return None
+    return doc
+
+
+def _kind_problem(doc: Mapping[str, Any]) -> str:
+    if "kind" not in doc:
+        return "no kind"
+    kind = doc["kind"]
+    return "an empty kind" if kind in (None, "") else f"kind {kind!r} is not a name"
 
 
 def _documents(path: Path) -> Iterator[tuple[Path, Mapping[str, Any]]]:
@@ -46,15 +102,32 @@ def _documents(path: Path) -> Iterator[tuple[Path, Mapping[str, Any]]]:
     for file in files:
         try:
             docs = list(yaml.safe_load_all(file.read_text(encoding="utf-8")))
-        except (OSError, yaml.YAMLError) as error:
-            raise LocalSourceError(f"{file}: {error}") from error
-        for doc in docs:
-            if not isinstance(doc, Mapping):
+        except OSError as error:
+            raise LocalSourceError(f"{file}: cannot read: {error.strerror or error}") from error
+        except UnicodeDecodeError as error:
+            raise LocalSourceError(
+                f"{file}: not UTF-8 text (byte {error.start}: {error.reason})"
+            ) from error
+        except yaml.YAMLError as error:
+            raise LocalSourceError(_yaml_problem(file, error)) from error
+        for number, raw in enumerate(docs, start=1):
+            doc = _kubernetes_object(file, f"document {number}", raw)
+            if doc is None:
                 continue
-            if doc.get("kind") == "List" or str(doc.get("kind", "")).endswith("List"):
-                for item in doc.get("items") or []:
-                    if isinstance(item, Mapping):
-                        yield file, item
+            if str(doc["kind"]).endswith("List"):
+                items = doc.get("items") or []
+                if not isinstance(items, list):
+                    log.warning(
+                        "%s: document %d: a %s whose items are not a list; ignored",
+                        file,
+                        number,
+                        doc["kind"],
+                    )
+                    continue
+                for index, item in enumerate(items):
+                    found = _kubernetes_object(file, f"document {number} item {index}", item)
+                    if found is not None:
+                        yield file, found
             else:
                 yield file, doc
 

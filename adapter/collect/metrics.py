@@ -24,6 +24,15 @@ class MetricsUnavailable(RuntimeError):
     """The metrics backend could not be read; the cycle must not use zero load."""
 
 
+class MetricsWarmingUp(MetricsUnavailable):
+    """A counter-rating source's first reading: no interval to rate over yet.
+
+    Its own type so that the engine can tell a normal start (this scrape is the baseline,
+    logged at INFO) from a failure, without reading the message. It is still a
+    MetricsUnavailable: a caller that does not know it must not take it for zero load.
+    """
+
+
 @dataclass(frozen=True, slots=True)
 class ModelLoad:
     """vLLM quantities for one (namespace, model) over the collection window.

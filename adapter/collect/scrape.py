@@ -35,7 +35,13 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from adapter.collect.metrics import LoadKey, LoadReport, MetricsUnavailable, ModelLoad
+from adapter.collect.metrics import (
+    LoadKey,
+    LoadReport,
+    MetricsUnavailable,
+    MetricsWarmingUp,
+    ModelLoad,
+)
 
 log = logging.getLogger(__name__)
 
@@ -174,10 +180,6 @@ class ScrapeSettings(BaseModel):
         allow_inf_nan=False,
         description="Rate over at least this many seconds of scrapes (0: the last interval)",
     )
-
-
-class MetricsWarmingUp(MetricsUnavailable):
-    """Every target has been scraped once only: there is no interval to rate over yet."""
 
 
 @dataclass(frozen=True, slots=True)

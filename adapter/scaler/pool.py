@@ -109,6 +109,16 @@ class ScalerPool:
     def pids(self) -> list[int]:
         return [worker.process.pid for worker in self._workers]
 
+    def serving(self) -> bool:
+        """Whether the external scaler is served now: started, not stopping, and at least
+        one serving process alive (one in `_workers` has bound the port and reported it;
+        a replacement enters only once it has). The adapter's `/readyz`. Thread-safe
+        (plain reads), so the HTTP server's thread may ask.
+        """
+        if self._loop is None or self._stopping.is_set():
+            return False
+        return any(worker.process.returncode is None for worker in self._workers)
+
     def installed(self) -> list[int | None]:
         """Per worker, the last cycle it acknowledged (None: no snapshot yet)."""
         return [worker.installed for worker in self._workers]

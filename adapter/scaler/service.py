@@ -14,14 +14,18 @@ engine's `Snapshot` is one, and so is the compact copy a serving process receive
   on every `notify()`, i.e. every new snapshot) and every `heartbeat_s`; a clean end of
   stream on `close()` (server shutdown). If the answer becomes an error (stale snapshot,
   VA gone or unsolved) the stream ends with that error; KEDA reconnects with backoff.
-- `GetMetricSpec`: one MetricSpec `wva-<ns>-<name>`, targetSize 1 / targetSizeFloat 1.0.
-  The spec depends only on which VA is selected, so it is served whenever the VA is in the
-  latest snapshot, even a stale or unsolved one (KEDA can build its HPA; the HPA then
-  freezes on GetMetrics' UNAVAILABLE). A VA absent from a stale snapshot is UNAVAILABLE
-  (it may exist by now), absent from a fresh one NOT_FOUND.
+- `GetMetricSpec`: one MetricSpec `wva-<ns>-<name>`, targetSize 1 / targetSizeFloat 1.0,
+  for any well-formed ScaledObjectRef, from the first second: before any cycle, with a
+  stale snapshot, and for a VA no snapshot has seen. The spec depends only on the
+  reference, and refusing it is harmful: KEDA below 2.20 then builds its HPA with no
+  metric, Kubernetes fills in its default (CPU 80 %), and KEDA never repairs it
+  (kedacore/keda#7729, fixed in 2.20 by #7777). With the spec in place the HPA exists
+  from the start and freezes on GetMetrics' UNAVAILABLE / NOT_FOUND until there is a
+  decision.
 - `StreamMetricSpec`: the same spec once, then the stream stays open until shutdown.
 
-Errors: bad metadata -> INVALID_ARGUMENT naming the key; VA not in a fresh snapshot ->
+Errors: bad metadata -> INVALID_ARGUMENT naming the key (every RPC, GetMetricSpec
+included). GetMetrics / IsActive / StreamIsActive only: VA not in a fresh snapshot ->
 NOT_FOUND naming namespace/name; no snapshot yet, snapshot older than `staleness_s`, or
 the VA not solved (`desired_replicas is None`) -> UNAVAILABLE with the reason. A VA that
 is not solved never gets a number (no 0, no NaN): KEDA's fallback and the HPA's freeze
@@ -259,15 +263,13 @@ class ScalerService:
         return snapshot
 
     def metric_spec(self, key: VariantKey) -> pb.GetMetricSpecResponse:
+        """The spec for a VA, whatever the snapshot says (none yet, stale, VA absent).
+
+        It depends only on the reference. Refusing it until a cycle has seen the VA made
+        KEDA < 2.20 build an HPA on CPU that it never repaired (kedacore/keda#7729); the
+        value itself stays UNAVAILABLE / NOT_FOUND in GetMetrics until there is one.
+        """
         namespace, name = key
-        snapshot = self._snapshot(key)
-        if key not in snapshot.decisions:
-            self._fresh_snapshot(key)  # absent from a stale snapshot: UNAVAILABLE
-            raise Refusal(
-                grpc.StatusCode.NOT_FOUND,
-                f"VariantAutoscaling {namespace}/{name} not found "
-                f"(optimization cycle {snapshot.cycle})",
-            )
         return pb.GetMetricSpecResponse(
             metricSpecs=[
                 pb.MetricSpec(
