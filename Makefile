@@ -45,6 +45,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache  # pyproject.toml [tool.importlinter]: the pure core imports no I/O
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -6,6 +6,10 @@ and a non-zero exit status; never a traceback.
 Each subcommand imports its modules when it runs: the parser needs only the standard
 library and `adapter.defaults`, so `--help` and `optimize` do not wait for grpc,
 kubernetes or the simulator (tests/test_cli_imports.py, bench/startup.py).
+
+`run` is the composition root: its flags and `WVA_*` variables become one typed
+`RunSettings` (adapter/settings.py) that the rest of `run` reads, and it tunes the
+interpreter for serving (adapter/runtime.py) around the parts it builds.
 """
 
 from __future__ import annotations
@@ -21,8 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from adapter.defaults import DEFAULT_CONFIG_NAMESPACE, SATURATION_POLICIES
-from adapter.settings import SettingsError, check_run_values, env_defaults, env_epilog
+from adapter.defaults import DEFAULT_CONFIG_NAMESPACE, ENV_PREFIX, SATURATION_POLICIES
 from adapter.sim.arguments import SimulateInputError
 from adapter.sim.arguments import add_arguments as add_simulate_arguments
 
@@ -34,6 +37,7 @@ if TYPE_CHECKING:
     from adapter.leader import LeaderElector
     from adapter.model.kube import ClusterSnapshot
     from adapter.scaler import TlsFiles
+    from adapter.settings import RunSettings
     from adapter.status import StatusWriter
 
 EXIT_OK = 0
@@ -177,44 +181,54 @@ def _scrape_targets(values: Sequence[str], default_namespace: str | None) -> lis
     return targets
 
 
-def _metrics_source(args: argparse.Namespace, default_namespace: str | None) -> MetricsSource:
-    if sum(map(bool, (args.scrape, args.scrape_file, args.prometheus))) != 1:
+def _metrics_source(settings: RunSettings, default_namespace: str | None) -> MetricsSource:
+    given = [f for f in ("scrape", "scrape_file", "prometheus") if getattr(settings, f)]
+    if len(given) != 1:
+        set_as = f" ({', '.join(settings.given_as(f) for f in given)} set)" if given else ""
         raise InputError(
             "give exactly one metrics source: --scrape URL..., --scrape-file FILE"
-            " or --prometheus URL"
+            f" or --prometheus URL{set_as}"
         )
     from pydantic import ValidationError
 
     from adapter.collect.scrape import ScrapeSettings, ScrapeSource, TargetsFile, TargetsFileError
 
-    if args.scrape:
+    if settings.scrape:
         return ScrapeSource(
             ScrapeSettings(
-                targets=tuple(_scrape_targets(args.scrape, default_namespace)),
-                window_s=args.scrape_window,
+                targets=tuple(_scrape_targets(settings.scrape, default_namespace)),
+                window_s=settings.scrape_window,
             )
         )
-    if args.scrape_file:
+    if settings.scrape_file:
         try:
-            targets = TargetsFile(args.scrape_file, default_namespace)
+            targets = TargetsFile(settings.scrape_file, default_namespace)
         except TargetsFileError as error:
             raise InputError(f"--scrape-file {error}") from error
-        return ScrapeSource(ScrapeSettings(window_s=args.scrape_window), discover=targets.targets)
+        return ScrapeSource(
+            ScrapeSettings(window_s=settings.scrape_window), discover=targets.targets
+        )
     from adapter.collect.prometheus import PrometheusSettings, PrometheusSource
 
+    # PrometheusSettings' field -> the RunSettings field it comes from
+    fields = {
+        "url": "prometheus",
+        "window": "window",
+        "ca_file": "prometheus_ca_file",
+        "bearer_token_file": "prometheus_token_file",
+        "insecure_skip_verify": "prometheus_insecure_skip_verify",
+    }
     try:
-        settings = PrometheusSettings(
-            url=args.prometheus,
-            window=args.window,
-            ca_file=args.prometheus_ca_file,
-            bearer_token_file=args.prometheus_token_file,
-            insecure_skip_verify=args.prometheus_insecure_skip_verify,
+        prometheus = PrometheusSettings(
+            **{name: getattr(settings, field) for name, field in fields.items()}
         )
     except ValidationError as error:
         first = error.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        raise InputError(f"Prometheus settings: {field}: {first['msg']}") from error
-    return PrometheusSource(settings)
+        name = str(first["loc"][0]) if first["loc"] else ""
+        shown = settings.given_as(fields[name]) if name in fields else "Prometheus settings"
+        problem = first.get("ctx", {}).get("error", first["msg"])  # no "Value error, "
+        raise InputError(f"{shown}: {problem}") from error
+    return PrometheusSource(prometheus)
 
 
 @dataclass
@@ -225,12 +239,12 @@ class _Cluster:
     cache: KubeCache | None = None
 
 
-def _cluster_source(args: argparse.Namespace) -> _Cluster:
-    if args.local is not None:
+def _cluster_source(settings: RunSettings) -> _Cluster:
+    if settings.local is not None:
         from adapter.collect.local import LocalFolder, LocalSourceError
 
         try:
-            folder = LocalFolder(args.local, config_namespace=args.config_namespace)
+            folder = LocalFolder(settings.local, config_namespace=settings.config_namespace)
         except LocalSourceError as error:
             raise InputError(str(error)) from error
         namespaces = {ns for ns, _ in folder.snapshot().variant_autoscalings}
@@ -239,11 +253,11 @@ def _cluster_source(args: argparse.Namespace) -> _Cluster:
     from kubernetes import client as kube_client
     from kubernetes import config as kube_config
 
-    from adapter.collect.kube import CacheSettings, KubeCache
+    from adapter.collect.kube import CacheSettings, KubeCache, watch_timeout_for
 
     try:
-        if args.kubeconfig:
-            kube_config.load_kube_config(config_file=args.kubeconfig)  # type: ignore[no-untyped-call]
+        if settings.kubeconfig:
+            kube_config.load_kube_config(config_file=settings.kubeconfig)  # type: ignore[no-untyped-call]
         else:
             try:
                 kube_config.load_incluster_config()  # type: ignore[no-untyped-call]
@@ -255,19 +269,23 @@ def _cluster_source(args: argparse.Namespace) -> _Cluster:
     cache = KubeCache(
         api_client,
         CacheSettings(
-            namespaces=tuple(args.namespace or ()), config_namespace=args.config_namespace
+            namespaces=settings.namespace or (),
+            config_namespace=settings.config_namespace,
+            # a quiet watch is renewed well within --staleness, so the renewal proves sync
+            watch_timeout_seconds=watch_timeout_for(settings.staleness_s),
         ),
     ).start()
-    if not cache.wait_synced(timeout=args.sync_timeout):
+    if not cache.wait_synced(timeout=settings.sync_timeout):
         cache.stop()
-        raise InputError(f"the Kubernetes cache did not sync within {args.sync_timeout:g} s")
+        raise InputError(f"the Kubernetes cache did not sync within {settings.sync_timeout:g} s")
     return _Cluster(cache.snapshot, None, api_client, cache)
 
 
-def _tls(args: argparse.Namespace) -> TlsFiles | None:
+def _tls(settings: RunSettings) -> TlsFiles | None:
     from adapter.scaler import TlsError, TlsFiles
 
-    cert, key, ca = args.grpc_tls_cert_file, args.grpc_tls_key_file, args.grpc_tls_client_ca_file
+    cert, key = settings.grpc_tls_cert_file, settings.grpc_tls_key_file
+    ca = settings.grpc_tls_client_ca_file
     if cert is None and key is None:
         if ca is not None:
             raise InputError("--grpc-tls-client-ca-file needs --grpc-tls-cert-file and -key-file")
@@ -284,27 +302,36 @@ def _tls(args: argparse.Namespace) -> TlsFiles | None:
 
 def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -> int:
     """The adapter: a cycle every --interval seconds, served over gRPC and /metrics."""
-    del out, err, stdin  # values were checked by parse_run_settings
+    del out, err, stdin
     import asyncio
 
-    from adapter.memory import tune_allocator
+    from adapter import runtime
     from adapter.scaler import WorkerError
 
-    tls = _tls(args)
-    tune_allocator()  # before the cache's threads start
-    cluster = _cluster_source(args)
+    settings: RunSettings = args.settings  # checked by parse_command_line
+    tls = _tls(settings)
+    restore = runtime.tune_for_serving()  # before the cache's threads start
     try:
-        metrics = _metrics_source(args, cluster.shared_namespace)
-        return asyncio.run(_serve(args, cluster, metrics, tls))
-    except WorkerError as error:  # cannot bind the gRPC port, unreadable TLS files
-        raise InputError(str(error)) from error
+        cluster = _cluster_source(settings)
+        try:
+            metrics = _metrics_source(settings, cluster.shared_namespace)
+            after_cycle = runtime.SettleAfterCycle()
+            return asyncio.run(_serve(settings, cluster, metrics, tls, after_cycle))
+        except WorkerError as error:  # cannot bind the gRPC port, unreadable TLS files
+            raise InputError(str(error)) from error
+        finally:
+            if cluster.cache is not None:
+                cluster.cache.stop()
     finally:
-        if cluster.cache is not None:
-            cluster.cache.stop()
+        restore()
 
 
 async def _serve(
-    args: argparse.Namespace, cluster: _Cluster, metrics: MetricsSource, tls: TlsFiles | None
+    settings: RunSettings,
+    cluster: _Cluster,
+    metrics: MetricsSource,
+    tls: TlsFiles | None,
+    after_cycle: Callable[[], None],
 ) -> int:
     import asyncio
 
@@ -321,7 +348,7 @@ async def _serve(
     )
 
     clock = WallClock()
-    staleness = args.staleness if args.staleness is not None else 3 * args.interval
+    staleness = settings.staleness_s
     engine: Engine | None = None
 
     def latest() -> Snapshot | None:
@@ -331,31 +358,31 @@ async def _serve(
     # a running cycle holds this process' GIL, and must not delay an answer.
     server = ScalerPool(
         ServerSettings(
-            address=f"{args.grpc_host}:{args.grpc_port}",
-            reflection=args.grpc_reflection,
+            address=f"{settings.grpc_host}:{settings.grpc_port}",
+            reflection=settings.grpc_reflection,
             tls=tls,
-            grace_s=args.grace_period,
+            grace_s=settings.grace_period,
         ),
         ScalerSettings(staleness_s=staleness),
-        workers=args.grpc_workers,
+        workers=settings.grpc_workers,
     )
     stop = asyncio.Event()
     tasks = []
     writer: StatusWriter | None = None
     elector: LeaderElector | None = None
-    if cluster.api_client is not None and not args.no_status:
+    if cluster.api_client is not None and not settings.no_status:
         from kubernetes import client as kube_client
 
         from adapter.leader import LeaderElector, LeaderSettings, default_identity
         from adapter.status import StatusSettings, StatusWriter
 
-        if args.leader_election:
+        if settings.leader_election:
             elector = LeaderElector(
                 kube_client.CoordinationV1Api(cluster.api_client),
                 LeaderSettings(
-                    namespace=args.leader_election_namespace,
-                    name=args.leader_election_id,
-                    identity=args.pod_name or default_identity(),
+                    namespace=settings.leader_election_namespace,
+                    name=settings.leader_election_id,
+                    identity=settings.pod_name or default_identity(),
                 ),
                 clock,
             )
@@ -381,13 +408,14 @@ async def _serve(
         latest,
         lambda: engine.stats if engine is not None else EngineStats(),
         clock,
-        host=args.metrics_host,
-        port=args.metrics_port,
+        host=settings.metrics_host,
+        port=settings.metrics_port,
         max_age_s=staleness,
         kubernetes_errors=kubernetes_errors,
         serving=server.serving,  # /readyz: gRPC is served, whatever the snapshot's age
         last_attempt=lambda: engine.last_attempt if engine is not None else None,  # /healthz
-        interval_s=args.interval,
+        interval_s=settings.interval,
+        kubernetes_sync=cluster.cache.sync_state if cluster.cache is not None else None,
     )
 
     def published(snapshot: Snapshot) -> None:
@@ -399,12 +427,14 @@ async def _serve(
         metrics=metrics,
         clock=clock,
         settings=AssemblySettings(
-            min_num_replicas=args.min_replicas,
-            unlimited=args.unlimited,
-            saturation_policy=args.saturation_policy,
+            min_num_replicas=settings.min_replicas,
+            unlimited=settings.unlimited,
+            saturation_policy=settings.saturation_policy,
         ),
-        interval_s=args.interval,
+        interval_s=settings.interval,
+        staleness_s=staleness,
         on_snapshot=published,
+        after_cycle=after_cycle,
     )
     remove_handlers = install_signal_handlers(stop)
     exporter.start()
@@ -412,7 +442,7 @@ async def _serve(
         port = await server.start()
         logging.getLogger("adapter").info(
             "serving KEDA external scaler on %s:%d, metrics on %s",
-            args.grpc_host,
+            settings.grpc_host,
             port,
             exporter.url,
         )
@@ -423,7 +453,7 @@ async def _serve(
 
         async def cycles() -> None:
             try:
-                await engine.run(stop, max_cycles=args.cycles)
+                await engine.run(stop, max_cycles=settings.cycles)
             finally:
                 cycles_done.set()
 
@@ -486,11 +516,24 @@ def build_parser() -> argparse.ArgumentParser:
     add_simulate_arguments(simulate)
     simulate.set_defaults(handler=cmd_simulate)
 
-    run = commands.add_parser(
-        "run",
-        help="run the adapter: collect, optimize, serve",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    add_run_arguments(
+        commands.add_parser(
+            "run",
+            help="run the adapter: collect, optimize, serve",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            # only the flags given reach RunSettings.load: the variables fill the others
+            argument_default=argparse.SUPPRESS,
+        )
     )
+    return parser
+
+
+def add_run_arguments(run: argparse.ArgumentParser) -> None:
+    """`run`'s flags: one per RunSettings field, which holds its type, default and checks.
+
+    Values stay text here; RunSettings converts and checks them as it does the variables'
+    (tests/test_settings.py keeps these flags and its fields one to one).
+    """
     cluster = run.add_argument_group("cluster (one of)")
     cluster.add_argument("--local", metavar="DIR", help="read VAs, ConfigMaps, Nodes from YAML")
     cluster.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then ~/.kube)")
@@ -499,8 +542,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cluster.add_argument(
         "--config-namespace",
-        default=DEFAULT_CONFIG_NAMESPACE,
-        help="namespace of the accelerator-unit-costs and service-classes-config ConfigMaps",
+        help="namespace of the accelerator-unit-costs and service-classes-config ConfigMaps"
+        f" (default {DEFAULT_CONFIG_NAMESPACE})",
     )
     source = run.add_argument_group("metrics (one of)")
     source.add_argument(
@@ -513,56 +556,82 @@ def build_parser() -> argparse.ArgumentParser:
     )
     source.add_argument(
         "--scrape-window",
-        type=float,
-        default=0.0,
         metavar="SECONDS",
         help="rate scraped counters over at least this long (default 0: the last cycle)",
     )
     source.add_argument("--prometheus", metavar="URL", help="Prometheus base URL")
-    source.add_argument("--window", default="1m", help="rate window for PromQL (default 1m)")
+    source.add_argument("--window", help="rate window for PromQL (default 1m)")
     source.add_argument("--prometheus-ca-file")
     source.add_argument("--prometheus-token-file")
     source.add_argument("--prometheus-insecure-skip-verify", action="store_true")
-    run.add_argument("--interval", type=float, default=15.0, help="seconds between cycles")
-    run.add_argument("--cycles", type=int, help="stop after this many cycles (default: never)")
+    run.add_argument("--interval", help="seconds between cycles (default 15)")
+    run.add_argument("--cycles", help="stop after this many cycles (default: never)")
     run.add_argument(
         "--staleness",
-        type=float,
         help="seconds after which a snapshot is not served (default: 3 x --interval)",
     )
-    run.add_argument("--min-replicas", type=int, default=1, help="0 allows scale to zero")
+    run.add_argument("--min-replicas", help="0 allows scale to zero (default 1)")
     run.add_argument("--unlimited", action="store_true", help="ignore the nodes' GPU capacity")
-    run.add_argument("--saturation-policy", default="None", choices=SATURATION_POLICIES)
-    run.add_argument("--sync-timeout", type=float, default=60.0, help="initial cache sync, s")
+    run.add_argument(
+        "--saturation-policy",
+        metavar="{" + ",".join(SATURATION_POLICIES) + "}",
+        help="(default None)",
+    )
+    run.add_argument("--sync-timeout", help="initial cache sync, s (default 60)")
     serve = run.add_argument_group("serving")
-    serve.add_argument("--grpc-host", default="0.0.0.0")
-    serve.add_argument("--grpc-port", type=int, default=9090, help="KEDA external scaler")
+    serve.add_argument("--grpc-host", help="(default 0.0.0.0)")
+    serve.add_argument("--grpc-port", help="KEDA external scaler (default 9090)")
     serve.add_argument("--grpc-reflection", action="store_true", help="enable gRPC reflection")
     serve.add_argument("--grpc-tls-cert-file", help="PEM certificate chain (enables TLS)")
     serve.add_argument("--grpc-tls-key-file", help="PEM private key")
     serve.add_argument(
         "--grpc-tls-client-ca-file", help="PEM CA: clients must present a certificate it signed"
     )
-    serve.add_argument("--grace-period", type=float, default=5.0, help="seconds for in-flight RPCs")
+    serve.add_argument("--grace-period", help="seconds for in-flight RPCs (default 5)")
     serve.add_argument(
         "--grpc-workers",
-        type=int,
         help="gRPC serving processes sharing the port (default: 2, or 1 on a single CPU)",
     )
-    serve.add_argument("--metrics-host", default="0.0.0.0")
-    serve.add_argument("--metrics-port", type=int, default=8080, help="/metrics /healthz /readyz")
+    serve.add_argument("--metrics-host", help="(default 0.0.0.0)")
+    serve.add_argument("--metrics-port", help="/metrics /healthz /readyz (default 8080)")
     status = run.add_argument_group("VariantAutoscaling status (with a cluster)")
     status.add_argument("--no-status", action="store_true", help="do not write VA status")
     status.add_argument(
         "--leader-election", action="store_true", help="only the Lease holder writes status"
     )
-    status.add_argument("--leader-election-namespace", default=DEFAULT_CONFIG_NAMESPACE)
-    status.add_argument("--leader-election-id", default="wva-adapter-leader", help="Lease name")
+    status.add_argument("--leader-election-namespace", help=f"(default {DEFAULT_CONFIG_NAMESPACE})")
+    status.add_argument("--leader-election-id", help="Lease name (default wva-adapter-leader)")
     status.add_argument("--pod-name", help="this replica's identity (default: $POD_NAME)")
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     run.set_defaults(handler=cmd_run)
-    run.epilog = env_epilog(run)
-    return parser
+    run.epilog = _environment_epilog(run)
+
+
+def env_variables(run: argparse.ArgumentParser) -> dict[str, str]:
+    """The `WVA_*` variable of every `run` flag: variable -> flag, in the flags' order."""
+    found = {}
+    for action in run._actions:
+        longs = [o for o in action.option_strings if o.startswith("--") and o != "--help"]
+        if longs:
+            found[ENV_PREFIX + action.dest.upper()] = longs[0]
+    return found
+
+
+def _environment_epilog(run: argparse.ArgumentParser) -> str:
+    """The `run --help` epilog: every variable and its flag."""
+    lines = [
+        "environment:",
+        "  Every flag can also be set by an environment variable WVA_<FLAG> (the long flag",
+        "  in upper snake case); a flag on the command line wins over its variable.",
+        "  On/off flags take true/false (1/0, yes/no, on/off); --namespace and --scrape take",
+        "  a list separated by commas or spaces; an empty variable counts as unset. An",
+        "  invalid variable exits with status 2 and a message naming it.",
+        "",
+    ]
+    variables = env_variables(run)
+    width = max(map(len, variables), default=0)
+    lines += [f"  {name:<{width}}  {flag}" for name, flag in variables.items()]
+    return "\n".join(lines)
 
 
 def _subcommand(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
@@ -573,31 +642,34 @@ def _subcommand(parser: argparse.ArgumentParser, name: str) -> argparse.Argument
     raise LookupError(name)
 
 
-def parse_run_settings(
+def parse_command_line(
     argv: Sequence[str] | None, environ: Mapping[str, str]
 ) -> argparse.Namespace:
-    """Parse the command line; for `run`, flags not given come from `WVA_<FLAG>` variables.
+    """The subcommand and its arguments. For `run`, they are `args.settings`, one
+    RunSettings from the flags given and the `WVA_*` variables of `environ`.
 
     Raises InputError naming the variable or flag whose value cannot be used.
     """
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     if args.command != "run":
-        return args
-    run = _subcommand(parser, "run")
+        return args  # other commands read no variables
+    from adapter.settings import RunSettings, SettingsError
+
+    flags = {k: v for k, v in vars(args).items() if k not in ("command", "handler")}
     try:
-        from_env = {dest: value for dest, (_, value) in env_defaults(run, environ).items()}
-        # repeatable flags would add to a default list: fill those only when not given
-        appended = {a.dest for a in run._actions if isinstance(a, argparse._AppendAction)}
-        run.set_defaults(**{d: v for d, v in from_env.items() if d not in appended})
-        args = parser.parse_args(argv)
-        for dest in appended & from_env.keys():
-            if getattr(args, dest) is None:
-                setattr(args, dest, from_env[dest])
-        check_run_values(run, args)
+        settings = RunSettings.load(flags, environ)
     except SettingsError as error:
         raise InputError(str(error)) from error
-    return args
+    return argparse.Namespace(command="run", handler=args.handler, settings=settings)
+
+
+def parse_run_settings(argv: Sequence[str], environ: Mapping[str, str]) -> RunSettings:
+    """The settings `wva-adapter ARGV` (a `run` command line) would run with."""
+    args = parse_command_line(argv, environ)
+    if args.command != "run":
+        raise ValueError(f"not a run command line: {list(argv)}")
+    settings: RunSettings = args.settings
+    return settings
 
 
 def main(
@@ -611,12 +683,12 @@ def main(
     err = err if err is not None else sys.stderr
     stdin = stdin if stdin is not None else sys.stdin
     try:
-        args = parse_run_settings(argv, os.environ if environ is None else environ)
+        args = parse_command_line(argv, os.environ if environ is None else environ)
     except InputError as error:
         print(f"error: {error}", file=err)
         return EXIT_INPUT
     logging.basicConfig(
-        level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
+        level=logging.DEBUG if args.command == "run" and args.settings.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=err,
     )

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# adapter.settings: `wva-adapter run`'s flags can also be set by WVA_<FLAG> variables
+ENV_PREFIX = "WVA_"
+
 # adapter.model.kube: where the accelerator-unit-costs and service-classes-config
 # ConfigMaps (and the leader-election Lease) live by default
 DEFAULT_CONFIG_NAMESPACE = "inferno-autoscaler-system"

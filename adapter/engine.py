@@ -10,6 +10,14 @@ tells readers how stale it is. It never publishes zero load in place of unknown 
 A cycle that fails on anything else (a bug, input nobody anticipated) is handled the same
 way, its traceback logged: one bad input must not crash-loop the adapter.
 
+The Kubernetes cache never fails a read: while the API server is away it keeps serving
+its last view, ever older. Its snapshot says when each watched resource was last known
+in sync (`adapter.collect.sync`); once that is longer ago than `staleness_s` (the
+scaler's `--staleness`), the VAs the old part of the view bears on are left unsolved
+with a reason starting `KUBERNETES_STALE` (UNAVAILABLE over gRPC, `KubernetesStale` on
+/metrics and in the status), the other VAs are still decided, and the next cycle after
+the cache syncs again decides them all.
+
 Scraping pods, the first scrape has nothing to rate against. That cycle is a baseline,
 not a failure (`BaselineCycle`: logged at INFO, not counted in `cycle_errors_total`),
 but it publishes nothing either: unknown load is never sized as zero. The cycles after
@@ -24,9 +32,7 @@ failing backend (attempts that fail, which a restart would not cure).
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
-import sys
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,7 +47,7 @@ from adapter.collect.metrics import (
     MetricsWarmingUp,
     ModelLoad,
 )
-from adapter.memory import release_free_memory
+from adapter.collect.sync import PartitionSync, SyncedClusterSnapshot
 from adapter.model.kube import ClusterSnapshot
 from adapter.model.system import parse_system
 from adapter.optimizer import SizingCache, optimize_parsed
@@ -50,6 +56,10 @@ from adapter.optimizer.solution import Solution
 log = logging.getLogger(__name__)
 
 VariantKey = tuple[str, str]  # (namespace, name)
+
+# How the reason of a decision withheld for an out-of-date view of the cluster starts
+# (`adapter.exporter.reason_code` classifies by it).
+KUBERNETES_STALE = "Kubernetes view out of date"
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +129,8 @@ def metric_keys(snapshot: ClusterSnapshot) -> set[LoadKey]:
     """(namespace, modelID) of every VA that names a model: what metrics to fetch."""
     keys: set[LoadKey] = set()
     for (namespace, _name), obj in snapshot.variant_autoscalings.items():
-        spec = obj.get("spec")
+        # a VA that is not even a mapping is the assembler's to report, not a failed cycle
+        spec = obj.get("spec") if isinstance(obj, Mapping) else None
         model = spec.get("modelID") if isinstance(spec, Mapping) else None
         if isinstance(model, str) and model:
             keys.add((namespace, model))
@@ -137,18 +148,27 @@ class Engine:
         clock: Clock,
         settings: AssemblySettings | None = None,
         interval_s: float = 15.0,
+        staleness_s: float | None = None,
         cache: SizingCache | None = None,
         on_snapshot: Callable[[Snapshot], None] | None = None,
+        after_cycle: Callable[[], None] | None = None,
     ) -> None:
+        """`after_cycle` runs after every cycle of `run`, on the cycle's thread, whatever
+        the cycle's outcome: `wva-adapter run` settles the garbage collector and the heap
+        there (adapter/runtime.py). The Engine itself changes nothing process-wide."""
         self._cluster = cluster
         self._metrics = metrics
         self._clock = clock
         self._settings = settings or AssemblySettings()
         self.interval_s = interval_s
+        # --staleness, as the scaler and the status writer use it: a VA whose objects were
+        # last known in sync with the API server longer ago gets no decision
+        self.staleness_s = staleness_s if staleness_s is not None else 3 * interval_s
         self._cache = cache if cache is not None else SizingCache()
         self._own_cache = cache is None
         self._parsed = ParsedObjects()
         self._on_snapshot = on_snapshot
+        self._after_cycle = after_cycle
         self._latest: Snapshot | None = None
         self._cycle = 0
         self._last_attempt: float | None = None
@@ -232,7 +252,7 @@ class Engine:
         if self._own_cache:
             _fit_cache(self._cache, len(assembly.servers))
         solution = optimize_parsed(parsed, self._cache)
-        decisions = _decisions(assembly, solution, loads)
+        decisions = _decisions(assembly, solution, loads, _out_of_date(cluster, self.staleness_s))
         finished = self._clock.monotonic()
         return Snapshot(
             cycle=self._cycle,
@@ -322,25 +342,10 @@ class Engine:
         previous snapshot stays in place meanwhile. Cancellation (a BaseException) still
         stops the loop.
         """
-        # The cycle's worker thread and the event loop share the GIL: hand it over every
-        # 0.5 ms instead of 5 ms, so a gRPC answer waits less behind a running cycle; and
-        # no automatic full collections (see `_cycle_and_settle`, which does them).
-        switch_interval = sys.getswitchinterval()
-        thresholds = gc.get_threshold()
-        sys.setswitchinterval(min(switch_interval, 0.0005))
-        gc.set_threshold(thresholds[0], thresholds[1], 1_000_000_000)
-        try:
-            await self._run(stop, max_cycles)
-        finally:
-            sys.setswitchinterval(switch_interval)
-            gc.set_threshold(*thresholds)
-            gc.unfreeze()
-
-    async def _run(self, stop: asyncio.Event, max_cycles: int | None) -> None:
         done = 0
         while not stop.is_set():
             try:
-                await asyncio.to_thread(self._cycle_and_settle, done)
+                await asyncio.to_thread(self._cycle_then_hook)
             except BaselineCycle:
                 log.info(
                     "cycle %d: first scrape taken as baseline; rates from the next cycle",
@@ -352,7 +357,7 @@ class Engine:
                 log.warning(
                     "cycle %d failed, keeping the previous decisions: %s", self._cycle, error
                 )
-            except Exception as error:  # outside run_cycle's guard (the collection after it)
+            except Exception as error:  # outside run_cycle's guard (the after_cycle hook)
                 self._count_internal_error(error)
                 log.exception("cycle %d failed, keeping the previous decisions", self._cycle)
             done += 1
@@ -361,34 +366,64 @@ class Engine:
                 break
             await sleep_unless(self._clock, self.interval_s, stop)
 
-    def _cycle_and_settle(self, done: int) -> None:
-        """A cycle, then move what survived it out of the garbage collector's way.
-
-        The cycle shares the GIL with the event loop that answers gRPC. Full garbage
-        collections walk every tracked object (the cluster cache, the caches) with the GIL
-        held: at 500 VAs they delayed GetMetrics by 150 ms, at 5000 by up to 0.8 s. A
-        cycle makes no reference cycles, so while `run` runs, full collections happen only
-        here: objects that survive a cycle are frozen (never walked again; still freed by
-        reference counting), and every FULL_COLLECTION_EVERY cycles one full collection
-        reclaims any reference cycles other code made meanwhile. Then the cycle's freed
-        heap goes back to the kernel (`adapter.memory`).
-        """
+    def _cycle_then_hook(self) -> None:
+        """A cycle, then the `after_cycle` hook, both on the worker thread."""
         try:
             self.run_cycle()
         finally:
-            if done % FULL_COLLECTION_EVERY == 0:
-                gc.unfreeze()
-                gc.collect()
-            gc.freeze()
-            release_free_memory()
+            if self._after_cycle is not None:
+                self._after_cycle()
 
 
-# cycles between full garbage collections while `Engine.run` runs
-FULL_COLLECTION_EVERY = 40
+def _out_of_date(cluster: ClusterSnapshot, limit_s: float) -> Callable[[str], str | None]:
+    """namespace -> why its VAs get no decision (None: the view is recent enough).
+
+    A VA depends on its own partition (VAs of its namespace or of all), its Deployment's,
+    and the cluster-wide ConfigMaps and Nodes: if any of them has not been in sync with
+    the API server for longer than `limit_s`, the objects the cycle read may have changed
+    since (scaled, edited, deleted), and a decision on them is withheld, as any unsolved
+    VA's: UNAVAILABLE over gRPC, never a number from an old view. It comes back by itself
+    with the first cycle after the cache syncs again. Sources without an API server (a
+    folder of YAML) are never out of date.
+    """
+    sync = cluster.sync if isinstance(cluster, SyncedClusterSnapshot) else None
+    if sync is None:
+        return lambda _namespace: None
+    behind = sync.behind(limit_s)
+    if not behind:
+        return lambda _namespace: None
+    limit_s = sync.limit(limit_s)  # never below two watch renewals (see SyncState.limit)
+    reasons: dict[str, str | None] = {}
+
+    def stale(namespace: str) -> str | None:
+        if namespace not in reasons:
+            reasons[namespace] = _stale_reason(
+                [(p, age) for p, age in behind if p.covers(namespace)], limit_s
+            )
+        return reasons[namespace]
+
+    return stale
+
+
+def _stale_reason(behind: list[tuple[PartitionSync, float]], limit_s: float) -> str | None:
+    if not behind:
+        return None
+    parts = ", ".join(
+        f"{p.name} {'never' if p.synced_at is None else 'last'} in sync "
+        f"({age:.0f} s{'' if p.synced_at is None else ' ago'})"
+        for p, age in behind
+    )
+    return (
+        f"{KUBERNETES_STALE}: {parts}, limit {limit_s:g} s; no decision until the "
+        "Kubernetes API answers again"
+    )
 
 
 def _decisions(
-    assembly: Assembly, solution: Solution, loads: LoadReport
+    assembly: Assembly,
+    solution: Solution,
+    loads: LoadReport,
+    stale: Callable[[str], str | None] = lambda _namespace: None,
 ) -> dict[VariantKey, VariantDecision]:
     out: dict[VariantKey, VariantDecision] = {}
     for problem in assembly.problems:
@@ -399,7 +434,7 @@ def _decisions(
             accelerator="",
             desired_replicas=None,
             current_replicas=None,
-            reason=problem.reason,
+            reason=stale(problem.namespace) or problem.reason,
         )
     by_name = {decision.name: decision for decision in solution.servers}
     docs = _server_docs(assembly.system)
@@ -416,12 +451,18 @@ def _decisions(
             "load": load,
             "slo": assembly.slo.get(server),
         }
-        if decision is None or decision.allocation is None:
-            reason = decision.reason if decision is not None else "not in the optimizer's input"
+        withheld = stale(va.namespace)
+        if withheld is not None or decision is None or decision.allocation is None:
+            if withheld is not None:
+                reason = withheld
+            elif decision is not None:
+                reason = decision.reason or "no allocation"
+            else:
+                reason = "not in the optimizer's input"
             out[(va.namespace, va.name)] = VariantDecision(
                 accelerator=current.get("accelerator", ""),
                 desired_replicas=None,
-                reason=reason or "no allocation",
+                reason=reason,
                 **base,
             )
             continue

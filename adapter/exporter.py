@@ -26,7 +26,13 @@ cycle that produced the snapshot), `wva_snapshot_age_seconds`, `wva_config_probl
 `wva_cycle_duration_seconds` (histogram; fed by `observe`, see below), counters
 `wva_cycles_total`, `wva_cycle_errors_total`, `wva_metrics_errors_total` (from
 `EngineStats`), `wva_kubernetes_errors_total{operation}` (when a provider is given) and
-`wva_build_info{version}`.
+`wva_build_info{version}`. With the Kubernetes cache's `sync_state` (`kubernetes_sync`):
+`wva_kubernetes_sync_age_seconds{resource}` (seconds since the resource, in its worst
+namespace, was last known in sync with the API server: `adapter.collect.sync`; past
+`--staleness` the VAs it bears on are `KubernetesStale`) and
+`wva_kubernetes_watch_errors_total{resource, kind}` (the cache's failed list and watch
+requests: `api` when the API server could not be read, `unexpected` for anything else,
+which is logged with its traceback).
 
 A snapshot older than `max_age_s` is stale: the per-VA families are withheld (the age
 and the timestamp stay), so an HPA reading them through prometheus-adapter freezes at
@@ -77,7 +83,8 @@ from prometheus_client.registry import Collector
 
 from adapter import __version__
 from adapter.clock import Clock
-from adapter.engine import EngineStats, Snapshot, VariantDecision
+from adapter.collect.sync import SyncState
+from adapter.engine import KUBERNETES_STALE, EngineStats, Snapshot, VariantDecision
 
 __all__ = [
     "DURATION_BUCKETS",
@@ -121,6 +128,7 @@ REASONS: tuple[str, ...] = (
     "CapacityExhausted",  # feasible, but the limited solver ran out of accelerators
     "Infeasible",  # no accelerator meets the SLO at this load
     "OptimizationFailed",  # anything else
+    "KubernetesStale",  # its objects were last in sync with the API server too long ago
 )
 
 
@@ -133,6 +141,8 @@ def reason_code(decision: VariantDecision) -> str:
     if decision.solved:
         return "Optimized"
     reason = decision.reason
+    if reason.startswith(KUBERNETES_STALE):
+        return "KubernetesStale"
     if decision.load is None or reason.startswith("invalid input"):
         return "InvalidConfiguration"
     if reason == "accelerator capacity exhausted":
@@ -160,6 +170,7 @@ class SnapshotCollector(Collector):
         max_age_s: float | None = 60.0,
         version: str = __version__,
         kubernetes_errors: Callable[[], Mapping[str, int]] | None = None,
+        kubernetes_sync: Callable[[], SyncState] | None = None,
         buckets: Sequence[float] = DURATION_BUCKETS,
     ) -> None:
         self._snapshot = snapshot
@@ -168,6 +179,7 @@ class SnapshotCollector(Collector):
         self.max_age_s = max_age_s
         self._version = version
         self._kubernetes_errors = kubernetes_errors
+        self._kubernetes_sync = kubernetes_sync
         self._buckets = tuple(sorted(buckets))
         self._lock = threading.Lock()
         self._bucket_counts = [0] * (len(self._buckets) + 1)  # last: +Inf only
@@ -244,6 +256,8 @@ class SnapshotCollector(Collector):
             for operation, count in sorted(self._kubernetes_errors().items()):
                 errors.add_metric([operation], float(count))
             yield errors
+        if self._kubernetes_sync is not None:
+            yield from _sync_families(self._kubernetes_sync())
 
         with self._lock:
             cumulative, buckets = 0, []
@@ -380,6 +394,29 @@ class SnapshotCollector(Collector):
         for variant in variants:
             info.add_metric([*variant.labels, reason_code(variant.decision)], {})
         yield info
+
+
+def _sync_families(state: SyncState) -> Iterator[Metric]:
+    """How current the Kubernetes cache is, and how its requests fared, by resource."""
+    ages = GaugeMetricFamily(
+        "wva_kubernetes_sync_age_seconds",
+        "Seconds since the resource (its worst namespace) was last known in sync with the "
+        "Kubernetes API server; past the staleness limit its VAs are KubernetesStale.",
+        labels=["resource"],
+    )
+    for resource, age in state.ages().items():
+        ages.add_metric([resource], age)
+    yield ages
+    errors = CounterMetricFamily(
+        "wva_kubernetes_watch_errors",
+        "Failed list and watch requests of the Kubernetes cache, by resource and kind: api "
+        "(the API server could not be read) or unexpected (anything else, logged with its "
+        "traceback).",
+        labels=["resource", "kind"],
+    )
+    for (resource, kind), count in state.errors().items():
+        errors.add_metric([resource, kind], float(count))
+    yield errors
 
 
 def _ratio(decision: VariantDecision) -> float | None:
@@ -598,6 +635,7 @@ class Exporter:
 
     Wiring in `run`: `Exporter(snapshot=lambda: engine.latest, stats=engine.stats,
     clock=clock, host="0.0.0.0", port=8080, max_age_s=..., kubernetes_errors=...,
+    kubernetes_sync=cache.sync_state,
     serving=pool.serving, last_attempt=lambda: engine.last_attempt, interval_s=...)`, and
     `exporter.observe` in the engine's `on_snapshot` hook.
 
@@ -617,6 +655,7 @@ class Exporter:
         max_age_s: float | None = 60.0,
         version: str = __version__,
         kubernetes_errors: Callable[[], Mapping[str, int]] | None = None,
+        kubernetes_sync: Callable[[], SyncState] | None = None,
         serving: Callable[[], bool] | None = None,
         last_attempt: Callable[[], float | None] | None = None,
         interval_s: float = 15.0,
@@ -629,6 +668,7 @@ class Exporter:
             max_age_s=max_age_s,
             version=version,
             kubernetes_errors=kubernetes_errors,
+            kubernetes_sync=kubernetes_sync,
         )
         self.registry.register(self.collector)
         self._serving = serving

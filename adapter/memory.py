@@ -7,10 +7,11 @@ a malloc arena of its own, and freed memory goes back to the kernel only from th
 of a heap: resident memory crept up cycle after cycle while live objects stayed flat.
 
 `tune_allocator` (once, before threads start) caps the arenas; `release_free_memory`
-(after each cycle) hands every free page back. The mmap threshold stays dynamic: pinned
-low, each of the sizing's large temporary arrays got fresh pages and a cold cycle took
-about 0.3 s longer. Elsewhere (musl, macOS) both do nothing. Python's own small-object
-allocator is not affected.
+(after each cycle) hands every free page back. `wva-adapter run` calls both, through
+adapter/runtime.py: they change the whole process, so the Engine never does. The mmap
+threshold stays dynamic: pinned low, each of the sizing's large temporary arrays got
+fresh pages and a cold cycle took about 0.3 s longer. Elsewhere (musl, macOS) both do
+nothing. Python's own small-object allocator is not affected.
 """
 
 from __future__ import annotations

@@ -1,199 +1,248 @@
-"""Settings of `wva-adapter run` from the environment, and the checks of their values.
+"""The settings of `wva-adapter run`: one typed model, from flags and environment alike.
 
-Every `run` flag can also come from an environment variable named after it:
-`WVA_` + the long flag in upper snake case (`--grpc-port` -> `WVA_GRPC_PORT`,
-`--leader-election` -> `WVA_LEADER_ELECTION=true`). A flag given on the command line
-wins over its variable. The variables are read from the flags the parser declares, so
-a new flag gets its variable without any change here.
+Every `run` flag is a field of `RunSettings`, and every field can also come from an
+environment variable: `WVA_` + the field's name in upper case (`--grpc-port` ->
+`grpc_port` -> `WVA_GRPC_PORT`; `--leader-election` -> `WVA_LEADER_ELECTION=true`).
+`RunSettings.load(flags, environ)` takes, for each field, the flag given on the command
+line, else its variable, else the field's default.
 
-Values are converted like the flag's (numbers, choices); on/off flags take
-true/false, 1/0, yes/no, on/off; repeatable or multi-value flags (`--namespace`,
-`--scrape`) take a list separated by commas or spaces. An empty variable counts as
-unset. A variable that cannot be used is an error naming it, even when the flag is
-also given: a broken environment is reported, never silently ignored.
+Variables are read by pydantic-settings' environment source, with the names exactly as
+written (upper case); values are converted like the field's type: numbers, on/off
+(true/false, 1/0, yes/no, on/off), one of the choices; the list settings (`namespace`,
+`scrape`) take items separated by commas or spaces. An empty variable counts as unset.
+Other `WVA_*` variables are ignored: Kubernetes sets `WVA_ADAPTER_SERVICE_HOST` and
+the like in every pod of a namespace with a Service called `wva-adapter`.
 
-`check_run_values` then checks the numbers, wherever they came from (interval,
-staleness, sync timeout > 0; grace period >= 0; ports 0..65535; min replicas >= 0;
-cycles and gRPC workers >= 1).
+A value that cannot be used is a SettingsError naming its flag or its variable. A
+broken variable is reported even when its flag is also given: a broken environment is
+never ignored silently.
+
+The command line itself is argparse (adapter/cli.py: building it, for `--help`, loads no
+pydantic); tests/test_settings.py keeps its flags and these fields one to one.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-ENV_PREFIX = "WVA_"
+from pydantic import AfterValidator, PrivateAttr, ValidationError, field_validator
+from pydantic_core import ErrorDetails
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
-_TRUE = frozenset({"true", "1", "yes", "on"})
-_FALSE = frozenset({"false", "0", "no", "off"})
+from adapter.defaults import DEFAULT_CONFIG_NAMESPACE, ENV_PREFIX
+from adapter.model.system import SaturationPolicy
+
+__all__ = ["RunSettings", "SettingsError", "env_variable", "flag_of"]
+
 _LIST_SEPARATORS = re.compile(r"[,\s]+")
 
 
 class SettingsError(ValueError):
-    """A setting that cannot be used; the message names the flag or the variable."""
+    """A setting that cannot be used; the message names its flag or its variable."""
 
 
-def env_name(action: argparse.Action) -> str | None:
-    """`WVA_<LONG_FLAG>` for an optional argument (None for positionals and --help)."""
-    longs = [o for o in action.option_strings if o.startswith("--")]
-    if not longs or isinstance(action, argparse._HelpAction):
-        return None
-    return ENV_PREFIX + longs[0][2:].upper().replace("-", "_")
+def env_variable(field: str) -> str:
+    """The environment variable of a `RunSettings` field: `grpc_port` -> `WVA_GRPC_PORT`."""
+    return ENV_PREFIX + field.upper()
 
 
-def _flag(action: argparse.Action) -> str:
-    longs = [o for o in action.option_strings if o.startswith("--")]
-    return longs[0] if longs else action.dest
+def flag_of(field: str) -> str:
+    """The command-line flag of a `RunSettings` field: `grpc_port` -> `--grpc-port`."""
+    return "--" + field.replace("_", "-")
 
 
-def _is_switch(action: argparse.Action) -> bool:
-    return isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction)
+def _require(accepts: Callable[[float], bool], message: str) -> AfterValidator:
+    def check(value: float) -> float:
+        if not accepts(value):
+            raise ValueError(message)
+        return value
+
+    return AfterValidator(check)
 
 
-def _is_list(action: argparse.Action) -> bool:
-    return isinstance(action, argparse._AppendAction) or action.nargs in ("+", "*")
+PositiveSeconds = Annotated[
+    float,
+    _require(lambda v: math.isfinite(v) and v > 0, "must be a finite number of seconds > 0"),
+]
+NonNegativeSeconds = Annotated[
+    float,
+    _require(lambda v: math.isfinite(v) and v >= 0, "must be a finite number of seconds >= 0"),
+]
+Port = Annotated[
+    int, _require(lambda v: 0 <= v <= 65535, "must be a port number 0..65535 (0: any free port)")
+]
+AtLeastOne = Annotated[int, _require(lambda v: v >= 1, "must be >= 1")]
+Replicas = Annotated[int, _require(lambda v: v >= 0, "must be >= 0 (0 allows scale to zero)")]
+# items separated by commas or spaces in a variable (`_split`; NoDecode: not JSON), a list
+# on the command line; None: not set
+Items = Annotated[tuple[str, ...] | None, NoDecode]
 
 
-def env_variables(parser: argparse.ArgumentParser) -> list[tuple[str, argparse.Action]]:
-    """(variable, action) for every flag of `parser` that has a variable, in flag order."""
-    found = []
-    for action in parser._actions:
-        name = env_name(action)
-        if name is not None:
-            found.append((name, action))
-    return found
+class RunSettings(BaseSettings):
+    """What `wva-adapter run` does; `load` builds it from flags and `WVA_*` variables.
 
-
-def _convert(name: str, text: str, action: argparse.Action) -> Any:
-    """The value `text` gives the flag, or SettingsError naming the variable."""
-    shown = f"{name}={text!r}"
-    if _is_switch(action):
-        word = text.strip().lower()
-        if word in _TRUE:
-            return action.const
-        if word in _FALSE:
-            return action.default
-        raise SettingsError(f"{shown}: expected true or false (also 1/0, yes/no, on/off)")
-    if _is_list(action):
-        items = [item for item in _LIST_SEPARATORS.split(text.strip()) if item]
-        return [_scalar(shown, item, action) for item in items]
-    return _scalar(shown, text.strip(), action)
-
-
-def _scalar(shown: str, text: str, action: argparse.Action) -> Any:
-    convert: Callable[[str], Any] | None = action.type  # type: ignore[assignment]
-    value: Any = text
-    if convert is int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise SettingsError(f"{shown}: expected a whole number") from None
-    elif convert is float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise SettingsError(f"{shown}: expected a number") from None
-    elif convert is not None:
-        try:
-            value = convert(text)
-        except (TypeError, ValueError) as error:
-            raise SettingsError(f"{shown}: {error}") from None
-    if action.choices is not None and value not in action.choices:
-        known = ", ".join(str(c) for c in action.choices)
-        raise SettingsError(f"{shown}: expected one of {known}")
-    return value
-
-
-def env_defaults(
-    parser: argparse.ArgumentParser, environ: Mapping[str, str]
-) -> dict[str, tuple[str, Any]]:
-    """dest -> (variable, value) for every set `WVA_` variable of `parser`'s flags.
-
-    Raises SettingsError for the first variable (in flag order) that cannot be used,
-    including a value that `check_run_values` would refuse.
+    `RunSettings(**values)` takes only the values given (and the defaults): the
+    environment is read by `load` alone, so a test builds the settings it means.
     """
-    found: dict[str, tuple[str, Any]] = {}
-    for name, action in env_variables(parser):
-        text = environ.get(name)
-        if text is None or not text.strip():
-            continue
-        value = _convert(name, text, action)
-        _check_one(action.dest, value, f"{name}={text!r}")
-        found[action.dest] = (name, value)
-    return found
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_ignore_empty=True, frozen=True, extra="forbid"
+    )
+
+    # cluster (one of): a folder of YAML, or Kubernetes
+    local: str | None = None
+    kubeconfig: str | None = None  # default: in-cluster config, then ~/.kube/config
+    namespace: Items = None  # watch VAs in these namespaces (default: all)
+    config_namespace: str = DEFAULT_CONFIG_NAMESPACE
+    # metrics (one of): scraped pods, a targets file, or Prometheus
+    scrape: Items = None  # [NAMESPACE=]URL
+    scrape_file: str | None = None
+    scrape_window: NonNegativeSeconds = 0.0
+    prometheus: str | None = None
+    window: str = "1m"
+    prometheus_ca_file: str | None = None
+    prometheus_token_file: str | None = None
+    prometheus_insecure_skip_verify: bool = False
+    # the cycle
+    interval: PositiveSeconds = 15.0
+    cycles: AtLeastOne | None = None  # None: never stop
+    staleness: PositiveSeconds | None = None  # None: 3 x interval (`staleness_s`)
+    min_replicas: Replicas = 1
+    unlimited: bool = False
+    saturation_policy: SaturationPolicy = "None"
+    sync_timeout: PositiveSeconds = 60.0
+    # serving
+    grpc_host: str = "0.0.0.0"
+    grpc_port: Port = 9090
+    grpc_reflection: bool = False
+    grpc_tls_cert_file: str | None = None
+    grpc_tls_key_file: str | None = None
+    grpc_tls_client_ca_file: str | None = None
+    grace_period: NonNegativeSeconds = 5.0
+    grpc_workers: AtLeastOne | None = None  # None: adapter.scaler.pool.default_workers()
+    metrics_host: str = "0.0.0.0"
+    metrics_port: Port = 8080
+    # VariantAutoscaling status
+    no_status: bool = False
+    leader_election: bool = False
+    leader_election_namespace: str = DEFAULT_CONFIG_NAMESPACE
+    leader_election_id: str = "wva-adapter-leader"
+    pod_name: str | None = None
+    verbose: bool = False
+
+    # the fields whose value came from a variable (`given_as`)
+    _from_environment: frozenset[str] = PrivateAttr(default=frozenset())
+
+    @field_validator("namespace", "scrape", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(item for item in _LIST_SEPARATORS.split(value.strip()) if item)
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """The values given only: `load` reads the environment it is handed, not os.environ."""
+        del settings_cls, env_settings, dotenv_settings, file_secret_settings
+        return (init_settings,)
+
+    @classmethod
+    def load(cls, flags: Mapping[str, Any], environ: Mapping[str, str]) -> RunSettings:
+        """The flags given on the command line, else the `WVA_*` variables, else defaults.
+
+        `flags` holds only the flags given, by field name. Raises SettingsError naming
+        the variable, or the flag, whose value cannot be used; variables first, each
+        checked even when its flag is also given.
+        """
+        variables = _Environment(cls, environ)()
+        _validated(cls, variables, flags={}, variables=variables)
+        settings = _validated(cls, {**variables, **flags}, flags=flags, variables=variables)
+        settings._from_environment = frozenset(variables.keys() - flags.keys())
+        return settings
+
+    @property
+    def staleness_s(self) -> float:
+        """Seconds after which a snapshot is not served: `staleness`, or 3 intervals."""
+        return self.staleness if self.staleness is not None else 3 * self.interval
+
+    def given_as(self, field: str) -> str:
+        """How the user set `field`: its variable if it came from the environment, else its
+        flag (for messages about a combination of settings)."""
+        return env_variable(field) if field in self._from_environment else flag_of(field)
 
 
-@dataclass(frozen=True, slots=True)
-class Limit:
-    """A numeric check: `accepts(value)` or the message `must ...`."""
+class _Environment(EnvSettingsSource):
+    """pydantic-settings' environment source over a given mapping (not os.environ), with
+    the variables' names matched exactly: `WVA_GRPC_PORT`, never `wva_grpc_port`."""
 
-    accepts: Callable[[float], bool]
-    message: str
-
-
-def _positive(value: float) -> bool:
-    return math.isfinite(value) and value > 0
-
-
-def _non_negative(value: float) -> bool:
-    return math.isfinite(value) and value >= 0
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        super().__init__(settings_cls, case_sensitive=False)
+        # case-insensitive lookup of names that were written in upper case; blank is unset
+        self.env_vars = {
+            name.lower(): value
+            for name, value in environ.items()
+            if name.startswith(ENV_PREFIX) and value.strip()
+        }
 
 
-def _port(value: float) -> bool:
-    return 0 <= value <= 65535
+def _validated(
+    cls: type[RunSettings],
+    values: Mapping[str, Any],
+    *,
+    flags: Mapping[str, Any],
+    variables: Mapping[str, Any],
+) -> RunSettings:
+    """`cls(**values)`, or SettingsError naming the first value refused: as a flag if it
+    is one of `flags`, else as a variable: `--grpc-port=x`, `WVA_GRPC_PORT='x'`."""
+    try:
+        return cls(**values)
+    except ValidationError as error:
+        first = error.errors(include_url=False)[0]
+        field = str(first["loc"][0]) if first["loc"] else ""
+        if field in flags:
+            given = flags[field]
+            text = " ".join(given) if isinstance(given, list | tuple) else given
+            shown = f"{flag_of(field)}={text}"
+        elif field in variables:
+            shown = f"{env_variable(field)}={variables[field]!r}"
+        else:
+            shown = flag_of(field) if field else "run settings"
+        raise SettingsError(f"{shown}: {_problem(first)}") from None
 
 
-# dest of a `run` flag -> its check (None values mean "not given" and are not checked)
-RUN_LIMITS: dict[str, Limit] = {
-    "interval": Limit(_positive, "must be a finite number of seconds > 0"),
-    "staleness": Limit(_positive, "must be a finite number of seconds > 0"),
-    "sync_timeout": Limit(_positive, "must be a finite number of seconds > 0"),
-    "grace_period": Limit(_non_negative, "must be a finite number of seconds >= 0"),
-    "scrape_window": Limit(_non_negative, "must be a finite number of seconds >= 0"),
-    "cycles": Limit(lambda v: v >= 1, "must be >= 1"),
-    "grpc_workers": Limit(lambda v: v >= 1, "must be >= 1"),
-    "min_replicas": Limit(_non_negative, "must be >= 0 (0 allows scale to zero)"),
-    "grpc_port": Limit(_port, "must be a port number 0..65535 (0: any free port)"),
-    "metrics_port": Limit(_port, "must be a port number 0..65535 (0: any free port)"),
+_EXPECTED = {
+    "float_parsing": "expected a number",
+    "float_type": "expected a number",
+    "finite_number": "expected a finite number",
+    "int_parsing": "expected a whole number",
+    "int_from_float": "expected a whole number",
+    "int_type": "expected a whole number",
+    "bool_parsing": "expected true or false (also 1/0, yes/no, on/off)",
+    "bool_type": "expected true or false (also 1/0, yes/no, on/off)",
 }
 
 
-def _check_one(dest: str, value: Any, shown: str) -> None:
-    limit = RUN_LIMITS.get(dest)
-    if limit is None or value is None:
-        return
-    if not limit.accepts(value):
-        raise SettingsError(f"{shown}: {limit.message}")
-
-
-def check_run_values(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Check the numeric `run` settings; the message names the flag.
-
-    Values from the environment were checked by `env_defaults` (naming the variable),
-    so a value refused here came from the command line.
-    """
-    for action in parser._actions:
-        if action.dest in RUN_LIMITS:
-            value = getattr(args, action.dest, None)
-            _check_one(action.dest, value, f"{_flag(action)}={value!r}")
-
-
-def env_epilog(parser: argparse.ArgumentParser) -> str:
-    """The `--help` epilog: every variable and its flag."""
-    lines = [
-        "environment:",
-        "  Every flag can also be set by an environment variable WVA_<FLAG> (the long flag",
-        "  in upper snake case); a flag on the command line wins over its variable.",
-        "  On/off flags take true/false (1/0, yes/no, on/off); --namespace and --scrape take",
-        "  a list separated by commas or spaces; an empty variable counts as unset. An",
-        "  invalid variable exits with status 2 and a message naming it.",
-        "",
-    ]
-    variables = env_variables(parser)
-    width = max((len(name) for name, _ in variables), default=0)
-    lines += [f"  {name:<{width}}  {_flag(action)}" for name, action in variables]
-    return "\n".join(lines)
+def _problem(error: ErrorDetails) -> str:
+    """What is wrong with a value, in the words of the checks above."""
+    context = error.get("ctx", {})
+    if error["type"] == "value_error":
+        return str(context.get("error", error["msg"]))
+    if error["type"] == "literal_error":
+        return f"expected one of {context.get('expected', '')}"
+    return _EXPECTED.get(error["type"], error["msg"])

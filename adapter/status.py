@@ -15,7 +15,10 @@ What is written (through the `/status` subresource, so `spec` is never touched):
   the HPA actuate), so it never claims it applied anything. Any `true` left by another
   controller is corrected.
 - conditions `MetricsAvailable` (MetricsFound / MetricsMissing) and `OptimizationReady`
-  (OptimizationSucceeded / OptimizationFailed / InvalidConfiguration), with
+  (OptimizationSucceeded / OptimizationFailed / InvalidConfiguration / KubernetesStale:
+  the VA's objects were last known in sync with the API server longer ago than the
+  staleness limit, so its decision is withheld; written when the API server takes
+  writes, e.g. while only the watches fail), with
   `observedGeneration` = the object's `metadata.generation`. Other condition types are
   kept as they are. A snapshot older than `max_age_s` (cycles failing) turns both False
   and leaves the allocations alone; so does having no snapshot at all `max_age_s` after
@@ -182,8 +185,8 @@ def _conditions(
                 f"desired {decision.desired_replicas} replica(s) of {decision.accelerator}",
             )
         )
-    elif code == "InvalidConfiguration":
-        out.append((OPTIMIZATION_READY, False, "InvalidConfiguration", decision.reason))
+    elif code in ("InvalidConfiguration", "KubernetesStale"):
+        out.append((OPTIMIZATION_READY, False, code, decision.reason))
     else:
         out.append((OPTIMIZATION_READY, False, "OptimizationFailed", f"{code}: {decision.reason}"))
     return out

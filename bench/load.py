@@ -322,7 +322,7 @@ async def adapter(args: argparse.Namespace) -> dict[str, Any]:
     from adapter.collect.kube import CacheSettings, KubeCache
     from adapter.collect.prometheus import PrometheusSettings, PrometheusSource
     from adapter.engine import Engine, Snapshot
-    from adapter.memory import tune_allocator
+    from adapter.runtime import SettleAfterCycle, tune_for_serving
     from adapter.scaler import (
         ScalerPool,
         ScalerServer,
@@ -337,7 +337,7 @@ async def adapter(args: argparse.Namespace) -> dict[str, Any]:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         filename=args.log_file,
     )
-    tune_allocator()  # as `wva-adapter run` does
+    tune_for_serving()  # as `wva-adapter run` does (for good: this process ends with the run)
     config = client.Configuration()
     config.host = args.kube_url
     started = time.monotonic()
@@ -396,6 +396,7 @@ async def adapter(args: argparse.Namespace) -> dict[str, Any]:
         clock=clock,
         interval_s=0.0,  # back to back
         on_snapshot=published,
+        after_cycle=SettleAfterCycle(),  # as `wva-adapter run` does
     )
     port = await serving.start()
     run = asyncio.create_task(engine.run(stop))

@@ -8,7 +8,6 @@ their documentation lists.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import os
@@ -25,6 +24,7 @@ import pytest
 import yaml
 
 from adapter.cli import parse_run_settings
+from adapter.settings import RunSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -202,7 +202,7 @@ def settings_env(docs: list[Doc]) -> dict[str, str]:
     return data
 
 
-def run_settings(docs: list[Doc]) -> argparse.Namespace:
+def run_settings(docs: list[Doc]) -> RunSettings:
     """What `wva-adapter run` makes of the rendered args and the settings ConfigMap."""
     return parse_run_settings(["run", *container(docs)["args"]], settings_env(docs))
 

@@ -182,6 +182,11 @@ def test_run_against_a_cluster_writes_the_last_status_then_releases_the_lease(
         _, stderr = process.communicate(timeout=60)
     assert process.returncode == 0, stderr
     assert "Traceback" not in stderr
+    # the cache's watches end within --staleness (3 x --interval 1 s), so a quiet but
+    # healthy watch renews its proof of sync in time; lists come in pages
+    watches = [r for r in fake.requests if r.query.get("watch") in ("true", "1")]
+    assert watches and all(r.query.get("timeoutSeconds") == "1" for r in watches), watches
+    assert any(r.query.get("limit") == "500" for r in fake.requests)
 
     status = fake.store.get(VA_RESOURCE, "vllm-test", "vllm")["status"]
     assert status["desiredOptimizedAlloc"]["numReplicas"] == 2

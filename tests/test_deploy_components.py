@@ -333,9 +333,11 @@ def test_openshift_component(renders: dict[Path, list[Doc]], kv: ModuleType) -> 
         assert not {"runAsUser", "runAsGroup", "fsGroup"} & set(security)  # the SCC picks
         assert security["runAsNonRoot"] is True
     args = run_settings(docs)
-    assert args.prometheus.startswith("https://thanos-querier.openshift-monitoring.svc")
+    assert (args.prometheus or "").startswith("https://thanos-querier.openshift-monitoring.svc")
     assert args.prometheus_token_file == "/var/run/secrets/kubernetes.io/serviceaccount/token"
-    assert args.prometheus_ca_file.startswith("/var/run/secrets/kubernetes.io/serviceaccount/")
+    assert (args.prometheus_ca_file or "").startswith(
+        "/var/run/secrets/kubernetes.io/serviceaccount/"
+    )
     binding = one(docs, "ClusterRoleBinding", "wva-adapter-cluster-monitoring-view")
     assert binding["roleRef"]["name"] == "cluster-monitoring-view"
     assert binding["subjects"] == [

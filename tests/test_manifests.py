@@ -326,7 +326,9 @@ def test_probe_timings_fit_the_adapter(rendered: list[Doc]) -> None:
     --sync-timeout (with room for the start of the process). /healthz fails after about 3
     intervals without a cycle attempt; liveness then acts within a minute or two, and a
     stale snapshot never takes a pod out of the Service (/readyz)."""
-    defaults = build_parser().parse_args(["run"])
+    from adapter.settings import RunSettings
+
+    defaults = RunSettings()
     adapter = container(rendered)
     startup, liveness = adapter["startupProbe"], adapter["livenessProbe"]
     assert _budget(startup) >= defaults.sync_timeout + 60
@@ -361,7 +363,6 @@ def test_site_settings_come_from_the_settings_configmap(rendered: list[Doc]) -> 
 
 def test_deployment_args_are_accepted_by_the_run_command(rendered: list[Doc]) -> None:
     args = run_settings(rendered)
-    assert args.command == "run"
     assert (args.grpc_port, args.metrics_port) == (9090, 8080)
     assert args.leader_election and args.leader_election_id == "wva-adapter-leader"
     assert args.pod_name == "$(POD_NAME)"
@@ -370,10 +371,9 @@ def test_deployment_args_are_accepted_by_the_run_command(rendered: list[Doc]) ->
 
 def test_every_setting_is_a_run_variable(rendered: list[Doc]) -> None:
     """A misspelt variable would be ignored silently: each one must name a run flag."""
-    from adapter.cli import _subcommand
-    from adapter.settings import env_variables
+    from adapter.cli import _subcommand, env_variables
 
-    known = {name for name, _ in env_variables(_subcommand(build_parser(), "run"))}
+    known = set(env_variables(_subcommand(build_parser(), "run")))
     assert set(settings_env(rendered)) <= known
 
 

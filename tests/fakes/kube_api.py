@@ -1,7 +1,7 @@
 """An in-memory fake Kubernetes API server for tests (stdlib only, one thread per request).
 
 It speaks the real REST paths and JSON, so the official `kubernetes` client talks to it
-unchanged:
+unchanged. What it emulates:
 
 - core/v1 `configmaps` (namespaced) and `nodes` (cluster-scoped), apps/v1 `deployments`,
   `llmd.ai/v1alpha1` `variantautoscalings`, `coordination.k8s.io/v1` `leases` (namespaced,
@@ -11,29 +11,52 @@ unchanged:
   as merge-patch), delete, and a `/status` subresource for deployments and
   variantautoscalings (writes there change only `status`; the main endpoint ignores
   `status`; `metadata.generation` bumps when `spec` changes).
+- list pagination: `limit` returns that many items (in key order) and a
+  `metadata.continue` token with `remainingItemCount`; a `continue` request returns the
+  next page of the *same* list (every page carries the first page's resourceVersion,
+  objects changed meanwhile are not seen, as etcd's snapshot read gives). A token the
+  server no longer serves gets, like the real server, 410 with reason `Expired`:
+  `compact()` and `expire_continue_tokens()` expire every token issued so far,
+  `expire_continue_next(n)` the next n continue requests.
 - watch (`watch=true`) with `resourceVersion` and `timeoutSeconds`, streamed as chunked
-  JSON lines. Without a resourceVersion (or "0") it first sends the current objects as
-  ADDED. The server keeps a bounded window of events (`event_window`); a watch from a
-  resourceVersion older than the window gets, like the real server, HTTP 200 and a single
-  ERROR event whose object is a Status with code 410, reason `Expired`.
-- 404 / 409 / 410 / 500 answers carry a `Status` body.
+  JSON lines, ended normally (terminating chunk) at the timeout. Without a
+  resourceVersion (or "0") it first sends the current objects as ADDED. The server keeps
+  a bounded window of events (`event_window`); a watch from a resourceVersion older than
+  the window gets, like the real server, HTTP 200 and a single ERROR event whose object
+  is a Status with code 410, reason `Expired`.
+- BOOKMARK events, only to watches that ask `allowWatchBookmarks=true`: an object of the
+  watched kind carrying only `metadata.resourceVersion`, the server's latest (every
+  event up to it has been sent first). Sent when a test calls `send_bookmarks()`, and
+  every `bookmark_interval` seconds of a watch if set (the real server sends them about
+  once a minute and promises no interval; the default here is never on its own, so
+  tests decide when they arrive).
+- 404 / 409 / 410 / 500 / 503 answers carry a `Status` body.
 
 Fault injection for reliability tests: `fail_next(n, status=500, match=...)` fails the
-next n matching requests; `hang_next(n, match=...)` holds them unanswered until released
-(client timeouts); `drop_watches()` cuts every open watch stream mid-chunk (the
-client sees a broken connection); `compact()` forgets the event window so that any resume
-gets 410. `requests` logs every request (method, path, query) for assertions.
+next n matching requests (`clear_faults()` cancels what is left); `hang_next(n,
+match=...)` holds them unanswered until released (client timeouts); `drop_watches()`
+cuts every open watch stream mid-chunk (the client sees a broken connection);
+`compact()` forgets the event window so that any resume gets 410; `go_down()` is an
+outage: connections refused (the listening socket closed, every open connection cut) or,
+with `go_down(status=503)`, every request answered with that status and every watch cut;
+`come_back()` ends it on the same address with the same objects (watches resume from
+their resourceVersion, as after an API server restart with etcd intact). `requests`
+logs every request (method, path, query) for assertions.
 
 Not emulated: authentication/authorization, discovery (`/api`, `/apis`), OpenAPI, field
-selectors, list pagination (`limit`/`continue`), BOOKMARK events, server-side apply,
-strategic-merge list semantics, JSON patch, `/scale`, admission and CRD schema
-validation, defaulting (e.g. Deployment `spec.replicas`), owner references and garbage
-collection, resourceVersion semantics on list (`resourceVersionMatch`), and watch
-events for objects that stop matching a label selector after a change.
+selectors, server-side apply, strategic-merge list semantics, JSON patch, `/scale`,
+admission and CRD schema validation, defaulting (e.g. Deployment `spec.replicas`), owner
+references and garbage collection, resourceVersion semantics on list (`resourceVersion`,
+`resourceVersionMatch`: every list is a fresh read), the inconsistent continuation a
+real server offers with its 410 (the token in the Status' metadata), `sendInitialEvents`
+and its initial-events-end BOOKMARK, watch events for objects that stop matching a label
+selector after a change, Retry-After headers and API priority and fairness (429), and a
+hung etcd behind a live server (an outage here is the whole server).
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import copy
 import itertools
@@ -136,6 +159,40 @@ class _Fault:
     remaining: int
     status: int
     match: Callable[[str, str], bool]
+    watch: bool | None = None  # only watch requests (True), only others (False), or both
+
+    def takes(self, method: str, path: str, query: dict[str, str]) -> bool:
+        is_watch = query.get("watch") in ("true", "1")
+        return (
+            self.remaining > 0
+            and (self.watch is None or self.watch == is_watch)
+            and self.match(method, path)
+        )
+
+
+@dataclass
+class _ListRest:
+    scope: tuple[str, str, str | None, str | None]  # group_version, plural, namespace, selector
+    rv: int
+    items: list[dict[str, Any]]
+
+
+MAX_LIST_RESTS = 256
+
+
+def _encode_token(rest_id: int, rv: int, first: dict[str, Any]) -> str:
+    """An opaque continue token, shaped like the real server's (base64 JSON)."""
+    meta = first.get("metadata") or {}
+    start = f"{meta.get('namespace') or ''}/{meta.get('name') or ''}"
+    raw = json.dumps({"v": "meta.k8s.io/v1", "rv": rv, "start": start, "id": rest_id})
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def _decode_token(token: str) -> int:
+    try:
+        return int(json.loads(base64.urlsafe_b64decode(token.encode()))["id"])
+    except (ValueError, KeyError, TypeError):
+        raise ApiError(400, "BadRequest", f"invalid continue token {token!r}") from None
 
 
 @dataclass
@@ -158,7 +215,13 @@ class Store:
         # watches from a resourceVersion below this cannot be served (410)
         self.oldest_servable_rv = 0
         self.watch_generation = 0  # bumped by drop_watches()
+        self.bookmark_generation = 0  # bumped by send_bookmarks()
         self.closing = False
+        # the rest of each paginated list, by continue-token id (what etcd's snapshot
+        # read would give); bounded, the oldest forgotten first
+        self.list_rests: dict[int, _ListRest] = {}
+        self._list_ids = itertools.count(1)
+        self.expire_continues = 0  # the next n continue requests get 410
 
     def _next_rv(self) -> int:
         self.last_rv = next(self._rv)
@@ -176,6 +239,46 @@ class Store:
         with self.cond:
             self.events.clear()
             self.oldest_servable_rv = self.last_rv
+            self.list_rests.clear()
+
+    def page(
+        self,
+        resource: Resource,
+        namespace: str | None,
+        selector: str | None,
+        limit: int | None,
+        token: str | None,
+    ) -> tuple[list[dict[str, Any]], int, str, int]:
+        """One page of a list: (items, the list's resourceVersion, continue token or "",
+        items remaining after it); ApiError 410 for a token no longer served."""
+        scope = (resource.group_version, resource.plural, namespace, selector)
+        with self.cond:
+            if token is None:
+                items, rv = self.list(resource, namespace, selector)
+            else:
+                rest_id = _decode_token(token)
+                rest = self.list_rests.pop(rest_id, None)
+                if self.expire_continues > 0:
+                    self.expire_continues -= 1
+                    rest = None
+                if rest is None:
+                    raise ApiError(
+                        410,
+                        "Expired",
+                        "The provided continue parameter is too old to display a consistent "
+                        "list result. You can start a new list without the continue parameter.",
+                    )
+                if rest.scope != scope:
+                    raise ApiError(400, "BadRequest", "continue token of another list")
+                items, rv = rest.items, rest.rv
+            if limit is None or len(items) <= limit:
+                return items, rv, "", 0
+            page, left = items[:limit], items[limit:]
+            rest_id = next(self._list_ids)
+            self.list_rests[rest_id] = _ListRest(scope, rv, left)
+            while len(self.list_rests) > MAX_LIST_RESTS:
+                del self.list_rests[next(iter(self.list_rests))]
+            return page, rv, _encode_token(rest_id, rv, left[0]), len(left)
 
     def events_after(
         self, since: int, resource: Resource, namespace: str | None, selector: str | None
@@ -307,6 +410,29 @@ class Store:
             return copy.deepcopy(current)
 
 
+def _positive_int(raw: str | None) -> int | None:
+    """A list's `limit`: a positive integer, or None (0, absent: everything)."""
+    if not raw:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, "BadRequest", f"invalid limit {raw!r}") from None
+    return value if value > 0 else None
+
+
+def _bookmark(resource: Resource, rv: int) -> dict[str, Any]:
+    """A BOOKMARK event: an object of the watched kind with only its resourceVersion."""
+    return {
+        "type": "BOOKMARK",
+        "object": {
+            "kind": resource.kind,
+            "apiVersion": resource.group_version,
+            "metadata": {"resourceVersion": str(rv)},
+        },
+    }
+
+
 def _parse_path(path: str) -> tuple[Resource, str | None, str | None, str | None]:
     """-> (resource, namespace or None for all, name, subresource); ApiError 404 if unknown."""
     parts = [p for p in path.split("/") if p]
@@ -334,16 +460,27 @@ def _parse_path(path: str) -> tuple[Resource, str | None, str | None, str | None
 class FakeKubeAPI:
     """Start with `with FakeKubeAPI() as api:`; point a client at `api.url`."""
 
-    def __init__(self, event_window: int = 1000) -> None:
+    def __init__(self, event_window: int = 1000, bookmark_interval: float | None = None) -> None:
         self.store = Store(event_window)
+        self.bookmark_interval = bookmark_interval
         self.requests: list[RequestRecord] = []
         self._faults: list[_Fault] = []
         self._hangs: list[tuple[_Fault, threading.Event]] = []
         self._lock = threading.Lock()
         self._watch_sockets: set[socket.socket] = set()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
+        self._connections: set[socket.socket] = set()
+        self._down = False
+        self._down_status: int | None = None
+        self._server = self._serve(("127.0.0.1", 0))
+        self._thread = self._serving_thread()
+
+    def _serve(self, address: tuple[str, int]) -> ThreadingHTTPServer:
+        server = ThreadingHTTPServer(address, self._handler_class())
+        server.daemon_threads = True
+        return server
+
+    def _serving_thread(self) -> threading.Thread:
+        return threading.Thread(
             target=self._server.serve_forever, args=(0.05,), name="fake-kube-api", daemon=True
         )
 
@@ -367,6 +504,46 @@ class FakeKubeAPI:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
+        self._cut_connections()
+
+    # ------------------------------------------------------------ outages
+
+    def go_down(self, status: int | None = None) -> None:
+        """An API server outage until `come_back()`. `status` None: connections are refused
+        (the listening socket is closed and every open connection cut, so the client's
+        pooled keep-alive connections fail too); else every request gets `status` with a
+        Status body and every watch is cut."""
+        with self._lock:
+            if self._down:
+                raise RuntimeError("the fake API server is already down")
+            self._down, self._down_status = True, status
+        if status is None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._thread.join(timeout=5)
+        self._cut_connections()
+
+    def come_back(self) -> None:
+        """End the outage: the same address, the same objects and event window."""
+        with self._lock:
+            if not self._down:
+                raise RuntimeError("the fake API server is not down")
+            refused = self._down_status is None
+            self._down, self._down_status = False, None
+        if refused:
+            host, port = self._server.server_address[:2]
+            self._server = self._serve((str(host), int(port)))
+            self._thread = self._serving_thread()
+            self._thread.start()
+
+    def _cut_connections(self) -> None:
+        self.drop_watches()
+        with self._lock:
+            sockets = list(self._connections)
+            self._connections.clear()
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def __enter__(self) -> FakeKubeAPI:
         return self.start()
@@ -391,20 +568,31 @@ class FakeKubeAPI:
         return self.store.update(resource, namespace, name, lambda _cur: copy.deepcopy(obj))
 
     def fail_next(
-        self, count: int, status: int = 500, match: Callable[[str, str], bool] | None = None
+        self,
+        count: int,
+        status: int = 500,
+        match: Callable[[str, str], bool] | None = None,
+        *,
+        watch: bool | None = None,
     ) -> None:
-        """Answer the next `count` requests for which match(method, path) holds with `status`."""
+        """Answer the next `count` requests for which match(method, path) holds with
+        `status`; `watch` True: only watch requests, False: only the others (lists)."""
         with self._lock:
-            self._faults.append(_Fault(count, status, match or (lambda _m, _p: True)))
+            self._faults.append(_Fault(count, status, match or (lambda _m, _p: True), watch))
 
     def hang_next(
-        self, count: int, match: Callable[[str, str], bool] | None = None
+        self,
+        count: int,
+        match: Callable[[str, str], bool] | None = None,
+        *,
+        watch: bool | None = None,
     ) -> threading.Event:
         """Hold the next `count` matching requests unanswered until the returned event is
         set (or the server stops): a hung API server, for client timeouts."""
         gate = threading.Event()
         with self._lock:
-            self._hangs.append((_Fault(count, 0, match or (lambda _m, _p: True)), gate))
+            fault = _Fault(count, 0, match or (lambda _m, _p: True), watch)
+            self._hangs.append((fault, gate))
         return gate
 
     def drop_watches(self) -> int:
@@ -421,8 +609,32 @@ class FakeKubeAPI:
         return len(sockets)
 
     def compact(self) -> None:
-        """Forget all retained events: every watch resume from now on gets 410 Expired."""
+        """Forget all retained events: every watch resume from now on gets 410 Expired, and
+        so does every continue token issued so far."""
         self.store.compact()
+
+    def expire_continue_tokens(self) -> None:
+        """Every continue token issued so far gets 410 Expired."""
+        with self.store.cond:
+            self.store.list_rests.clear()
+
+    def expire_continue_next(self, count: int) -> None:
+        """The next `count` continue requests get 410 Expired (their list's snapshot was
+        compacted away between two pages)."""
+        with self.store.cond:
+            self.store.expire_continues += count
+
+    def send_bookmarks(self) -> None:
+        """Every open watch that asked for BOOKMARKs gets one now, at the latest
+        resourceVersion (after any event it has not been sent yet)."""
+        with self.store.cond:
+            self.store.bookmark_generation += 1
+            self.store.cond.notify_all()
+
+    def clear_faults(self) -> None:
+        """Cancel what is left of every `fail_next`."""
+        with self._lock:
+            self._faults.clear()
 
     def open_watches(self) -> int:
         with self._lock:
@@ -441,18 +653,18 @@ class FakeKubeAPI:
             ):
                 yield record
 
-    def _take_hang(self, method: str, path: str) -> threading.Event | None:
+    def _take_hang(self, method: str, path: str, query: dict[str, str]) -> threading.Event | None:
         with self._lock:
             for fault, gate in self._hangs:
-                if fault.remaining > 0 and fault.match(method, path):
+                if fault.takes(method, path, query):
                     fault.remaining -= 1
                     return gate
         return None
 
-    def _take_fault(self, method: str, path: str) -> int | None:
+    def _take_fault(self, method: str, path: str, query: dict[str, str]) -> int | None:
         with self._lock:
             for fault in self._faults:
-                if fault.remaining > 0 and fault.match(method, path):
+                if fault.takes(method, path, query):
                     fault.remaining -= 1
                     return fault.status
         return None
@@ -468,6 +680,18 @@ class FakeKubeAPI:
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
+
+            def setup(self) -> None:
+                super().setup()
+                with api._lock:
+                    api._connections.add(self.connection)
+
+            def finish(self) -> None:
+                try:
+                    super().finish()
+                finally:
+                    with api._lock:
+                        api._connections.discard(self.connection)
 
             def _send_json(self, code: int, body: Any) -> None:
                 data = json.dumps(body).encode()
@@ -490,13 +714,20 @@ class FakeKubeAPI:
                 query = {k: v[-1] for k, v in parse_qs(split.query).items()}
                 with api._lock:
                     api.requests.append(RequestRecord(self.command, split.path, query))
+                    down, down_status = api._down, api._down_status
+                if down and down_status is None:
+                    self.close_connection = True  # refused: this connection is being cut
+                    return
                 try:
+                    if down_status is not None:
+                        reasons = {500: "InternalError", 503: "ServiceUnavailable"}
+                        raise ApiError(down_status, reasons.get(down_status, "Outage"), "outage")
                     body = self._body() if self.command in ("POST", "PUT", "PATCH") else None
-                    gate = api._take_hang(self.command, split.path)
+                    gate = api._take_hang(self.command, split.path, query)
                     if gate is not None:
                         while not gate.wait(0.05) and not api.store.closing:
                             pass
-                    injected = api._take_fault(self.command, split.path)
+                    injected = api._take_fault(self.command, split.path, query)
                     if injected is not None:
                         reasons = {410: "Expired", 500: "InternalError", 503: "ServiceUnavailable"}
                         raise ApiError(injected, reasons.get(injected, "InjectedFault"), "injected")
@@ -521,13 +752,20 @@ class FakeKubeAPI:
                     if query.get("watch") in ("true", "1"):
                         self._watch(resource, namespace, selector, query)
                         return
-                    items, rv = store.list(resource, namespace, selector)
+                    limit = _positive_int(query.get("limit"))
+                    items, rv, token, remaining = store.page(
+                        resource, namespace, selector, limit, query.get("continue") or None
+                    )
+                    meta: dict[str, Any] = {"resourceVersion": str(rv)}
+                    if token:
+                        meta["continue"] = token
+                        meta["remainingItemCount"] = remaining
                     self._send_json(
                         200,
                         {
                             "kind": f"{resource.kind}List",
                             "apiVersion": resource.group_version,
-                            "metadata": {"resourceVersion": str(rv)},
+                            "metadata": meta,
                             "items": items,
                         },
                     )
@@ -590,6 +828,14 @@ class FakeKubeAPI:
                     ) from None
                 timeout = float(query.get("timeoutSeconds") or 1800)
                 deadline = time.monotonic() + timeout
+                bookmarks = query.get("allowWatchBookmarks") in ("true", "1")
+                interval = api.bookmark_interval if bookmarks else None
+                next_bookmark = time.monotonic() + interval if interval else float("inf")
+                # before the client can see the answer: a drop or a bookmark asked for once
+                # it has its headers must reach this watch
+                with store.cond:
+                    generation = store.watch_generation
+                    bookmarked = store.bookmark_generation
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Transfer-Encoding", "chunked")
@@ -599,7 +845,6 @@ class FakeKubeAPI:
                     api._watch_sockets.add(self.connection)
                 try:
                     with store.cond:
-                        generation = store.watch_generation
                         if since and since < store.oldest_servable_rv:
                             expired = status_body(
                                 410,
@@ -621,15 +866,23 @@ class FakeKubeAPI:
                             while not pending:
                                 if store.closing or store.watch_generation != generation:
                                     return  # dropped: no terminating chunk
-                                left = deadline - time.monotonic()
+                                now = time.monotonic()
+                                left = deadline - now
                                 if left <= 0:
                                     break
                                 found, since = store.events_after(
                                     since, resource, namespace, selector
                                 )
                                 pending.extend(found)
+                                asked = bookmarks and store.bookmark_generation != bookmarked
+                                if asked or now >= next_bookmark:
+                                    bookmarked = store.bookmark_generation
+                                    if now >= next_bookmark and interval:
+                                        next_bookmark = now + interval
+                                    since = max(since, store.last_rv)
+                                    pending.append(_bookmark(resource, since))
                                 if not pending:
-                                    store.cond.wait(left)
+                                    store.cond.wait(min(left, next_bookmark - now))
                         if not pending:
                             break
                     self.wfile.write(b"0\r\n\r\n")
