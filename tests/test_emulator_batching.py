@@ -201,3 +201,29 @@ def test_a_request_arriving_after_the_step_start_waits_for_the_next_step() -> No
     engine.finish_step()
     engine.start_step(0.020)
     assert late.admitted == 0.020
+
+
+def test_each_step_reports_the_later_tokens_and_their_gap() -> None:
+    """What the emulator observes as inter-token latency at every step: the requests that
+    got a token that is not their first, each since its previous token (the previous
+    step's end, also across a pause in the driver)."""
+    engine = ReplicaEngine(ServingProfile(alpha_ms=1.0, beta_ms=1.0, max_batch_size=4))
+    a = Request(arrival=0.0, prompt_tokens=1, output_tokens=3)
+    engine.submit(a)
+    engine.start_step(0.0)
+    first = engine.finish_step()  # a's first token at 2 ms
+    assert (first.started, first.decoded, first.token_gap) == ((a,), 0, 0.0)
+
+    b = Request(arrival=0.001, prompt_tokens=1, output_tokens=2)
+    engine.submit(b)
+    engine.start_step(0.010)  # the driver ran 8 ms late: a's gap includes it
+    second = engine.finish_step()  # batch of two: 3 ms, ends at 13 ms
+    assert second.started == (b,) and second.decoded == 1
+    assert second.token_gap == pytest.approx(0.013 - 0.002)
+    assert a.last_token == pytest.approx(0.013)
+
+    engine.start_step(0.013)
+    third = engine.finish_step()  # a's last, b's second token
+    assert (third.decoded, third.started) == (2, ())
+    assert third.token_gap == pytest.approx(0.003)
+    assert {r.tokens_out for r in (a, b)} == {3, 2} and engine.idle

@@ -21,7 +21,8 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from adapter.emulator.batching import ServingProfile
-from adapter.emulator.server import EmulatedDeployment, EmulatorConfig
+from adapter.emulator.server import EmulatedDeployment, EmulatorConfig, build_parser
+from adapter.vllm_metrics import VllmRelease
 
 MODEL = "unsloth/Meta-Llama-3.1-8B"
 DEADLINE_S = 10.0
@@ -37,6 +38,7 @@ def deployment(
     replicas: int = 1,
     stream_interval_ms: float = 50.0,
     startup_delay_s: float = 0.0,
+    vllm_version: VllmRelease = "0.34",
 ) -> EmulatedDeployment:
     profile = ServingProfile(alpha_ms=alpha_ms, beta_ms=beta_ms, max_batch_size=max_batch_size)
     return EmulatedDeployment(
@@ -46,6 +48,7 @@ def deployment(
             replicas=replicas,
             stream_interval_ms=stream_interval_ms,
             startup_delay_s=startup_delay_s,
+            vllm_version=vllm_version,
         )
     )
 
@@ -214,7 +217,7 @@ async def test_inter_token_latency_is_alpha_plus_beta_times_batch() -> None:
     alpha, beta, batch, tokens = 2.0, 0.5, 8, 50
     expected = (alpha + beta * batch) / 1000
     async with (
-        deployment(alpha_ms=alpha, beta_ms=beta, stream_interval_ms=0) as dep,
+        deployment(alpha_ms=alpha, beta_ms=beta, stream_interval_ms=0, vllm_version="0.11") as dep,
         aiohttp.ClientSession() as session,
     ):
         streams = await asyncio.gather(
@@ -230,7 +233,9 @@ async def test_inter_token_latency_is_alpha_plus_beta_times_batch() -> None:
     assert count == batch * (tokens - 1)
     # Requests that arrived a step late saw a smaller batch for a step or two.
     assert 0.85 * expected <= itl <= 1.05 * expected
+    # 0.11 exports the old name beside the new one, with the same observations
     assert metrics["vllm:time_per_output_token_seconds_count"] == count
+    assert metrics["vllm:time_per_output_token_seconds_sum"] == pytest.approx(count * itl)
     assert metrics["vllm:request_queue_time_seconds_sum"] >= 0  # never admitted before arrival
     for stream in streams:
         assert len(stream.token_events) == tokens  # stream interval 0: one event per token
@@ -407,9 +412,15 @@ async def test_client_disconnect_aborts_its_request() -> None:
 
         await eventually(aborted, "the request to be aborted")
         metrics = await scrape(session, dep.replicas[0].url)
-        # counted as finished with reason "abort" (vLLM's label value), not as completed work
-        assert metrics["vllm:request_success_total"] == 1
+        # as in vLLM, an abort is no finish: it only left the running gauge; what the
+        # request did before (prefill, tokens) stays counted
+        assert metrics["vllm:request_success_total"] == 0
         assert metrics["vllm:request_generation_tokens_count"] == 0
+        assert metrics["vllm:e2e_request_latency_seconds_count"] == 0
+        assert metrics["vllm:prompt_tokens_total"] == 1
+        assert metrics["vllm:time_to_first_token_seconds_count"] == 1
+        assert metrics["vllm:generation_tokens_total"] >= 1
+        assert metrics["vllm:num_requests_running"] == 0
         async with session.get(dep.replicas[0].url + "/metrics") as exposition:
             text = await exposition.text()
         reasons = {
@@ -418,14 +429,58 @@ async def test_client_disconnect_aborts_its_request() -> None:
             for s in family.samples
             if s.name == "vllm:request_success_total"
         }
-        assert reasons == {"length": 0.0, "abort": 1.0}
+        assert reasons == {"stop": 0.0, "length": 0.0, "abort": 0.0}
+
+
+@pytest.mark.asyncio
+async def test_metrics_are_recorded_when_vllm_records_them() -> None:
+    """While a request streams: its prompt tokens and TTFT counted at its first token, an
+    inter-token latency per later token; the success counter and the per-request
+    histograms only once it finishes."""
+    async with (
+        deployment(alpha_ms=5.0, stream_interval_ms=0) as dep,
+        aiohttp.ClientSession() as session,
+    ):
+        url = dep.replicas[0].url
+        body = {"prompt": "four words of prompt", "max_tokens": 40, "stream": True}
+        async with session.post(dep.gateway_url + "/v1/completions", json=body) as response:
+            assert response.status == 200
+            await response.content.readline()  # the first token's event
+            first = await scrape(session, url)
+            assert first["vllm:prompt_tokens_total"] == 4
+            assert first["vllm:time_to_first_token_seconds_count"] == 1
+            assert first["vllm:request_success_total"] == 0
+
+            async def decoding() -> bool:
+                seen = await scrape(session, url)
+                return seen["vllm:inter_token_latency_seconds_count"] >= 5
+
+            await eventually(decoding, "inter-token latencies before the finish")
+            during = await scrape(session, url)
+            assert during["vllm:request_success_total"] == 0
+            assert during["vllm:request_prompt_tokens_count"] == 0
+            assert during["vllm:e2e_request_latency_seconds_count"] == 0
+            tokens = during["vllm:inter_token_latency_seconds_count"]
+            assert during["vllm:generation_tokens_total"] == 1 + tokens
+            assert during["vllm:inter_token_latency_seconds_sum"] / tokens == pytest.approx(
+                0.005, rel=0.05
+            )
+            await read_stream(response)
+        done = await scrape(session, url)
+
+    assert done["vllm:request_success_total"] == 1
+    assert done["vllm:inter_token_latency_seconds_count"] == 39
+    assert done["vllm:generation_tokens_total"] == 40
+    assert done["vllm:request_generation_tokens_sum"] == 40
+    assert done["vllm:prompt_tokens_total"] == 4  # once, at the first token
+    assert done["vllm:time_to_first_token_seconds_count"] == 1
 
 
 def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
     ready = tmp_path / "ready.json"
     args = [
         *("--model", MODEL, "--alpha-ms", "1", "--beta-ms", "0.1", "--max-batch-size", "4"),
-        *("--replicas", "2", "--ready-file", str(ready)),
+        *("--replicas", "2", "--ready-file", str(ready), "--vllm-version", "0.10"),
     ]
     process = subprocess.Popen(
         [sys.executable, "-m", "adapter.emulator", *args],
@@ -444,6 +499,10 @@ def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
         assert models["data"][0]["id"] == MODEL
         status = requests.get(endpoints["control"] + "/replicas", timeout=5).json()
         assert status["desired"] == 2
+        exposition = requests.get(endpoints["replicas"][0]["url"] + "/metrics", timeout=5).text
+        # 0.10's per-token latency histogram has only the old name
+        assert "vllm:time_per_output_token_seconds_count{" in exposition
+        assert "inter_token_latency" not in exposition
 
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
@@ -454,3 +513,13 @@ def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
         for pipe in (process.stdout, process.stderr):
             if pipe is not None:
                 pipe.close()
+
+
+def test_cli_accepts_the_known_vllm_versions_only(capsys: pytest.CaptureFixture[str]) -> None:
+    required = ["--model", MODEL, "--alpha-ms", "1", "--beta-ms", "0", "--max-batch-size", "1"]
+    parser = build_parser()
+    assert parser.parse_args(required).vllm_version == "0.34"
+    assert parser.parse_args([*required, "--vllm-version", "0.11"]).vllm_version == "0.11"
+    with pytest.raises(SystemExit):
+        parser.parse_args([*required, "--vllm-version", "0.9"])
+    assert "invalid choice: '0.9'" in capsys.readouterr().err

@@ -1,9 +1,14 @@
 """PrometheusSource against a REAL Prometheus scraping emulated vLLM endpoints.
 
 Known traffic is served by a background driver (real time, bounded duration); the
-collected load must match it within 5 %. Also: the query count per cycle does not
-depend on the number of VariantAutoscalings, failures raise MetricsUnavailable, and
-HTTPS, the bearer token and warnings through an auth-checking proxy in front of it.
+collected load must match it within 5 %. Prometheus 2.42 asks every target for
+OpenMetrics first (it has no `scrape_protocols` setting yet), and the emulated pods
+answer it as vLLM does, so it stores their samples as `vllm_...` only; one pod answers
+the classic format (a prometheus_client before 0.23), stored as `vllm:...`, beside an
+escaped pod of the same model. The pods run vLLM 0.10, 0.11 and 0.34 (the three ITL
+naming schemes). Also: the query count per cycle does not depend on the number of
+VariantAutoscalings, failures raise MetricsUnavailable, and HTTPS, the bearer token and
+warnings through an auth-checking proxy in front of it.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from adapter.collect.prometheus import (
     build_queries,
     vector_samples,
 )
-from adapter.emulator.metrics import ITL_NEW, ITL_OLD, MetricsServer, VllmMetrics
+from adapter.emulator.metrics import MetricsServer, VllmMetrics
 from tests.kube_helpers import MODEL, SAMPLES
 from tests.prometheus_server import PrometheusServer, free_port, poll
 from tests.test_scaler_support import Pki, make_pki
@@ -61,6 +66,7 @@ class Pod:
     itl_s: float = 0.0
     queue_s: float = 0.0
     ttft_s: float = 0.0
+    classic: bool = False  # answers the classic text format whatever the Accept header
     server: MetricsServer = field(init=False)
     done: int = 0
 
@@ -93,11 +99,23 @@ class Driver(threading.Thread):
             self.halt.wait(0.01)  # pacing, not synchronisation
 
 
+class ClassicOnly:
+    """A pod that answers the classic text format to every scrape, as vLLM on a
+    prometheus_client before 0.23 did in effect: Prometheus stores its colon names."""
+
+    def __init__(self, metrics: VllmMetrics) -> None:
+        self.metrics = metrics
+
+    def exposition(self) -> tuple[bytes, str]:
+        return self.metrics.exposition()
+
+
 def pods() -> list[Pod]:
     return [
-        Pod(M1, VllmMetrics("m1", itl_metrics=[ITL_NEW]), 5, 100, 40, 0.020, 0.05, 0.1),
-        Pod(M1, VllmMetrics("m1", itl_metrics=[ITL_NEW, ITL_OLD]), 3, 200, 20, 0.030, 0.15, 0.3),
-        Pod(M2, VllmMetrics("m2", itl_metrics=[ITL_OLD]), 8, 50, 10, 0.010, 0.0, 0.05),
+        Pod(M1, VllmMetrics("m1", release="0.34"), 5, 100, 40, 0.020, 0.05, 0.1),
+        Pod(M1, VllmMetrics("m1", release="0.11"), 3, 200, 20, 0.030, 0.15, 0.3),
+        Pod(M2, VllmMetrics("m2", release="0.10"), 8, 50, 10, 0.010, 0.0, 0.05),
+        Pod(M2, VllmMetrics("m2", release="0.34"), 4, 80, 16, 0.004, 0.1, 0.2, classic=True),
         Pod(IDLE, VllmMetrics("m3")),
     ]
 
@@ -109,22 +127,24 @@ def served(prometheus_server: PrometheusServer) -> Iterator[list[Pod]]:
     fleet[0].metrics.set_gauges(running=4, waiting=1, kv_cache_usage=0.5)
     fleet[1].metrics.set_gauges(running=2, waiting=0, kv_cache_usage=0.3)
     fleet[2].metrics.set_gauges(running=1, waiting=3, kv_cache_usage=0.9)
+    fleet[3].metrics.set_gauges(running=2, waiting=0, kv_cache_usage=0.9)
     driver = Driver(fleet, max_s=120)
     driver.start()
     addresses = []
     try:
         for i, pod in enumerate(fleet):
-            pod.server = MetricsServer(pod.metrics).start()
+            source = ClassicOnly(pod.metrics) if pod.classic else pod.metrics
+            pod.server = MetricsServer(source).start()
             address = f"127.0.0.1:{pod.server.port}"
             addresses.append(address)
             prometheus_server.add_target(address, {"namespace": pod.key[0], "pod": f"vllm-{i}"})
 
         def window_filled() -> bool | None:
-            counts = prometheus_server.query(
-                f'count_over_time(vllm:request_success_total{{namespace=~"wva-it-.*"}}'
-                f"[{WINDOW_S}s])"
+            stored = f'{{namespace=~"wva-it-.*"}}[{WINDOW_S}s]'
+            full = prometheus_server.query(
+                f"min by (pod) (count_over_time(vllm:request_success_total{stored})"
+                f" or count_over_time(vllm_request_success_total{stored})) >= {WINDOW_S}"
             )
-            full = [s for s in counts if float(s["value"][1]) >= WINDOW_S]
             return True if len(full) == len(fleet) else None
 
         poll(window_filled, timeout_s=60, what=f"{WINDOW_S}s of samples from {len(fleet)} pods")
@@ -169,13 +189,34 @@ def test_collected_load_matches_the_served_traffic(
         assert load.avg_output_tokens == rel(expected_mean(group, "output", "req"), rel=0.05)
         assert load.itl_ms == rel(1000 * expected_mean(group, "itl_s", "tokens"), rel=0.05)
         assert load.ttft_ms == rel(1000 * expected_mean(group, "ttft_s", "req"), rel=0.05)
+        assert load.queue_time_ms == rel(1000 * expected_mean(group, "queue_s", "req"), rel=0.05)
     m1 = report.get(*M1)
     assert m1.queue_time_ms == pytest.approx(
         1000 * expected_mean(served[:2], "queue_s", "req"), 0.05
     )
     assert (m1.running, m1.waiting) == (6, 1)
     assert m1.kv_cache_usage == pytest.approx(0.4)
-    assert report.get(*M2).kv_cache_usage == pytest.approx(0.9)
+    m2 = report.get(*M2)  # one pod stored as vllm_..., the other as vllm:...
+    assert (m2.running, m2.waiting) == (3, 3)
+    assert m2.kv_cache_usage == pytest.approx(0.9)
+
+
+def test_prometheus_stored_the_names_each_pod_was_scraped_with(
+    served: list[Pod], prometheus_server: PrometheusServer
+) -> None:
+    """What makes the alternatives in every query necessary: the pods that negotiate
+    (vLLM on prometheus_client >= 0.23) left no `vllm:` series at all."""
+
+    def pods_with(prefix: str) -> set[str]:
+        stored = prometheus_server.query(
+            f'count by (pod) ({{__name__=~"{prefix}.+", namespace=~"wva-it-.*"}})'
+        )
+        return {s["metric"]["pod"] for s in stored}
+
+    classic = {f"vllm-{i}" for i, pod in enumerate(served) if pod.classic}
+    assert classic == {"vllm-3"}
+    assert pods_with("vllm:") == classic
+    assert pods_with("vllm_") == {f"vllm-{i}" for i in range(len(served))} - classic
 
 
 def test_idle_model_has_zero_rate_and_no_nan(served: list[Pod], source: PrometheusSource) -> None:
@@ -539,7 +580,7 @@ def test_https_bearer_token_and_warnings_through_a_proxy_to_real_prometheus(
         )
         with PrometheusSource(settings) as src:
             report = src.collect([M1, M2])
-        assert report.get(*M2).arrival_rate_rpm == pytest.approx(60 * 8, rel=0.05)
+        assert report.get(*M2).arrival_rate_rpm == pytest.approx(60 * 12, rel=0.05)
         assert (report.get(*M1).running, report.get(*M2).waiting) == (6, 3)
         assert proxy.queries() == [q.expr for q in src.queries]
         assert {s.method for s in proxy.seen} == {"GET"}

@@ -10,9 +10,11 @@ import pytest
 
 from adapter.collect.metrics import MetricsUnavailable, MetricsWarmingUp
 from adapter.collect.scrape import ScrapeSettings, ScrapeSource, ScrapeTarget
-from adapter.emulator.metrics import ITL_OLD, MetricsServer, VllmMetrics
+from adapter.emulator.metrics import MetricsServer, VllmMetrics
+from adapter.vllm_metrics import RELEASES, VllmRelease
 
 KEY = ("ns-a", "m1")
+OPENMETRICS = "application/openmetrics-text;version=1.0.0"
 
 
 class FakeClock:
@@ -53,10 +55,10 @@ class Endpoint:
 
 @pytest.fixture
 def endpoints() -> Iterator[list[Endpoint]]:
-    """Two vLLM pods of model m1; the second exports both ITL histogram names."""
+    """Two vLLM pods of model m1; the second (vLLM 0.11) exports both ITL histogram names."""
     started = [
         Endpoint(m, MetricsServer(m).start())
-        for m in (VllmMetrics("m1"), VllmMetrics("m1", engine="1"))
+        for m in (VllmMetrics("m1"), VllmMetrics("m1", engine="1", release="0.11"))
     ]
     yield started
     for endpoint in started:
@@ -114,20 +116,60 @@ def test_rates_and_means_over_the_interval_summed_across_pods(
     assert load.kv_cache_usage == pytest.approx(0.4)
 
 
-def test_old_itl_name_is_used_when_the_new_one_is_absent(clock: FakeClock) -> None:
-    metrics = VllmMetrics("m2", itl_metrics=[ITL_OLD])
-    old = Endpoint(metrics, MetricsServer(metrics).start())
+@pytest.mark.parametrize("release", RELEASES)
+def test_every_vllm_release_is_read(release: VllmRelease, clock: FakeClock) -> None:
+    """0.10 exports only the old ITL name, 0.11 both (counted once), 0.34 only the new."""
+    metrics = VllmMetrics("m2", release=release)
+    pod = Endpoint(metrics, MetricsServer(metrics).start())
     try:
-        with make_source(clock, old.target("ns-b")) as source:
+        with make_source(clock, pod.target("ns-b")) as source:
             with pytest.raises(MetricsWarmingUp):
                 source.collect([("ns-b", "m2")])
-            old.serve(4, prompt=10, output=6, itl_s=0.04)
+            pod.serve(4, prompt=10, output=6, itl_s=0.04)
             clock.now += 2
             load = source.collect([("ns-b", "m2")]).get("ns-b", "m2")
     finally:
-        old.server.stop()
+        pod.server.stop()
     assert load.itl_ms == pytest.approx(40)
     assert load.arrival_rate_rpm == pytest.approx(4 / 2 * 60)
+    assert (load.avg_prompt_tokens, load.avg_output_tokens) == (10, 6)
+
+
+class AlwaysOpenMetrics:
+    """A pod whose server answers OpenMetrics whatever the scraper asks (the escaped
+    `vllm_` sample names of prometheus_client >= 0.23 with it)."""
+
+    def __init__(self, metrics: VllmMetrics) -> None:
+        self.metrics = metrics
+
+    def exposition(self) -> tuple[bytes, str]:
+        return self.metrics.negotiate(OPENMETRICS)
+
+
+def test_an_openmetrics_answer_with_escaped_names_is_read_alike(clock: FakeClock) -> None:
+    plain, escaped = VllmMetrics("m1"), VllmMetrics("m1", engine="1")
+    with (
+        MetricsServer(plain) as a,
+        MetricsServer(AlwaysOpenMetrics(escaped)) as b,
+        make_source(clock, ScrapeTarget(url=a.url, namespace="ns-a")) as only_plain,
+        make_source(clock, ScrapeTarget(url=b.url, namespace="ns-a")) as only_escaped,
+    ):
+        assert b"vllm_request_success_total" in AlwaysOpenMetrics(escaped).exposition()[0]
+        for source in (only_plain, only_escaped):
+            with pytest.raises(MetricsWarmingUp):
+                source.collect([KEY])
+        for pod in (Endpoint(plain, a), Endpoint(escaped, b)):
+            pod.serve(6, prompt=100, output=11, itl_s=0.02, queue_s=0.1, ttft_s=0.2)
+        plain.set_gauges(running=3, waiting=2, kv_cache_usage=0.5)
+        escaped.set_gauges(running=3, waiting=2, kv_cache_usage=0.5)
+        clock.now += 3
+        read_plain = only_plain.collect([KEY]).get(*KEY)
+        read_escaped = only_escaped.collect([KEY]).get(*KEY)
+
+    assert read_escaped == read_plain
+    assert read_escaped.arrival_rate_rpm == pytest.approx((6 + 5) / 3 * 60)
+    assert read_escaped.itl_ms == pytest.approx(20)
+    assert (read_escaped.running, read_escaped.kv_cache_usage) == (3, 0.5)
 
 
 def test_no_traffic_gives_zero_rate_and_no_means(

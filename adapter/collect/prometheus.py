@@ -14,6 +14,18 @@ bytes; a response hook keeps the last answer, so Prometheus' own error message
 `data.result` is read by `vector_samples`, which does no I/O. Since 0.7.0 the client's
 package `__init__` is lazy: `prometheus_connect` loads requests and the standard library
 only (0.6 loaded pandas and numpy with it).
+
+A series is found under whichever name Prometheus stored it (adapter/vllm_metrics.py):
+`vllm:x` when it scraped vLLM in the classic text format, `vllm_x` when it scraped in
+OpenMetrics (prometheus_client >= 0.23 escapes the sample names then, and Prometheus
+asks for OpenMetrics first), and the per-token latency under either of its release
+names. The alternatives are joined with `or`, which keeps one series per label set
+(Prometheus ignores the metric name there, and `rate` drops it): a pod is counted once,
+under the first alternative it has, colon form and newest name first. A name regex
+(`{__name__=~"vllm:x|vllm_x"}`) would not do: while a pod switches form (a Prometheus
+or vLLM upgrade) both series are in the window, `rate` gives them the same labels, and
+Prometheus rejects the whole query ("vector cannot contain metrics with the same
+labelset"); with `or` that window only counts the older form's part.
 """
 
 from __future__ import annotations
@@ -34,6 +46,19 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from urllib3.util import Retry
 
 from adapter.collect.metrics import LoadKey, LoadReport, MetricsUnavailable, ModelLoad
+from adapter.vllm_metrics import (
+    ITL_FAMILIES,
+    KV_CACHE_USAGE,
+    NUM_REQUESTS_RUNNING,
+    NUM_REQUESTS_WAITING,
+    REQUEST_GENERATION_TOKENS,
+    REQUEST_PROMPT_TOKENS,
+    REQUEST_QUEUE_TIME,
+    REQUEST_SUCCESS,
+    TIME_TO_FIRST_TOKEN,
+    Family,
+    forms,
+)
 
 log = logging.getLogger(__name__)
 
@@ -94,33 +119,33 @@ def _selector(namespace: str | None) -> str:
 
 
 def build_queries(window: str, namespace: str | None = None) -> tuple[Query, ...]:
-    """The fixed set of PromQL expressions one cycle runs."""
+    """The fixed set of PromQL expressions one cycle runs: one per quantity, each finding
+    its series under any of their stored names (see the module's docstring)."""
     sel = _selector(namespace)
 
-    def rate(series: str) -> str:
-        return f"rate({series}{sel}[{window}])"
+    def instant(*names: str) -> str:
+        return " or ".join(f"{form}{sel}" for name in names for form in forms(name))
 
-    def mean(histogram: str) -> str:
-        return f"sum {_BY} ({rate(histogram + '_sum')}) / sum {_BY} ({rate(histogram + '_count')})"
+    def rate(*names: str) -> str:
+        return " or ".join(f"rate({form}{sel}[{window}])" for name in names for form in forms(name))
 
-    # vLLM renamed the ITL histogram; `or` per series takes the new name where a pod
-    # exports it and the old one elsewhere, before aggregating.
-    new, old = "vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds"
-    itl = (
-        f"sum {_BY} ({rate(new + '_sum')} or {rate(old + '_sum')})"
-        f" / sum {_BY} ({rate(new + '_count')} or {rate(old + '_count')})"
-    )
+    def mean(*histograms: Family) -> str:
+        # the same alternative must win for _sum and _count: a pod exports both of a name
+        sums = rate(*(h.sum for h in histograms))
+        counts = rate(*(h.count for h in histograms))
+        return f"sum {_BY} ({sums}) / sum {_BY} ({counts})"
+
     return (
-        Query("arrival_rate_rpm", f"sum {_BY} ({rate('vllm:request_success_total')})", 60.0),
-        Query("avg_prompt_tokens", mean("vllm:request_prompt_tokens"), 1.0),
-        Query("avg_output_tokens", mean("vllm:request_generation_tokens"), 1.0),
-        Query("itl_ms", itl, 1000.0),
-        Query("queue_time_ms", mean("vllm:request_queue_time_seconds"), 1000.0),
-        Query("ttft_ms", mean("vllm:time_to_first_token_seconds"), 1000.0),
-        Query("running", f"sum {_BY} (vllm:num_requests_running{sel})", 1.0),
-        Query("waiting", f"sum {_BY} (vllm:num_requests_waiting{sel})", 1.0),
+        Query("arrival_rate_rpm", f"sum {_BY} ({rate(REQUEST_SUCCESS.total)})", 60.0),
+        Query("avg_prompt_tokens", mean(REQUEST_PROMPT_TOKENS), 1.0),
+        Query("avg_output_tokens", mean(REQUEST_GENERATION_TOKENS), 1.0),
+        Query("itl_ms", mean(*ITL_FAMILIES), 1000.0),
+        Query("queue_time_ms", mean(REQUEST_QUEUE_TIME), 1000.0),
+        Query("ttft_ms", mean(TIME_TO_FIRST_TOKEN), 1000.0),
+        Query("running", f"sum {_BY} ({instant(NUM_REQUESTS_RUNNING.value)})", 1.0),
+        Query("waiting", f"sum {_BY} ({instant(NUM_REQUESTS_WAITING.value)})", 1.0),
         # a ratio per replica: the model's usage is the mean, not the sum
-        Query("kv_cache_usage", f"avg {_BY} (vllm:kv_cache_usage_perc{sel})", 1.0),
+        Query("kv_cache_usage", f"avg {_BY} ({instant(KV_CACHE_USAGE.value)})", 1.0),
     )
 
 

@@ -5,7 +5,8 @@ in the pod (running + waiting) over the interval. vLLM counts no arrivals, and t
 completion rate alone lags a load step by a whole request's duration and overshoots
 while a backlog drains (more completions than arrivals right after a scale-up), which
 made a closed loop add a replica it did not need. Without those gauges the completion
-rate is used.
+rate is used. A request its client aborts leaves running + waiting without a completion
+(vLLM counts no finish for it), so this estimate misses aborted arrivals.
 
 Each target keeps its last two scrapes; counters become rates over the interval
 between them (a counter that went down was reset, e.g. the pod restarted, and counts
@@ -16,6 +17,11 @@ token means from the histograms' totals since the pods started.
 
 A target that fails to answer is not read as idle: the models it served at its last
 answer are reported incomplete, so their VAs are not sized on a partial load.
+
+The names are those of adapter/vllm_metrics.py. The scraper asks for the classic text
+format, which keeps vLLM's colon names, but reads an OpenMetrics answer too (a server
+that does not honour the Accept header), whose samples prometheus_client >= 0.23 writes
+as `vllm_...`: every sample is read under its colon name, whichever form it came in.
 """
 
 from __future__ import annotations
@@ -32,6 +38,9 @@ from pathlib import Path
 
 import requests
 import yaml
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -42,6 +51,19 @@ from adapter.collect.metrics import (
     MetricsWarmingUp,
     ModelLoad,
 )
+from adapter.vllm_metrics import (
+    ITL_FAMILIES,
+    KV_CACHE_USAGE,
+    NUM_REQUESTS_RUNNING,
+    NUM_REQUESTS_WAITING,
+    REQUEST_GENERATION_TOKENS,
+    REQUEST_PROMPT_TOKENS,
+    REQUEST_QUEUE_TIME,
+    REQUEST_SUCCESS,
+    TIME_TO_FIRST_TOKEN,
+    Family,
+    canonical,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,26 +71,30 @@ log = logging.getLogger(__name__)
 # prometheus_client version (OpenMetrics output of >= 0.23 rewrites them to `_`).
 _ACCEPT = "text/plain;version=0.0.4;q=1.0,*/*;q=0.1"
 
-_SUCCESS = "vllm:request_success_total"
-_PROMPT = "vllm:request_prompt_tokens"
-_OUTPUT = "vllm:request_generation_tokens"
-_QUEUE = "vllm:request_queue_time_seconds"
-_TTFT = "vllm:time_to_first_token_seconds"
-_ITL_NEW = "vllm:inter_token_latency_seconds"
-_ITL_OLD = "vllm:time_per_output_token_seconds"
-# counters rated as they are; the ITL pair is picked per target (see add_rates)
+_SUCCESS = REQUEST_SUCCESS.total
+_PROMPT = REQUEST_PROMPT_TOKENS.name
+_OUTPUT = REQUEST_GENERATION_TOKENS.name
+_QUEUE = REQUEST_QUEUE_TIME.name
+_TTFT = TIME_TO_FIRST_TOKEN.name
+# counters rated as they are; the ITL histogram is picked per target (see add_rates)
 _RATED = (
     _SUCCESS,
-    *(f"{h}_{p}" for h in (_PROMPT, _OUTPUT, _QUEUE, _TTFT) for p in ("sum", "count")),
+    *(
+        name
+        for h in (REQUEST_PROMPT_TOKENS, REQUEST_GENERATION_TOKENS, REQUEST_QUEUE_TIME)
+        for name in (h.sum, h.count)
+    ),
+    TIME_TO_FIRST_TOKEN.sum,
+    TIME_TO_FIRST_TOKEN.count,
 )
-_COUNTERS = frozenset(
-    [*_RATED, *(f"{h}_{p}" for h in (_ITL_NEW, _ITL_OLD) for p in ("sum", "count"))]
-)
-_RUNNING = "vllm:num_requests_running"
-_WAITING = "vllm:num_requests_waiting"
-_KV = "vllm:kv_cache_usage_perc"
+_COUNTERS = frozenset([*_RATED, *(name for h in ITL_FAMILIES for name in (h.sum, h.count))])
+_RUNNING = NUM_REQUESTS_RUNNING.value
+_WAITING = NUM_REQUESTS_WAITING.value
+_KV = KV_CACHE_USAGE.value
 _GAUGES = frozenset([_RUNNING, _WAITING, _KV])
-_TOKEN_TOTALS = frozenset(f"{h}_{p}" for h in (_PROMPT, _OUTPUT) for p in ("sum", "count"))
+_TOKEN_TOTALS = frozenset(
+    name for h in (REQUEST_PROMPT_TOKENS, REQUEST_GENERATION_TOKENS) for name in (h.sum, h.count)
+)
 _IN_SYSTEM = (_RUNNING, _WAITING)
 _IN_SYSTEM_GROWTH = "in_system_growth"
 
@@ -358,25 +384,33 @@ class ScrapeSource:
             )
             at = self._clock()
             response.raise_for_status()
-            return parse_exposition(response.text, at)
+            return parse_exposition(response.text, at, response.headers.get("Content-Type"))
         except (requests.RequestException, ValueError) as exc:
             log.warning("cannot scrape %s: %s: %s", target.url, type(exc).__name__, exc)
             return f"{type(exc).__name__}: {exc}"
 
 
-def parse_exposition(text: str, at: float) -> Scrape:
-    """The vLLM series the adapter reads from one text exposition, by (name, model)."""
+def parse_exposition(text: str, at: float, content_type: str | None = None) -> Scrape:
+    """The vLLM series the adapter reads from one exposition, by (colon name, model).
+
+    `content_type` (the answer's header) says which parser: OpenMetrics for
+    `application/openmetrics-text`, the classic text format otherwise. Raises
+    ValueError for a body its parser rejects.
+    """
     values: dict[Series, float] = defaultdict(float)
     series: dict[Series, int] = defaultdict(int)
-    for family in text_string_to_metric_families(text):
+    openmetrics = (content_type or "").lower().startswith("application/openmetrics-text")
+    families = (openmetrics_families if openmetrics else text_string_to_metric_families)(text)
+    for family in families:
         for sample in family.samples:
-            if sample.name not in _COUNTERS and sample.name not in _GAUGES:
+            name = canonical(sample.name)
+            if name is None or (name not in _COUNTERS and name not in _GAUGES):
                 continue
             model = sample.labels.get("model_name")
             # every vLLM family is a count, a duration or a ratio: negative is garbage
             if model and math.isfinite(sample.value) and sample.value >= 0:
-                values[sample.name, model] += sample.value
-                series[sample.name, model] += 1
+                values[name, model] += sample.value
+                series[name, model] += 1
     return Scrape(at=at, values=dict(values), series=dict(series))
 
 
@@ -406,10 +440,10 @@ class ScrapeTotals:
             if series[0] in _COUNTERS and series in previous.values
         )
         for model in _models(current):
-            # one ITL histogram per target: the new name where the pod exports it
-            itl = _ITL_NEW if (f"{_ITL_NEW}_count", model) in current.values else _ITL_OLD
+            # one ITL histogram per target: the newest name the pod exports
+            itl = itl_family(current, model)
             names = {name: name for name in _RATED}
-            names[f"{itl}_sum"], names[f"{itl}_count"] = "itl_sum", "itl_count"
+            names[itl.sum], names[itl.count] = "itl_sum", "itl_count"
             rates = self.rates[namespace, model]
             for name, as_name in names.items():
                 now = current.values.get((name, model))
@@ -463,6 +497,16 @@ class ScrapeTotals:
                 kv_cache_usage=gauges[_KV] / kv_series if kv_series else None,
             )
         return loads
+
+
+def itl_family(scrape: Scrape, model: str) -> Family:
+    """The per-token latency histogram to read for `model` in `scrape`: the newest name
+    there (a 0.11 pod exports both with the same observations; counting both would
+    count its tokens twice), the oldest when there is none."""
+    for family in ITL_FAMILIES:
+        if (family.count, model) in scrape.values:
+            return family
+    return ITL_FAMILIES[-1]
 
 
 def _mean(rates: Mapping[str, float], histogram: str) -> float | None:

@@ -1,5 +1,5 @@
 """vLLM emulation: the metric families real vLLM exports, served on /metrics."""
 
-from adapter.emulator.metrics import ITL_METRIC_NAMES, MetricsServer, VllmMetrics
+from adapter.emulator.metrics import MetricsServer, VllmMetrics
 
-__all__ = ["ITL_METRIC_NAMES", "MetricsServer", "VllmMetrics"]
+__all__ = ["MetricsServer", "VllmMetrics"]

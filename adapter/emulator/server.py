@@ -14,9 +14,11 @@ Simplifications, chosen to keep the CPU cost low next to a Python load generator
 - streamed tokens are coalesced into one SSE event per stream every
   `stream_interval_ms` (vLLM's stream interval; 0 = one event per token), the first
   token always being sent as soon as it exists;
-- the inter-token latency histograms observe a request's mean gap `output_tokens - 1`
-  times instead of each individual gap: sums and counts are exact, buckets slightly
-  smoothed, and no per-token timestamps are kept.
+- the metrics are recorded when vLLM records them (see adapter/emulator/metrics.py):
+  prompt tokens and TTFT at the first token, the inter-token latency at every step, the
+  success counter at the finish; a request whose client goes away is only dropped. The
+  names are those of the `--vllm-version` chosen (default 0.34, the newest), and
+  /metrics answers in OpenMetrics to a scraper asking for it, as vLLM does.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from adapter.emulator.batching import ReplicaEngine, Request, ServingProfile, StepOutcome
 from adapter.emulator.metrics import VllmMetrics
+from adapter.vllm_metrics import DEFAULT_RELEASE, RELEASES, VllmRelease, release
 
 log = logging.getLogger(__name__)
 
@@ -161,8 +164,10 @@ class EmulatorConfig:
     control_port: int = 0
     stream_interval_ms: float = 50.0
     startup_delay_s: float = 0.0
+    vllm_version: VllmRelease = DEFAULT_RELEASE
 
     def __post_init__(self) -> None:
+        release(self.vllm_version)  # a string from elsewhere than the CLI: still checked
         if self.replicas < 0:
             raise ValueError("replicas must be >= 0")
         if self.stream_interval_ms < 0:
@@ -256,7 +261,7 @@ class _Replica:
         config = deployment.config
         self.name = name
         self.engine = ReplicaEngine(config.profile)
-        self.metrics = VllmMetrics(config.model)
+        self.metrics = VllmMetrics(config.model, release=config.vllm_version)
         self.state: ReplicaState = "starting"
         self.port = 0
         self._deployment = deployment
@@ -321,11 +326,11 @@ class _Replica:
         self._wake.set()
 
     def cancel(self, job: _Job) -> None:
-        """The client went away: abort its request, as vLLM does."""
+        """The client went away: abort its request, as vLLM does. vLLM counts no finish
+        for it: it only leaves the running or waiting gauge."""
         request = job.request
         if request is not None and self._jobs.pop(request, None) is not None:
             self.engine.cancel(request)
-            self.metrics.record_abort()
 
     def begin_termination(self) -> list[_Job]:
         """Leave the rotation; return the jobs still waiting, for another replica."""
@@ -394,18 +399,18 @@ class _Replica:
 
     def _after_step(self, outcome: StepOutcome) -> None:
         jobs = self._jobs
+        metrics = self.metrics
+        metrics.record_tokens(gap_s=outcome.token_gap, tokens=outcome.decoded)
         for request in outcome.started:
+            metrics.record_first_token(prompt_tokens=request.prompt_tokens, ttft_s=request.ttft)
             job = jobs.get(request)
             if job is not None:
                 job.notify()
         for request in outcome.finished:
-            n = request.tokens_out
-            self.metrics.record_request(
+            metrics.record_finish(
                 prompt_tokens=request.prompt_tokens,
-                output_tokens=n,
+                output_tokens=request.tokens_out,
                 queue_time_s=request.queue_time,
-                ttft_s=request.ttft,
-                inter_token_latencies_s=[request.itl_mean] * (n - 1),
                 e2e_s=request.e2e,
             )
             job = jobs.pop(request, None)
@@ -439,7 +444,7 @@ class _Replica:
             waiting=engine.waiting,
             kv_cache_usage=engine.kv_cache_usage(),
         )
-        body, content_type = self.metrics.exposition()
+        body, content_type = self.metrics.negotiate(http.headers.get("Accept", ""))
         return web.Response(body=body, headers={"Content-Type": content_type})
 
 
@@ -837,6 +842,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="time before a replica added by scaling up takes traffic",
     )
+    parser.add_argument(
+        "--vllm-version",
+        choices=RELEASES,
+        default=DEFAULT_RELEASE,
+        help="export the metric names of this vLLM release (the per-token latency histogram"
+        " differs: 0.10 the old name, 0.11 both, 0.34 the new one)",
+    )
     parser.add_argument("--ready-file", type=Path, help="where to write the endpoints JSON")
     return parser
 
@@ -857,6 +869,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         control_port=args.control_port,
         stream_interval_ms=args.stream_interval_ms,
         startup_delay_s=args.startup_delay_s,
+        vllm_version=release(args.vllm_version),
     )
 
 

@@ -31,17 +31,16 @@ import requests
 
 from adapter._proto import externalscaler_pb2 as pb
 from adapter._proto import externalscaler_pb2_grpc as pb_grpc
-from adapter.collect.scrape import parse_exposition
+from adapter.collect.scrape import itl_family, parse_exposition
 from adapter.loop.record import Sample
 from adapter.loop.scenario import Scenario, Stream
 from adapter.loop.workspace import Workspace
 from adapter.sim.hpa import KedaLoop, ScaledObjectSpec
 from adapter.sim.policies import ours_scaled_object
+from adapter.vllm_metrics import REQUEST_SUCCESS
 
 log = logging.getLogger(__name__)
 
-_ITL = "vllm:inter_token_latency_seconds"
-_SUCCESS = "vllm:request_success_total"
 _GUIDELLM_ENV = {
     # no network: the tokenizer is a local folder
     "HF_HUB_OFFLINE": "1",
@@ -179,14 +178,19 @@ class _Observed:
     def scrape(self, t: float, urls: list[str]) -> None:
         for url in urls:
             try:
-                text = requests.get(url, timeout=2).text
+                response = requests.get(url, timeout=2)
             except requests.RequestException:
                 continue
-            series = parse_exposition(text, t).values
-            itl_sum, itl_count, done = (
-                sum(v for (name, _model), v in series.items() if name == wanted)
-                for wanted in (f"{_ITL}_sum", f"{_ITL}_count", _SUCCESS)
-            )
+            scrape = parse_exposition(response.text, t, response.headers.get("Content-Type"))
+            itl_sum = itl_count = done = 0.0
+            for (name, model), value in scrape.values.items():
+                itl = itl_family(scrape, model)  # the one the emulator's release exports
+                if name == itl.sum:
+                    itl_sum += value
+                elif name == itl.count:
+                    itl_count += value
+                elif name == REQUEST_SUCCESS.total:
+                    done += value
             self._last[url] = (itl_sum, itl_count, done)
         values = self._last.values()
         itl_sum, itl_count, done = (float(sum(v[i] for v in values)) for i in range(3))

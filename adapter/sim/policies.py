@@ -57,6 +57,17 @@ from adapter.sim.hpa import (
     KedaLoop,
     ScaledObjectSpec,
 )
+from adapter.vllm_metrics import (
+    INTER_TOKEN_LATENCY,
+    KV_CACHE_USAGE,
+    NUM_REQUESTS_RUNNING,
+    NUM_REQUESTS_WAITING,
+    REQUEST_GENERATION_TOKENS,
+    REQUEST_PROMPT_TOKENS,
+    REQUEST_QUEUE_TIME,
+    REQUEST_SUCCESS,
+    TIME_TO_FIRST_TOKEN,
+)
 
 POLICIES = SIM_POLICIES  # ("ours", "wva-tutorial", "keda-queue"): the CLI lists them
 DESCRIPTIONS = {
@@ -64,7 +75,7 @@ DESCRIPTIONS = {
     " the 15 s window (as the pod scraper) -> KEDA/HPA as keda/scaledobject.yaml",
     "wva-tutorial": "optimizer every 60 s, arrivals = completion rate over 1 m windows,"
     " spec.replicas set directly",
-    "keda-queue": "KEDA sum(vllm:num_requests_waiting) AverageValue 5, KEDA/HPA defaults",
+    "keda-queue": f"KEDA sum({NUM_REQUESTS_WAITING.name}) AverageValue 5, KEDA/HPA defaults",
 }
 OURS_INTERVAL_S = 15.0
 TUTORIAL_INTERVAL_S = 60.0
@@ -118,7 +129,7 @@ def setup_from_snapshot(
     the way the adapter does (`build_system`), so the simulator tests what it would run."""
     # idle but present loads: the samples' Deployments have replicas, and a model with no
     # series at all while it has replicas is not assembled (metrics missing)
-    idle = {key: ModelLoad(*key) for key in metric_keys(snapshot)}
+    idle = {key: ModelLoad(*key, running=0.0, waiting=0.0) for key in metric_keys(snapshot)}
     assembly = build_system(snapshot, LoadReport(idle))
     by_key = {(va.namespace, va.name): (server, va) for server, va in assembly.servers.items()}
     if variant is None:
@@ -189,19 +200,20 @@ class SimClock:
 
 ArrivalEstimate = Literal["in-system", "completions"]
 
-# The vLLM series the pod scraper reads, from the Deployment's counters. Histograms are
-# given by their _sum and _count only: the scraper needs nothing else.
-_SUCCESS = "vllm:request_success_total"
+# The vLLM series the pod scraper reads, from the Deployment's counters, as the newest
+# release names them. Histograms are given by their _sum and _count only: the scraper
+# needs nothing else.
+_SUCCESS = REQUEST_SUCCESS.total
 _HISTOGRAMS = (
-    ("vllm:request_prompt_tokens", "prompt_tokens", "success"),
-    ("vllm:request_generation_tokens", "output_tokens", "success"),
-    ("vllm:request_queue_time_seconds", "queue_sum_s", "success"),
-    ("vllm:time_to_first_token_seconds", "ttft_sum_s", "success"),
-    ("vllm:inter_token_latency_seconds", "itl_sum_s", "itl_count"),
+    (REQUEST_PROMPT_TOKENS, "prompt_tokens", "success"),
+    (REQUEST_GENERATION_TOKENS, "output_tokens", "success"),
+    (REQUEST_QUEUE_TIME, "queue_sum_s", "success"),
+    (TIME_TO_FIRST_TOKEN, "ttft_sum_s", "success"),
+    (INTER_TOKEN_LATENCY, "itl_sum_s", "itl_count"),
 )
-_RUNNING = "vllm:num_requests_running"
-_WAITING = "vllm:num_requests_waiting"
-_KV = "vllm:kv_cache_usage_perc"
+_RUNNING = NUM_REQUESTS_RUNNING.value
+_WAITING = NUM_REQUESTS_WAITING.value
+_KV = KV_CACHE_USAGE.value
 
 
 class ClusterMetrics:
@@ -271,8 +283,8 @@ class ClusterMetrics:
             (_WAITING, model): float(waiting),
         }
         for family, total, count in _HISTOGRAMS:
-            values[f"{family}_sum", model] = float(getattr(counters, total))
-            values[f"{family}_count", model] = float(getattr(counters, count))
+            values[family.sum, model] = float(getattr(counters, total))
+            values[family.count, model] = float(getattr(counters, count))
         if kv is not None:
             values[_KV, model] = kv
         return Scrape(at=cluster.now, values=values, series=dict.fromkeys(values, 1))
