@@ -22,8 +22,18 @@ def sample_objects() -> list[dict[str, Any]]:
 
 
 def tutorial_load() -> LoadReport:
-    """guidellm-job-1: 8 req/s = 480 req/min, 512 output tokens; ITL as the first log line."""
-    load = ModelLoad("vllm-test", MODEL, arrival_rate_rpm=480.0, avg_output_tokens=512.0)
+    """guidellm-job-1: 8 req/s = 480 req/min, 512 output tokens; ITL as the first log line.
+
+    The in-flight gauges as the pods report them (about 4 s per request at 8 req/s): a
+    load without them is unknown, never idle."""
+    load = ModelLoad(
+        "vllm-test",
+        MODEL,
+        arrival_rate_rpm=480.0,
+        avg_output_tokens=512.0,
+        running=32.0,
+        waiting=0.0,
+    )
     return LoadReport({("vllm-test", MODEL): load})
 
 

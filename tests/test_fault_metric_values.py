@@ -2,7 +2,8 @@
 
 Through both metric sources (direct scrape, and a real Prometheus scraping the same
 pods), nothing non-finite or negative reaches the optimizer's input, the snapshot or the
-gRPC answer.
+gRPC answer, and a value that is unknown because of it (an in-flight gauge, the mean
+output length) leaves the VA unsolved, never sized as idle.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ COUNTERS = (
     "vllm:request_queue_time_seconds_count",
 )
 GAUGES = ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc")
+IN_FLIGHT = GAUGES[:2]
 ODD = ("NaN", "+Inf", "-Inf", "-5")
 
 
@@ -159,6 +161,14 @@ def test_scrape_source_never_passes_odd_values(
                 # no mean output length: not sized (a length of 0 would mean 1 replica)
                 assert not decision.solved
                 assert "no mean output length" in decision.reason
+            elif odd_name in IN_FLIGHT:
+                # no usable in-flight gauge: the requests in flight are unknown, and a
+                # VA is never sized as idle on unknown: unsolved, answered UNAVAILABLE
+                assert not decision.solved
+                assert f"no {odd_name} series" in decision.reason
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    asyncio.run(ask(snapshot, clock))
+                assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
             else:
                 assert decision.solved
 
@@ -260,14 +270,36 @@ def test_prometheus_source_never_passes_odd_values_to_the_engine_or_grpc(
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
 
         # one usable series (the completion counter back to a number): the pod answers,
-        # idle, and the odd series around it still never pass
+        # but its in-flight gauges are NaN and -Inf, so whether requests are in flight is
+        # unknown: still not sized (as idle), still UNAVAILABLE, with that reason
         exposition.set(vllm__request_success_total="7")
+
+        def answering() -> Snapshot | None:
+            snapshot = engine.run_cycle()
+            missing = snapshot.decisions[(NS, "vllm")].reason.startswith("metrics missing")
+            return None if missing else snapshot
+
+        gauges_odd = poll(answering, timeout_s=20, what="Prometheus to scrape the usable counter")
+        assert_sane_snapshot(gauges_odd)
+        decision = gauges_odd.decisions[(NS, "vllm")]
+        assert not decision.solved
+        assert decision.reason == (
+            "metrics incomplete: no vllm:num_requests_running or vllm:num_requests_waiting"
+            " series, so the requests in flight are unknown; not sized as idle"
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            asyncio.run(ask(gauges_odd, clock))
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+        # the gauges back to numbers: the pod answers, idle, and the odd series around it
+        # still never pass
+        exposition.set(vllm__num_requests_running="0", vllm__num_requests_waiting="0")
 
         def solved() -> Snapshot | None:
             snapshot = engine.run_cycle()
             return snapshot if snapshot.decisions[(NS, "vllm")].solved else None
 
-        snapshot = poll(solved, timeout_s=20, what="Prometheus to scrape the usable counter")
+        snapshot = poll(solved, timeout_s=20, what="Prometheus to scrape the usable gauges")
     assert_sane_snapshot(snapshot)
     decision = snapshot.decisions[(NS, "vllm")]
     (value,) = asyncio.run(ask(snapshot, clock)).metricValues

@@ -31,6 +31,7 @@ from adapter.model.kube import (
     ServiceClass,
     ShapeError,
     VariantAutoscaling,
+    merge_service_classes,
     parse_accelerator_costs,
     parse_service_classes,
     parse_variant_autoscaling,
@@ -208,7 +209,9 @@ def test_cost_parser_never_raises(data: dict[str, Any] | None) -> None:
 def test_service_class_parser_never_raises(data: dict[str, Any] | None) -> None:
     classes, problems = parse_service_classes(data, "ns")
     assert set(classes) <= set(data or {})
-    assert len({c.name for c in classes.values()}) == len(classes)
+    merged, conflicts = merge_service_classes(classes, "ns")
+    assert set(merged) == {c.name for c in classes.values()}  # one class per name
+    _check_problems(conflicts, data)
     for key, service_class in classes.items():
         assert isinstance(service_class, ServiceClass) and service_class.key == key
         assert len({e.model for e in service_class.data}) == len(service_class.data)
@@ -270,7 +273,8 @@ def test_build_system_never_raises_on_fuzzed_config_nodes_and_deployments(
     cluster["nodes"]["fuzzed"] = node
     cluster["deps"][OTHER] = deployment
     assembly = build_system(snapshot_of(cluster), tutorial_load())
-    # an extra class may re-use the name Premium only under a later key: then it is refused
+    # an extra class named Premium is merged into it, whatever its key; none of these
+    # gives the tutorial's model a target, so its SLO stays
     _same_good_va(assembly)
 
 

@@ -8,6 +8,7 @@ field, and every other entry is still used.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -276,7 +277,7 @@ class SloEntry(_Shape):
 class ServiceClass(_Shape):
     """One `service-classes-config` key: a class name, a priority (1 = highest), model SLOs."""
 
-    key: str
+    key: str  # merged from several keys (`merge_service_classes`): "a.yaml, b.yaml"
     name: str = Field(min_length=1)
     priority: int
     data: tuple[SloEntry, ...] = ()
@@ -322,65 +323,161 @@ def parse_service_classes(
     """Each key is a YAML document {name, priority, data: [{model, slo-tpot, slo-ttft}]}.
 
     A key whose YAML, name or priority is bad is skipped; a bad `data` item is dropped
-    and the rest of the class kept. A class name already defined by an earlier key
-    (sorted order) is skipped, since the optimizer keys classes by name.
+    and the rest of the class kept. Keys are returned one class each, even when two
+    define the same class name: `merge_service_classes` joins them whatever the key
+    names, where skipping the later key let a key sorting first take a model's class away.
     """
     source = _configmap_source(SERVICE_CLASSES_CONFIGMAP, namespace)
     classes: dict[str, ServiceClass] = {}
     problems: list[EntryProblem] = []
-    names: dict[str, str] = {}
     for key in sorted(data or {}):
-        raw = (data or {})[key]
+        parsed = _service_class(source, key, (data or {})[key], problems)
+        if parsed is not None:
+            classes[key] = parsed
+    return classes, problems
+
+
+def _service_class(
+    source: str, key: str, raw: Any, problems: list[EntryProblem]
+) -> ServiceClass | None:
+    """One key's class, or None with its problem added; bad `data` items are dropped."""
+    try:
+        doc = yaml.safe_load(raw) if isinstance(raw, str) else raw
+    except yaml.YAMLError as error:
+        problems.append(EntryProblem(source, key, "", f"invalid YAML: {error}"))
+        return None
+    if not isinstance(doc, Mapping):
+        problems.append(EntryProblem(source, key, "", "expected a YAML mapping"))
+        return None
+    items = doc.get("data") or []
+    if not isinstance(items, list):
+        problems.append(EntryProblem(source, key, "data", "expected a list"))
+        return None
+    entries = _slo_entries(source, key, items, problems)
+    try:
+        header = {f: doc[f] for f in ("name", "priority") if doc.get(f) is not None}
+        parsed = ServiceClass.model_validate({"key": key, **header})
+    except ValidationError as error:
+        problems.append(EntryProblem(source, key, "", describe_validation(error)))
+        return None
+    return parsed.model_copy(update={"data": entries})
+
+
+def _slo_entries(
+    source: str, key: str, items: list[Any], problems: list[EntryProblem]
+) -> tuple[SloEntry, ...]:
+    """The valid `data` items of one key, a repeated model kept once (its first)."""
+    entries: dict[str, SloEntry] = {}
+    for index, item in enumerate(items):
         try:
-            doc = yaml.safe_load(raw) if isinstance(raw, str) else raw
-        except yaml.YAMLError as error:
-            problems.append(EntryProblem(source, key, "", f"invalid YAML: {error}"))
-            continue
-        if not isinstance(doc, Mapping):
-            problems.append(EntryProblem(source, key, "", "expected a YAML mapping"))
-            continue
-        items = doc.get("data") or []
-        if not isinstance(items, list):
-            problems.append(EntryProblem(source, key, "data", "expected a list"))
-            continue
-        entries: list[SloEntry] = []
-        seen: set[str] = set()
-        for index, item in enumerate(items):
-            try:
-                entry = SloEntry.model_validate(item)
-            except ValidationError as error:
-                problems.append(
-                    EntryProblem(source, key, "", describe_validation(error, f"data[{index}]"))
-                )
-                continue
-            if entry.model in seen:
-                problems.append(
-                    EntryProblem(
-                        source, key, f"data[{index}].model", f"duplicate model {entry.model!r}"
-                    )
-                )
-                continue
-            seen.add(entry.model)
-            entries.append(entry)
-        try:
-            header = {f: doc[f] for f in ("name", "priority") if doc.get(f) is not None}
-            parsed = ServiceClass.model_validate({"key": key, **header})
+            entry = SloEntry.model_validate(item)
         except ValidationError as error:
-            problems.append(EntryProblem(source, key, "", describe_validation(error)))
+            problems.append(
+                EntryProblem(source, key, "", describe_validation(error, f"data[{index}]"))
+            )
             continue
-        if parsed.name in names:
+        if entry.model in entries:
+            message = f"duplicate model {entry.model!r}"
+            problems.append(EntryProblem(source, key, f"data[{index}].model", message))
+            continue
+        entries[entry.model] = entry
+    return tuple(entries.values())
+
+
+def merge_service_classes(
+    classes: Mapping[str, ServiceClass], namespace: str = ""
+) -> tuple[dict[str, ServiceClass], list[EntryProblem]]:
+    """The classes by name: keys that define the same name are one class.
+
+    The optimizer knows a class by its name only, so two keys naming one class must give
+    one answer, and the same one whatever the keys are called or listed in: the most
+    important priority (lowest number) of them, and for a model listed under several
+    keys the stricter of each target (lowest slo-tpot, lowest slo-ttft), which keeps
+    every key's promise. A disagreement is reported on every key involved. Keys of a
+    merged class are its `key`, joined with ", " in sorted order.
+    """
+    source = _configmap_source(SERVICE_CLASSES_CONFIGMAP, namespace)
+    groups: dict[str, list[ServiceClass]] = {}
+    for key in sorted(classes):
+        groups.setdefault(classes[key].name, []).append(classes[key])
+    merged: dict[str, ServiceClass] = {}
+    problems: list[EntryProblem] = []
+    for name in sorted(groups):
+        group = groups[name]
+        merged[name] = _merged_class(group)
+        problems.extend(_priority_conflicts(source, group))
+        problems.extend(_target_conflicts(source, group))
+    return merged, problems
+
+
+def _merged_class(group: list[ServiceClass]) -> ServiceClass:
+    if len(group) == 1:
+        return group[0]
+    targets: dict[str, SloEntry] = {}
+    for service_class in group:
+        for entry in service_class.data:
+            known = targets.get(entry.model)
+            targets[entry.model] = entry if known is None else _stricter(known, entry)
+    return group[0].model_copy(
+        update={
+            "key": ", ".join(c.key for c in group),
+            "priority": min(c.priority for c in group),
+            "data": tuple(targets.values()),
+        }
+    )
+
+
+def _stricter(a: SloEntry, b: SloEntry) -> SloEntry:
+    return a.model_copy(
+        update={"slo_tpot": min(a.slo_tpot, b.slo_tpot), "slo_ttft": min(a.slo_ttft, b.slo_ttft)}
+    )
+
+
+def _priority_conflicts(source: str, group: list[ServiceClass]) -> list[EntryProblem]:
+    if len({c.priority for c in group}) < 2:
+        return []
+    best = min(c.priority for c in group)
+    return [
+        EntryProblem(
+            source,
+            c.key,
+            "priority",
+            f"class {c.name!r} has priority {c.priority} here and "
+            + ", ".join(f"{o.priority} under key {o.key!r}" for o in group if o is not c)
+            + f"; the most important, {best}, is used",
+        )
+        for c in group
+    ]
+
+
+def _target_conflicts(source: str, group: list[ServiceClass]) -> list[EntryProblem]:
+    listing: dict[str, list[tuple[ServiceClass, SloEntry]]] = {}
+    for service_class in group:
+        for entry in service_class.data:
+            listing.setdefault(entry.model, []).append((service_class, entry))
+    problems: list[EntryProblem] = []
+    for model, found in listing.items():
+        if len({(e.slo_tpot, e.slo_ttft) for _, e in found}) < 2:
+            continue
+        used = functools.reduce(_stricter, (e for _, e in found))
+        for service_class, entry in found:
+            others = ", ".join(
+                f"{_targets(e)} under key {c.key!r}" for c, e in found if c is not service_class
+            )
             problems.append(
                 EntryProblem(
                     source,
-                    key,
-                    "name",
-                    f"class {parsed.name!r} is already defined by key {names[parsed.name]!r}",
+                    service_class.key,
+                    "data",
+                    f"class {service_class.name!r} gives model {model!r} {_targets(entry)} here"
+                    f" and {others}; the stricter of each is used: {_targets(used)}",
                 )
             )
-            continue
-        names[parsed.name] = key
-        classes[key] = parsed.model_copy(update={"data": tuple(entries)})
-    return classes, problems
+    return problems
+
+
+def _targets(entry: SloEntry) -> str:
+    return f"slo-tpot {entry.slo_tpot:g}, slo-ttft {entry.slo_ttft:g}"
 
 
 # ---------------------------------------------------------------- Nodes and Deployments
