@@ -47,6 +47,13 @@ COUNTERS = (
 )
 GAUGES = ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc")
 IN_FLIGHT = GAUGES[:2]
+# what the optimizer sizes on: arrivals, the output length, the requests in flight
+SIZED_ON = (
+    "vllm:request_success_total",
+    "vllm:request_generation_tokens_sum",
+    "vllm:request_generation_tokens_count",
+    *IN_FLIGHT,
+)
 ODD = ("NaN", "+Inf", "-Inf", "-5")
 
 
@@ -157,20 +164,44 @@ def test_scrape_source_never_passes_odd_values(
             snapshot = engine.run_cycle()
             assert_sane_snapshot(snapshot)
             decision = snapshot.decisions[(NS, "vllm")]
-            if odd_name.startswith("vllm:request_generation_tokens_"):
-                # no mean output length: not sized (a length of 0 would mean 1 replica)
+            if odd_name in SIZED_ON:
+                # arrivals, the output length or the requests in flight are unknown, and
+                # a VA is never sized on unknown (as idle, or at one replica for a length
+                # of 0): unsolved, answered UNAVAILABLE, naming the pod and the series
                 assert not decision.solved
-                assert "no mean output length" in decision.reason
-            elif odd_name in IN_FLIGHT:
-                # no usable in-flight gauge: the requests in flight are unknown, and a
-                # VA is never sized as idle on unknown: unsolved, answered UNAVAILABLE
-                assert not decision.solved
-                assert f"no {odd_name} series" in decision.reason
+                assert f"{server.url} answered {odd_name}=" in decision.reason
                 with pytest.raises(grpc.aio.AioRpcError) as refused:
                     asyncio.run(ask(snapshot, clock))
                 assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
             else:
+                # a latency, the KV cache or prompt tokens: not sized on, left out
                 assert decision.solved
+
+
+def test_one_pods_odd_gauge_makes_the_load_unknown_not_smaller() -> None:
+    """Two pods serve the model; one answers NaN for its running requests. Summing the
+    other pod alone would read half the requests in flight: the load is unknown."""
+    pods = [Exposition(), Exposition()]
+    with MetricsServer(pods[0]) as good, MetricsServer(pods[1]) as bad:
+        clock = ManualClock()
+        targets = tuple(ScrapeTarget(url=s.url, namespace=NS) for s in (good, bad))
+        source = ScrapeSource(ScrapeSettings(targets=targets), clock=clock.monotonic)
+        with source:
+            for pod in pods:
+                pod.healthy(10)
+            with pytest.raises(MetricsWarmingUp):
+                source.collect([(NS, MODEL)])
+            clock.advance(1.0)
+            for pod in pods:
+                pod.healthy(11)
+            report = source.collect([(NS, MODEL)])
+            assert (NS, MODEL) not in report.incomplete  # both pods sane: known
+            clock.advance(1.0)
+            pods[1].set(vllm__num_requests_running="NaN")
+            report = source.collect([(NS, MODEL)])
+            assert report.incomplete[NS, MODEL] == (
+                f"{bad.url} answered vllm:num_requests_running=nan for model {MODEL}"
+            )
 
 
 def test_scrape_source_reset_and_absent_counters_stay_sane(

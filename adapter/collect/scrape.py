@@ -33,7 +33,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
@@ -96,6 +96,12 @@ _TOKEN_TOTALS = frozenset(
     name for h in (REQUEST_PROMPT_TOKENS, REQUEST_GENERATION_TOKENS) for name in (h.sum, h.count)
 )
 _IN_SYSTEM = (_RUNNING, _WAITING)
+# what the optimizer sizes on (arrivals, output length, requests in flight): a pod's odd
+# value of one of these makes its model's load unknown; of the others (latencies, KV
+# cache, prompt tokens), it is only left out of that quantity
+_SIZED_ON = frozenset(
+    [_SUCCESS, REQUEST_GENERATION_TOKENS.sum, REQUEST_GENERATION_TOKENS.count, *_IN_SYSTEM]
+)
 _IN_SYSTEM_GROWTH = "in_system_growth"
 
 Series = tuple[str, str]  # (sample name, model_name), other labels summed away
@@ -215,6 +221,9 @@ class Scrape:
     at: float  # clock() when the answer arrived
     values: Mapping[Series, float]  # summed over the series' other labels
     series: Mapping[Series, int]  # how many series were summed (to average ratios)
+    # series the optimizer sizes on that the pod answered with NaN, an infinity or a
+    # negative number: left out of `values`; the model's load is then unknown, not smaller
+    odd: Mapping[Series, float] = field(default_factory=dict)
 
 
 class ScrapeSource:
@@ -323,6 +332,8 @@ class ScrapeSource:
         wanted = set(keys)
         loads = {key: load for key, load in totals.loads().items() if key in wanted}
         incomplete = self._incomplete(targets, results, errors, wanted)
+        for key, reason in _odd_values(targets, results, wanted).items():
+            incomplete.setdefault(key, reason)
         return LoadReport(loads=loads, queries=len(targets), incomplete=incomplete)
 
     def _incomplete(
@@ -399,6 +410,7 @@ def parse_exposition(text: str, at: float, content_type: str | None = None) -> S
     """
     values: dict[Series, float] = defaultdict(float)
     series: dict[Series, int] = defaultdict(int)
+    odd: dict[Series, float] = {}
     openmetrics = (content_type or "").lower().startswith("application/openmetrics-text")
     families = (openmetrics_families if openmetrics else text_string_to_metric_families)(text)
     for family in families:
@@ -408,10 +420,14 @@ def parse_exposition(text: str, at: float, content_type: str | None = None) -> S
                 continue
             model = sample.labels.get("model_name")
             # every vLLM family is a count, a duration or a ratio: negative is garbage
-            if model and math.isfinite(sample.value) and sample.value >= 0:
+            if not model:
+                continue
+            if math.isfinite(sample.value) and sample.value >= 0:
                 values[name, model] += sample.value
                 series[name, model] += 1
-    return Scrape(at=at, values=dict(values), series=dict(series))
+            elif name in _SIZED_ON:
+                odd[name, model] = sample.value
+    return Scrape(at=at, values=dict(values), series=dict(series), odd=odd)
 
 
 class ScrapeTotals:
@@ -537,4 +553,21 @@ def _ms(seconds: float | None) -> float | None:
 
 
 def _models(scrape: Scrape) -> Sequence[str]:
-    return sorted({model for _, model in scrape.values})
+    return sorted({model for _, model in (*scrape.values, *scrape.odd)})
+
+
+def _odd_values(
+    targets: Sequence[ScrapeTarget], results: Sequence[Scrape | None], wanted: Collection[LoadKey]
+) -> dict[LoadKey, str]:
+    """The keys a pod answered NaN, an infinity or a negative number for, with why.
+
+    Leaving one pod's value out of a sum would read its model's load as smaller than it
+    is (its in-flight requests as none); the value is unknown, so the load is too.
+    """
+    odd: dict[LoadKey, str] = {}
+    for target, scrape in zip(targets, results, strict=True):
+        for (name, model), value in sorted((scrape.odd if scrape else {}).items()):
+            key = (target.namespace, model)
+            if key in wanted and key not in odd:
+                odd[key] = f"{target.url} answered {name}={value} for model {model}"
+    return odd
