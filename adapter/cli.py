@@ -102,7 +102,7 @@ def cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) 
 
     if not (math.isfinite(args.time_factor) and args.time_factor > 0):
         raise InputError(f"demo --time-factor {args.time_factor:g}: must be a finite number > 0")
-    scenario = tutorial(short=args.short, time_factor=args.time_factor)
+    scenario = tutorial(short=args.short, time_factor=args.time_factor, metrics=args.metrics)
     try:
         run_demo(scenario, Path(args.out), out)
     except LoopError as error:
@@ -501,6 +501,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=1.0,
         help="slow the emulated GPU down by this factor (SLOs scaled, rates divided)",
+    )
+    demo.add_argument(
+        "--metrics",
+        choices=("scrape", "prometheus"),
+        default="scrape",
+        help="how the adapter reads vLLM: scraping the pods (default), or through a real"
+        " Prometheus scraping them (the deployed path; needs the `prometheus` binary)",
     )
     demo.add_argument(
         "--optimizer-only",

@@ -301,23 +301,21 @@ def test_prometheus_source_never_passes_odd_values_to_the_engine_or_grpc(
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
 
         # one usable series (the completion counter back to a number): the pod answers,
-        # but its in-flight gauges are NaN and -Inf, so whether requests are in flight is
-        # unknown: still not sized (as idle), still UNAVAILABLE, with that reason
+        # but its in-flight gauges are NaN and -Inf. The arrival rate is completions plus
+        # the growth of the requests in flight (the scrape source's definition), so odd
+        # gauges make the arrivals themselves unknown: still not sized, still UNAVAILABLE
         exposition.set(vllm__request_success_total="7")
 
-        def answering() -> Snapshot | None:
-            snapshot = engine.run_cycle()
-            missing = snapshot.decisions[(NS, "vllm")].reason.startswith("metrics missing")
-            return None if missing else snapshot
+        def counter_back() -> bool | None:
+            answer = prometheus.query(f'vllm:request_success_total{{namespace="{NS}"}}')
+            return True if answer and float(answer[0]["value"][1]) == 7 else None
 
-        gauges_odd = poll(answering, timeout_s=20, what="Prometheus to scrape the usable counter")
+        poll(counter_back, timeout_s=20, what="Prometheus to scrape the usable counter")
+        gauges_odd = engine.run_cycle()
         assert_sane_snapshot(gauges_odd)
         decision = gauges_odd.decisions[(NS, "vllm")]
         assert not decision.solved
-        assert decision.reason == (
-            "metrics incomplete: no vllm:num_requests_running or vllm:num_requests_waiting"
-            " series, so the requests in flight are unknown; not sized as idle"
-        )
+        assert decision.reason.startswith("metrics missing"), decision.reason
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             asyncio.run(ask(gauges_odd, clock))
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE

@@ -442,7 +442,7 @@ def test_error_answer_with_http_200_raises() -> None:
     with (
         Stub(200, body) as stub,
         PrometheusSource(PrometheusSettings(url=stub.url)) as src,
-        pytest.raises(MetricsUnavailable, match=r"HTTP 200 \(timeout: query timed out\) to sum"),
+        pytest.raises(MetricsUnavailable, match=r"HTTP 200 \(timeout: query timed out\) to clamp"),
     ):
         src.collect([("ns", "m0")])
 

@@ -2,7 +2,9 @@
 
 Every query aggregates `by (namespace, model_name)`, so a cycle costs the same fixed
 number of HTTP requests whether one or five hundred VariantAutoscalings are watched;
-the wanted keys are picked from the answers on our side.
+the wanted keys are picked from the answers on our side. The arrival rate is the pod
+scraper's (completions plus in-flight growth over the window, see `arrivals`), so both
+sources give the same load on the same pods (tests/test_arrival_agreement.py).
 
 The queries go through prometheus-api-client's `PrometheusConnect.custom_query` (GET
 /api/v1/query) over a requests Session configured here: the CA bundle or no
@@ -64,6 +66,15 @@ log = logging.getLogger(__name__)
 
 _DURATION = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")
 _BY: Final = "by (namespace, model_name)"
+_UNIT_SECONDS: Final = {
+    "ms": 0.001,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+    "d": 86400.0,
+    "w": 604800.0,
+    "y": 31536000.0,
+}
 
 
 class PrometheusSettings(BaseModel):
@@ -93,6 +104,8 @@ class PrometheusSettings(BaseModel):
     def _promql_duration(cls, window: str) -> str:
         if not _DURATION.match(window):
             raise ValueError(f"window {window!r} is not a PromQL duration like 1m or 30s")
+        if duration_seconds(window) <= 0:
+            raise ValueError(f"window {window!r} must be longer than 0")
         return window
 
     @model_validator(mode="after")
@@ -136,7 +149,7 @@ def build_queries(window: str, namespace: str | None = None) -> tuple[Query, ...
         return f"sum {_BY} ({sums}) / sum {_BY} ({counts})"
 
     return (
-        Query("arrival_rate_rpm", f"sum {_BY} ({rate(REQUEST_SUCCESS.total)})", 60.0),
+        Query("arrival_rate_rpm", arrivals(window, sel), 60.0),
         Query("avg_prompt_tokens", mean(REQUEST_PROMPT_TOKENS), 1.0),
         Query("avg_output_tokens", mean(REQUEST_GENERATION_TOKENS), 1.0),
         Query("itl_ms", mean(*ITL_FAMILIES), 1000.0),
@@ -147,6 +160,64 @@ def build_queries(window: str, namespace: str | None = None) -> tuple[Query, ...
         # a ratio per replica: the model's usage is the mean, not the sum
         Query("kv_cache_usage", f"avg {_BY} ({instant(KV_CACHE_USAGE.value)})", 1.0),
     )
+
+
+def duration_seconds(window: str) -> float:
+    """A PromQL duration (`1m`, `90s`, `1m30s`, `500ms`) in seconds."""
+    if not _DURATION.match(window):
+        raise ValueError(f"{window!r} is not a PromQL duration like 1m or 30s")
+    return sum(
+        float(number) * _UNIT_SECONDS[unit]
+        for number, unit in re.findall(r"(\d+)(ms|s|m|h|d|w|y)", window)
+    )
+
+
+def arrivals(window: str, selector: str = "") -> str:
+    """The arrival rate (requests/s) by (namespace, model_name): the scrape source's
+    definition (adapter/collect/scrape.py) in PromQL.
+
+    vLLM counts no arrivals. What entered a pod over the window is what finished there
+    plus the growth of what is in it (running + waiting): `rate(success[w]) +
+    (delta(running[w]) + delta(waiting[w])) / w`. Completions alone lag a load step by a
+    whole request's duration and overshoot while a backlog drains after a scale-up.
+
+    - Both terms are extrapolated alike by Prometheus (to the window's edges, from the
+      samples in it), so their sum is the window's change over the sampled span, as the
+      scrape source's difference of two scrapes is.
+    - A pod whose success counter went down in the window restarted: `rate` counts its
+      completions from 0 after the reset, and its in-flight growth counts from 0 too
+      (its gauges now, not their delta): the old process' requests were lost, not
+      served, and are no negative arrivals. Its gauges carry no `finished_reason`,
+      hence `ignoring(finished_reason)` (set operators match many-to-many).
+    - The parts are kept apart by a label (`wva_part`) before one `sum`: a model whose
+      pods export no gauges gets its completion rate alone, as from the scrape source,
+      and `or` cannot drop a part that happens to carry the same labels as another.
+    - The sum is clamped at 0: a pod emptying faster than anything finishes (its
+      requests aborted) is no negative load. Nothing is divided by a sample (only by the
+      window's length), so nothing is NaN.
+    """
+    seconds = duration_seconds(window)
+
+    def each(function: str, name: str) -> str:
+        return " or ".join(f"{function}({form}{selector}[{window}])" for form in forms(name))
+
+    def now(name: str) -> str:
+        return " or ".join(f"{form}{selector}" for form in forms(name))
+
+    running, waiting = NUM_REQUESTS_RUNNING.value, NUM_REQUESTS_WAITING.value
+    restarted = f"({each('resets', REQUEST_SUCCESS.total)}) > 0"
+    grown = f"({each('delta', running)}) + ({each('delta', waiting)})"
+    since_restart = f"({now(running)}) + ({now(waiting)})"
+    growth = (
+        f"(({grown}) unless ignoring(finished_reason) ({restarted}))"
+        f" or (({since_restart}) and ignoring(finished_reason) ({restarted}))"
+    )
+    completed = each("rate", REQUEST_SUCCESS.total)
+    parts = (
+        f'label_replace({completed}, "wva_part", "completed", "", "")'
+        f' or label_replace(({growth}) / {seconds:g}, "wva_part", "in_flight_growth", "", "")'
+    )
+    return f"clamp_min(sum {_BY} ({parts}), 0)"
 
 
 class AnswerError(ValueError):

@@ -26,12 +26,17 @@ __all__ = [
 ]
 
 
+_METRICS_PATHS = {"scrape": "metrics scraped from the pods", "prometheus": "metrics via Prometheus"}
+
+
 def run_demo(scenario: Scenario, out_dir: Path, out: TextIO, *, every: int = 5) -> Summary:
     """Run the loop with a live table; write samples + summary JSON and the plot."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    metrics = _METRICS_PATHS[scenario.metrics]
     out.write(
         f"{scenario.name}: {len(scenario.streams)} guidellm streams over {scenario.end_s:g} s;"
-        f" adapter cycle {scenario.cycle_s:g} s, KEDA polling {scenario.polling_s:g} s\n"
+        f" adapter cycle {scenario.cycle_s:g} s ({metrics}, {scenario.rate_window_s:g} s"
+        f" window), KEDA polling {scenario.polling_s:g} s\n"
     )
     run = run_loop(scenario, out_dir / "run", on_sample=LiveTable(out, every=every))
     summary = summarize(scenario.name, run.samples, run.slo_itl_ms, run.slo_ttft_ms)
@@ -40,9 +45,11 @@ def run_demo(scenario: Scenario, out_dir: Path, out: TextIO, *, every: int = 5) 
         "scenario": scenario.model_dump(),
         "samples": [s.model_dump() for s in run.samples],
         "guidellm_reports": {k: str(v) for k, v in run.guidellm_reports.items()},
+        "prometheus_queries": run.prometheus_queries,
     }
     (out_dir / "summary.json").write_text(json.dumps(document, indent=2), encoding="utf-8")
-    plot(run.samples, run.slo_itl_ms, out_dir / "demo.png", f"wva-adapter: {scenario.name}")
+    title = f"wva-adapter: {scenario.name}, {metrics}"
+    plot(run.samples, run.slo_itl_ms, out_dir / "demo.png", title)
     out.write(
         f"\nreplicas: {' -> '.join(map(str, summary.replicas_path))};"
         f" ITL within {summary.slo_itl_ms:g} ms in {summary.itl_attainment_pct:.1f} % of"

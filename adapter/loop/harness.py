@@ -5,8 +5,14 @@
     KEDA/HPA simulator polls the adapter's gRPC -> sets the emulator's replica count,
     the Deployment's replicas and the scrape targets (what Kubernetes would do)
 
+With `metrics="prometheus"` the metrics path is the deployed one: a real Prometheus
+(the `prometheus` binary) scrapes the replicas, finding them in the same targets file
+(file_sd, as Kubernetes service discovery would), and the adapter runs `run --local
+--prometheus URL --window` over the scrape window.
+
 The harness itself is the cluster: it owns the processes, plays the KEDA operator and
-HPA controller in real time (adapter.sim.hpa) and records one Sample per period.
+HPA controller in real time (adapter.sim.hpa) and records one Sample per period. Every
+process it starts is stopped on every way out (SIGTERM, then SIGKILL).
 """
 
 from __future__ import annotations
@@ -14,7 +20,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -28,6 +36,8 @@ from typing import IO, Any
 
 import grpc
 import requests
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from adapter._proto import externalscaler_pb2 as pb
 from adapter._proto import externalscaler_pb2_grpc as pb_grpc
@@ -90,7 +100,7 @@ def _wait_for(what: str, probe: Callable[[], Any], timeout_s: float, proc: Any =
 
 
 @dataclass
-class _Processes:
+class Processes:
     """Child processes, stopped (SIGTERM, then SIGKILL) in reverse start order."""
 
     logs: Path
@@ -240,11 +250,102 @@ class LoopRun:
     workdir: Path
     guidellm_reports: dict[str, Path]
     guidellm_lead_s: float  # launch to first request
+    prometheus_queries: int | None = None  # instant queries answered during the run
+
+
+def promql_duration(seconds: float) -> str:
+    """`seconds` as a PromQL duration (`6s`, `1500ms`): whole milliseconds only."""
+    millis = round(seconds * 1000)
+    if millis <= 0 or not math.isclose(millis, seconds * 1000, abs_tol=1e-6):
+        raise ValueError(f"{seconds!r} s is not a positive whole number of milliseconds")
+    return f"{millis // 1000}s" if millis % 1000 == 0 else f"{millis}ms"
+
+
+def prometheus_config(scenario: Scenario, targets_file: Path) -> dict[str, Any]:
+    """Prometheus' configuration for the loop: the pods from the targets file (file_sd,
+    re-read on change), scraped and evaluated at the scenario's compressed interval."""
+    interval = promql_duration(scenario.scrape_interval_s)
+    return {
+        "global": {
+            "scrape_interval": interval,
+            "scrape_timeout": interval,
+            "evaluation_interval": interval,
+        },
+        "scrape_configs": [
+            {
+                "job_name": "vllm",
+                "file_sd_configs": [{"files": [str(targets_file)], "refresh_interval": "5s"}],
+            }
+        ],
+    }
+
+
+def start_prometheus(
+    processes: Processes,
+    workspace: Workspace,
+    scenario: Scenario,
+    session: requests.Session,
+) -> tuple[str, subprocess.Popen[bytes]]:
+    """Start Prometheus on a free loopback port, with an empty store; return its URL
+    (once it answers /-/ready) and process."""
+    binary = shutil.which("prometheus")
+    if binary is None:
+        raise LoopError(
+            "--metrics prometheus needs the `prometheus` binary on PATH: apt-get install"
+            " -y --no-install-recommends prometheus"
+        )
+    home = workspace.root / "prometheus"
+    shutil.rmtree(home, ignore_errors=True)  # a previous run's series, in a reused folder
+    home.mkdir()
+    config = home / "prometheus.yml"
+    config.write_text(yaml.safe_dump(prometheus_config(scenario, workspace.targets_file)))
+    port = free_port()
+    process = processes.start(
+        "prometheus",
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={home / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+    )
+    url = f"http://127.0.0.1:{port}"
+    _wait_for("prometheus /-/ready", lambda: _http_ok(session, f"{url}/-/ready"), 30, process)
+    return url, process
+
+
+def prometheus_scrapes(session: requests.Session, url: str) -> bool:
+    """Whether Prometheus has scraped a pod yet (its first scrape comes about 5 s after
+    discovery: a throttle of Prometheus' own, fixed in 2.42)."""
+    try:
+        body = session.get(
+            f"{url}/api/v1/query", params={"query": 'up{job="vllm"} == 1'}, timeout=2
+        ).json()
+    except (requests.RequestException, ValueError):
+        return False
+    return bool(body.get("data", {}).get("result"))
+
+
+def queries_answered(session: requests.Session, url: str) -> int:
+    """How many instant queries Prometheus has answered, by its own counter: the record
+    that the adapter read its load there (9 a cycle), not from the pods."""
+    text = session.get(f"{url}/metrics", timeout=5).text
+    return round(
+        sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "prometheus_http_requests_total"
+            and sample.labels.get("handler") == "/api/v1/query"
+        )
+    )
 
 
 @contextmanager
-def _started(workdir: Path) -> Iterator[_Processes]:
-    processes = _Processes(workdir)
+def started(workdir: Path) -> Iterator[Processes]:
+    """Processes (logs in `workdir`) stopped however the block is left: a failed part
+    or a Ctrl-C must not leave an emulator or a Prometheus behind."""
+    processes = Processes(workdir)
     try:
         yield processes
     finally:
@@ -266,7 +367,7 @@ def run_loop(
     for stale in (ready_file, *reports.values()):  # a previous run's, in a reused folder
         stale.unlink(missing_ok=True)
     with ExitStack() as stack:
-        processes = stack.enter_context(_started(workdir))
+        processes = stack.enter_context(started(workdir))
         emulator = processes.start(
             "emulator",
             [
@@ -285,6 +386,8 @@ def run_loop(
                 str(scenario.initial_replicas),
                 "--stream-interval-ms",
                 f"{scenario.stream_interval_ms:g}",
+                "--startup-delay-s",
+                f"{scenario.startup_delay_s:g}",
                 "--ready-file",
                 str(ready_file),
             ],
@@ -302,6 +405,21 @@ def run_loop(
 
         workspace.write_replicas(scenario.initial_replicas)
         workspace.write_targets(replica_urls())
+        watched = [("emulator", emulator)]  # processes whose death ends the run
+        prometheus: tuple[str, subprocess.Popen[bytes]] | None = None
+        if scenario.metrics == "prometheus":
+            prometheus = start_prometheus(processes, workspace, scenario, session)
+            watched.append(("prometheus", prometheus[1]))
+            window = promql_duration(scenario.rate_window_s)
+            metrics_source = ["--prometheus", prometheus[0], "--window", window]
+        else:
+            window = f"{scenario.rate_window_s:g}"
+            metrics_source = [
+                "--scrape-file",
+                str(workspace.targets_file),
+                "--scrape-window",
+                window,
+            ]
         grpc_port, metrics_port = free_port(), free_port()
         adapter = processes.start(
             "adapter",
@@ -312,10 +430,7 @@ def run_loop(
                 "run",
                 "--local",
                 str(workspace.objects),
-                "--scrape-file",
-                str(workspace.targets_file),
-                "--scrape-window",
-                f"{scenario.rate_window_s:g}",
+                *metrics_source,
                 "--interval",
                 f"{scenario.cycle_s:g}",
                 "--min-replicas",
@@ -330,6 +445,7 @@ def run_loop(
                 str(metrics_port),
             ],
         )
+        watched.append(("adapter", adapter))
         scaler = _Scaler(f"127.0.0.1:{grpc_port}", workspace.namespace, workspace.va_name)
         stack.callback(scaler.close)
         _wait_for(
@@ -361,8 +477,14 @@ def run_loop(
         first = [launch(pending.pop(0))]
         while pending and pending[0].start_s == 0:
             first.append(launch(pending.pop(0)))
+        if prometheus is not None:  # the first answers must not read as no load
+            url, process = prometheus
+            _wait_for(
+                "prometheus' first scrape", lambda: prometheus_scrapes(session, url), 30, process
+            )
         _wait_for("guidellm's first request", lambda: arrivals() > 0, 180, first[0])
         lead_s = time.monotonic() - launched
+        queries_before = queries_answered(session, prometheus[0]) if prometheus is not None else 0
         log.info("guidellm took %.1f s to send its first request", lead_s)
         samples: list[Sample] = []
         replicas = scenario.initial_replicas
@@ -382,7 +504,7 @@ def run_loop(
                 break
             while pending and pending[0].start_s - lead_s <= t:
                 launch(pending.pop(0))
-            for name, proc in (("emulator", emulator), ("adapter", adapter)):
+            for name, proc in watched:
                 if proc.poll() is not None:
                     raise LoopError(f"{name} exited with status {proc.returncode} at {t:.0f} s")
             keda.advance_to(t)
@@ -422,6 +544,9 @@ def run_loop(
                     on_sample(sample)
                 next_sample += scenario.sample_s
             time.sleep(max(0.0, min(0.2, next_sample - (time.monotonic() - start))))
+        queries = None
+        if prometheus is not None:
+            queries = queries_answered(session, prometheus[0]) - queries_before
     return LoopRun(
         scenario=scenario,
         samples=samples,
@@ -430,6 +555,7 @@ def run_loop(
         workdir=workdir,
         guidellm_reports={k: v for k, v in reports.items() if v.exists()},
         guidellm_lead_s=lead_s,
+        prometheus_queries=queries,
     )
 
 

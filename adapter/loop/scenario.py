@@ -7,11 +7,19 @@ short run is the control loop: a 2 s adapter cycle and KEDA polling instead of 1
 and a 10 s scale-down window instead of 60 s. `time_factor` scales the physics too
 (alpha, beta and the SLOs multiplied, request rates divided by it): the optimizer's
 decisions do not change under that scaling, so a slower emulated GPU costs less CPU.
+With `metrics="prometheus"` the adapter reads a real Prometheus that scrapes the pods
+every second (15-30 s in a cluster) and evaluates the same 6 s window the scrape mode
+uses.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+MetricsPath = Literal["scrape", "prometheus"]
+PROMETHEUS_STARTUP_DELAY_S = 8.0
 
 
 class Stream(BaseModel):
@@ -42,7 +50,10 @@ class Scenario(BaseModel):
     time_factor: float = Field(default=1.0, gt=0)
     cycle_s: float = Field(default=2.0, gt=0, description="adapter --interval")
     rate_window_s: float = Field(
-        default=6.0, ge=0, description="adapter --scrape-window: rates over 3 cycles"
+        default=6.0,
+        ge=0,
+        description="the adapter's rate window (--scrape-window, or --window with"
+        " Prometheus): 3 cycles",
     )
     polling_s: float = Field(default=2.0, gt=0, description="KEDA pollingInterval")
     hpa_sync_s: float = Field(default=2.0, gt=0, description="HPA controller sync period")
@@ -55,6 +66,17 @@ class Scenario(BaseModel):
     sample_s: float = Field(default=1.0, gt=0, description="recording period")
     itl_window_s: float = Field(default=5.0, gt=0, description="window of the observed ITL")
     stream_interval_ms: float = Field(default=50.0, ge=0)
+    startup_delay_s: float = Field(
+        default=0.0, ge=0, description="time a replica added by scaling up takes to serve"
+    )
+    metrics: MetricsPath = Field(
+        default="scrape",
+        description="how the adapter reads vLLM: scraping the pods (--scrape-file) or"
+        " from a Prometheus that scrapes them (--prometheus)",
+    )
+    scrape_interval_s: float = Field(
+        default=1.0, gt=0, description="Prometheus' scrape and evaluation interval"
+    )
 
     @model_validator(mode="after")
     def _streams_fit(self) -> Scenario:
@@ -63,6 +85,9 @@ class Scenario(BaseModel):
                 raise ValueError(f"stream {stream.name} ends after the run ({self.end_s:g} s)")
         if self.min_replicas > self.max_replicas:
             raise ValueError("min_replicas > max_replicas")
+        if self.metrics == "prometheus" and self.rate_window_s < 2 * self.scrape_interval_s:
+            # rate() and delta() need two samples in the window
+            raise ValueError("with Prometheus, rate_window_s must span two scrape intervals")
         return self
 
     def offered_rps(self, t: float) -> float:
@@ -70,7 +95,9 @@ class Scenario(BaseModel):
         return sum(s.rate_rps for s in self.streams if s.start_s <= t < s.end_s)
 
 
-def tutorial(*, short: bool = False, time_factor: float = 1.0) -> Scenario:
+def tutorial(
+    *, short: bool = False, time_factor: float = 1.0, metrics: MetricsPath = "scrape"
+) -> Scenario:
     """The tutorial's two jobs. `short` is the CI run (about 2.5 minutes of load)."""
     rate = 8.0 / time_factor
     if short:
@@ -86,4 +113,9 @@ def tutorial(*, short: bool = False, time_factor: float = 1.0) -> Scenario:
         streams=(first, second),
         end_s=end,
         time_factor=time_factor,
+        metrics=metrics,
+        # Prometheus finds a target 5-10 s after it appears (its discovery and scrape
+        # managers each pass updates on a fixed 5 s tick in 2.42); in a cluster the pod
+        # start-up (minutes for vLLM) hides that, with instant pods it would not
+        startup_delay_s=PROMETHEUS_STARTUP_DELAY_S if metrics == "prometheus" else 0.0,
     )
