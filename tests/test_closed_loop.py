@@ -77,7 +77,11 @@ def test_itl_is_back_under_the_slo_after_scale_up(recorded: Recorded) -> None:
     # the new replica took load (once started): allow their ~4 s lifetime plus the
     # window to pass
     serving = up + scenario.startup_delay_s
-    settled = [s.itl_ms for s in samples if serving + 20 <= s.t <= both[1] and s.itl_ms]
+    # up to the second stream's planned end at the latest: past it, a CPU-starved
+    # guidellm's catch-up burst (0, then 30 req/s, seen in CI) can stretch the observed
+    # span, and that burst is the load generator's, not a decision of the adapter's
+    end = min(both[1], scenario.streams[1].end_s)
+    settled = [s.itl_ms for s in samples if serving + 20 <= s.t <= end and s.itl_ms]
     assert len(settled) >= 10
     assert max(settled) <= summary.slo_itl_ms, settled
 
