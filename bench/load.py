@@ -17,8 +17,21 @@ Three processes, so that neither the fakes nor the client share the adapter's GI
   127.0.0.1 served by `--workers` processes of their own fed with every snapshot
   (ScalerPool, as `run`; `--workers 0`: the former design, a grpc.aio server in the
   adapter's process), INFO logging to a file. It reports the cold (first) and warm
-  cycle times, VmHWM/VmRSS of its own process and of each serving process, and the
-  cycle intervals on CLOCK_MONOTONIC (shared by the processes).
+  cycle times, its own memory, and the cycle intervals on CLOCK_MONOTONIC (shared by
+  the processes).
+- the whole adapter, measured from the coordinator (`ProcessSampler`): the adapter
+  process and every process under it (the serving processes are its children), found
+  in /proc every `SAMPLE_PERIOD_S` through the run. Memory: the sum over the processes
+  of their proportional resident memory (Pss, /proc/PID/smaps_rollup: a library every
+  process maps counts once in all, about what the pod's memory cgroup is charged) at
+  each sample, and its peak; the sum of each process' peak RSS (VmHWM, exact but
+  counting shared pages in every process); per process both. CPU: utime+stime
+  (/proc/PID/stat) per process between marks (the first cycle published, the start and
+  end of each polling run), as cores. The reads cost this process, not the adapter.
+  Pss also depends on what else runs (other Python programs on the machine take their
+  share of the libraries), so each sample also adds up the processes' private pages
+  plus the largest shared set of one of them: what they hold at least, whatever else
+  runs. The memory target is judged on the larger of the two peaks.
 - client: `--scaled-objects` ScaledObjects polled with GetMetrics at a paced total rate
   over `--channels` connections, each from a random phase, one run of `--duration`
   seconds per rate in `--rates`. Cycles run back to back meanwhile, so (almost) every
@@ -52,7 +65,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -73,7 +86,9 @@ from adapter.collect.prometheus import build_queries  # noqa: E402
 SAMPLES = ROOT / "deploy" / "samples"
 METHOD = "/externalscaler.ExternalScaler/GetMetrics"
 WINDOW = "1m"
-TARGETS = {"cycle_s": 2.0, "rss_mb": 300.0, "p99_ms": 10.0}
+TARGETS = {"cycle_s": 2.0, "rss_mb": 300.0, "p99_ms": 10.0}  # rss_mb: the whole adapter
+SAMPLE_PERIOD_S = 0.25  # the whole adapter's memory and CPU, read from /proc
+MIN_WINDOW_S = 0.5  # CPU is reported between marks at least this far apart
 
 
 # -- the cluster -------------------------------------------------------------------------
@@ -301,18 +316,195 @@ class FakePrometheus:
 
 def memory_mb(pid: int | None = None) -> dict[str, float]:
     """Resident memory of a process (default: this one), MiB: peak (VmHWM) and current
-    (VmRSS), and the current proportional share (Pss: shared pages, such as the libraries
-    every serving process maps, divided among the processes that map them)."""
-    found: dict[str, float] = {}
+    (VmRSS); the current proportional share (Pss: shared pages, such as the libraries
+    every serving process maps, divided among the processes that map them), and the
+    current pages of its own (Private) and shared with any other process (Shared)."""
+    kib: dict[str, int] = {}
     where = Path(f"/proc/{pid or 'self'}")
-    for name, keys in (("status", ("VmHWM", "VmRSS")), ("smaps_rollup", ("Pss",))):
+    for name in ("status", "smaps_rollup"):
         for line in (where / name).read_text().splitlines():
             key, _, value = line.partition(":")
-            if key in keys:
-                found[key] = round(int(value.split()[0]) / 1024, 1)
+            if key in _MEMORY_KEYS:
+                kib[key] = int(value.split()[0])
+    found = {key: round(kib[key] / 1024, 1) for key in ("VmHWM", "VmRSS", "Pss")}
+    for kind in ("Private", "Shared"):
+        found[kind] = round((kib[f"{kind}_Clean"] + kib[f"{kind}_Dirty"]) / 1024, 1)
     if pid is None:
         found["ru_maxrss"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return found
+
+
+_MEMORY_KEYS = {
+    "VmHWM",
+    "VmRSS",
+    "Pss",
+    "Private_Clean",
+    "Private_Dirty",
+    "Shared_Clean",
+    "Shared_Dirty",
+}
+
+
+# -- the whole adapter, from outside ---------------------------------------------------
+
+
+def _stat(pid: int) -> tuple[int, float, int]:
+    """(ppid, utime+stime in seconds, start time in clock ticks) from /proc/PID/stat."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2 :].split()  # fields[0] is field 3 (state)
+    ticks = os.sysconf("SC_CLK_TCK")
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / ticks, int(fields[19])
+
+
+def process_tree(root: int) -> list[int]:
+    """`root` and every live process under it (children, theirs...), root first."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = _stat(int(entry.name))[0]
+            except (OSError, ValueError, IndexError):  # gone meanwhile
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    tree, index = [root], 0
+    while index < len(tree):
+        tree += sorted(children.get(tree[index], []))
+        index += 1
+    return tree
+
+
+def _role(pid: int, root: int) -> str:
+    if pid == root:
+        return "engine"
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return "other"
+    return "grpc-worker" if "adapter.scaler.worker" in command else "other"
+
+
+class ProcessSampler:
+    """The adapter process and every process under it, read from /proc in a thread of
+    this process every `period_s` (and at each `mark`): per process its Pss, VmHWM and
+    CPU seconds; per sample the Pss summed over the processes alive then.
+
+    A process is known by (pid, start time), so a replaced serving process is another
+    entry; the processes' own peaks (VmHWM) are exact, the Pss sum's peak is the largest
+    sampled.
+    """
+
+    def __init__(self, root: int, period_s: float = SAMPLE_PERIOD_S) -> None:
+        self.root = root
+        self.period_s = period_s
+        self.processes: dict[tuple[int, int], dict[str, Any]] = {}
+        self.pss_sums: list[tuple[float, float]] = []  # (CLOCK_MONOTONIC, MiB)
+        self.own_sums: list[float] = []  # MiB: private pages + the most any one shares
+        self.marks: list[tuple[str, float, dict[tuple[int, int], float]]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="process-sampler", daemon=True)
+
+    def __enter__(self) -> ProcessSampler:
+        self.mark("start")
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period_s):
+            self.sample()
+
+    def sample(self) -> dict[tuple[int, int], float]:
+        """Read every process of the tree once; their CPU seconds now."""
+        with self._lock:
+            now, total, cpu = time.monotonic(), 0.0, {}
+            private, shared = 0.0, 0.0
+            for pid in process_tree(self.root):
+                try:
+                    _parent, cpu_s, started = _stat(pid)
+                    memory = memory_mb(pid)
+                except (OSError, ValueError, IndexError):  # exited meanwhile
+                    continue
+                key = (pid, started)
+                seen = self.processes.setdefault(
+                    key,
+                    {"pid": pid, "role": _role(pid, self.root), "first_cpu_s": cpu_s, "pss": []},
+                )
+                seen.update(cpu_s=cpu_s, VmHWM=memory["VmHWM"], last_seen=now)
+                seen["pss"].append(memory["Pss"])
+                total += memory["Pss"]
+                private += memory["Private"]
+                shared = max(shared, memory["Shared"])
+                cpu[key] = cpu_s
+            if cpu:
+                self.pss_sums.append((now, total))
+                self.own_sums.append(private + shared)
+            return cpu
+
+    def mark(self, label: str) -> None:
+        """A sample now, named: CPU is reported between consecutive marks."""
+        cpu = self.sample()
+        self.marks.append((label, time.monotonic(), cpu))
+
+    def report(self, cycle_ends: list[float]) -> dict[str, Any]:
+        """The figures, as load.json has them; `cycle_ends`: when each cycle ended."""
+        processes = [
+            {
+                "role": p["role"],
+                "pid": p["pid"],
+                "pss_peak_mb": max(p["pss"]),
+                "pss_median_mb": round(statistics.median(p["pss"]), 1),
+                "VmHWM_mb": p["VmHWM"],
+                "cpu_s": round(p["cpu_s"], 2),  # since the process started
+            }
+            for p in self.processes.values()
+        ]
+        processes.sort(key=lambda p: (p["role"] != "engine", p["role"], p["pid"]))
+        windows = []
+        for (began, t0, cpu0), (ended, t1, cpu1) in zip(self.marks, self.marks[1:], strict=False):
+            wall = t1 - t0
+            if wall < MIN_WINDOW_S:  # between two polling runs: too short to say anything
+                continue
+            used: dict[str, float] = {}
+            for key, cpu_s in cpu1.items():
+                role = self.processes[key]["role"]
+                start = cpu0.get(key, self.processes[key]["first_cpu_s"])
+                used[role] = used.get(role, 0.0) + cpu_s - start
+            cycles = sum(t0 < end <= t1 for end in cycle_ends)
+            windows.append(
+                {
+                    "from": began,
+                    "to": ended,
+                    "wall_s": round(wall, 2),
+                    "cycles_ended": cycles,
+                    "cpu_s": {role: round(v, 2) for role, v in sorted(used.items())},
+                    "cores": {role: round(v / wall, 3) for role, v in sorted(used.items())}
+                    | {"total": round(sum(used.values()) / wall, 3)},
+                    "engine_cpu_s_per_cycle": (
+                        round(used.get("engine", 0.0) / cycles, 3) if cycles else None
+                    ),
+                }
+            )
+        sums = [total for _t, total in self.pss_sums]
+        return {
+            "sample_period_s": self.period_s,
+            "samples": len(sums),
+            "processes": processes,
+            # at each sample, Pss summed over the processes alive: its peak and median
+            "pss_sum_peak_mb": round(max(sums), 1),
+            "pss_sum_median_mb": round(statistics.median(sums), 1),
+            # Pss depends on what else runs: other processes mapping the same libraries
+            # (other Python programs here) take their share. The pages of the processes'
+            # own, plus the largest set one of them shares, is what a container running
+            # them alone is charged at least, whatever else runs beside them.
+            "private_plus_shared_peak_mb": round(max(self.own_sums), 1),
+            # each process' own peak RSS, added up (shared pages counted in each)
+            "vmhwm_sum_mb": round(sum(p["VmHWM_mb"] for p in processes), 1),
+            "cpu_windows": windows,
+        }
 
 
 async def adapter(args: argparse.Namespace) -> dict[str, Any]:
@@ -406,7 +598,6 @@ async def adapter(args: argparse.Namespace) -> dict[str, Any]:
     await loop.run_in_executor(None, sys.stdin.read)
     stop.set()
     await run
-    workers_memory = [memory_mb(pid) for pid in pool.pids] if pool is not None else []
     await serving.stop(grace_s=1.0)
     source.close()
     cache.stop()
@@ -415,7 +606,7 @@ async def adapter(args: argparse.Namespace) -> dict[str, Any]:
         "sync_s": round(sync_s, 3),
         "memory_after_sync_mb": memory_synced,
         "memory_mb": memory_mb(),
-        "workers_memory_mb": workers_memory,
+        "grpc_workers": pool.workers if pool is not None else 0,
         "cycles": cycles,
         "errors": engine.stats.cycle_errors_total,
         "last_error": engine.stats.last_error,
@@ -564,11 +755,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         try:
             assert server.stdout is not None and server.stdin is not None
-            line = server.stdout.readline()
-            if not line:
-                raise RuntimeError(f"the adapter process failed:\n{_tail(log_file)}")
-            port = json.loads(line)["port"]
-            polled = poll_every_rate(args, port, tool, Path(tmp))
+            with ProcessSampler(server.pid) as sampler:
+                line = server.stdout.readline()
+                if not line:
+                    raise RuntimeError(f"the adapter process failed:\n{_tail(log_file)}")
+                sampler.mark("first cycle")  # import, list+sync, the first (cold) cycle
+                port = json.loads(line)["port"]
+                polled = poll_every_rate(args, port, tool, Path(tmp), sampler.mark)
             out, _ = server.communicate(input="", timeout=120)  # EOF on stdin: stop
             if server.returncode != 0:
                 raise RuntimeError(f"the adapter process failed:\n{_tail(log_file)}")
@@ -579,17 +772,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 server.kill()
                 server.wait()
             log_stream.close()
-    report = summarize(args, measured, polled, setup_s, log_bytes, prometheus.requests)
+    whole = sampler.report([cycle["end"] for cycle in measured["cycles"]])
+    report = summarize(args, measured, whole, polled, setup_s, log_bytes, prometheus.requests)
     report["machine"]["load_average_at_start"] = load_at_start  # others busy on this machine?
+    report["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     report["client"] = tool or "python grpc.aio"
     return report
 
 
 def poll_every_rate(
-    args: argparse.Namespace, port: int, tool: str | None, workdir: Path
+    args: argparse.Namespace,
+    port: int,
+    tool: str | None,
+    workdir: Path,
+    mark: Callable[[str], None],
 ) -> list[dict[str, Any]]:
     """One polling run per rate: h2load when `tool` is set (after checking every polled
-    ScaledObject's answer with the Python client), the Python client otherwise."""
+    ScaledObject's answer with the Python client), the Python client otherwise. `mark`
+    is called with a name before and after each run."""
     client_command = [
         sys.executable, __file__, "--client-process", "--port", str(port),
         "--vas", str(args.vas), "--namespaces", str(args.namespaces),
@@ -601,9 +801,11 @@ def poll_every_rate(
     if tool is None:
         for rate in args.rates:
             command = [*client_command, "--rate", str(rate)]
+            mark(f"polling {rate:g}/s")
             answer = subprocess.run(
                 command, check=True, capture_output=True, text=True, timeout=timeout
             )
+            mark(f"polled {rate:g}/s")
             polled.append({"rate": rate, **json.loads(answer.stdout)})
         return polled
     command = [*client_command, "--check-only"]
@@ -612,7 +814,9 @@ def poll_every_rate(
     _targets, requests = polled_requests(args)
     load = h2load.H2load(port, METHOD, requests[0].SerializeToString(), workdir)
     for rate in args.rates:
+        mark(f"polling {rate:g}/s")
         result = load.paced(rate, args.duration, args.channels, len(requests))
+        mark(f"polled {rate:g}/s")
         errors = list(checked["errors"])
         if result.failed:
             errors.append(f"{result.failed} calls got no HTTP 200")
@@ -638,6 +842,7 @@ def _tail(path: Path) -> str:
 def summarize(
     args: argparse.Namespace,
     measured: dict[str, Any],
+    whole: dict[str, Any],
     polled: list[dict[str, Any]],
     setup_s: float,
     log_bytes: int,
@@ -668,6 +873,7 @@ def summarize(
             "processor": _cpu_model(),
             "python": platform.python_version(),
         },
+        "source": _source(),
         "size": {
             "vas": args.vas,
             "namespaces": args.namespaces,
@@ -677,6 +883,17 @@ def summarize(
             "churn": args.churn,
         },
         "targets": TARGETS,
+        # warm cycles; the whole adapter's memory (the larger of its two peaks, Pss and
+        # private + shared); p99 at the lowest rate polled
+        "targets_met": {
+            "cycle_s": bool(warm) and max(warm) < TARGETS["cycle_s"],
+            "rss_mb": max(whole["pss_sum_peak_mb"], whole["private_plus_shared_peak_mb"])
+            < TARGETS["rss_mb"],
+            "p99_ms": latency(min(polled, key=lambda run: run["rate"]))["latency"].get(
+                "p99_ms", math.inf
+            )
+            < TARGETS["p99_ms"],
+        },
         "setup_s": round(setup_s, 3),
         "adapter_sync_s": measured["sync_s"],
         "cycles": {
@@ -700,19 +917,11 @@ def summarize(
             # the adapter process' RSS as each cycle published (MiB): growth per cycle
             "rss_mb_after_each": [c["rss_mb"] for c in cycles],
         },
-        "grpc_workers": len(measured["workers_memory_mb"]),  # 0: gRPC in the adapter process
-        "memory_mb": measured["memory_mb"],  # the adapter process (cycle, exporter, status)
-        "workers_memory_mb": measured["workers_memory_mb"],
-        # peaks of different moments added up, shared libraries counted in every process
-        "total_peak_rss_mb": round(
-            measured["memory_mb"]["VmHWM"] + sum(w["VmHWM"] for w in measured["workers_memory_mb"]),
-            1,
-        ),
-        # at the end, each shared page counted once: close to what the container is charged
-        "total_pss_mb": round(
-            measured["memory_mb"]["Pss"] + sum(w["Pss"] for w in measured["workers_memory_mb"]),
-            1,
-        ),
+        "grpc_workers": measured["grpc_workers"],  # 0: gRPC in the adapter process
+        # the adapter process (cycle, cache, feeding the serving processes), by itself
+        "memory_mb": measured["memory_mb"],
+        # the engine process and every serving process, from outside (ProcessSampler)
+        "whole_adapter": whole,
         "memory_after_sync_mb": measured["memory_after_sync_mb"],
         "log_bytes_per_cycle": round(log_bytes / max(1, len(durations))),
         "prometheus_requests": prometheus_requests,
@@ -724,6 +933,20 @@ def summarize(
 
 def _rounded(values: dict[str, float]) -> dict[str, float]:
     return {key: round(value, 3) for key, value in values.items()}
+
+
+def _source() -> str | None:
+    """The commit measured, `-dirty` when the work tree had changes."""
+    try:
+        described = subprocess.run(
+            ["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except OSError:
+        return None
+    return described.stdout.strip() or None
 
 
 def _cpu_model() -> str:
@@ -783,27 +1006,41 @@ def smoke(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def report_lines(report: dict[str, Any]) -> list[str]:
-    c, m = report["cycles"], report["memory_mb"]
-    return [
+    c, m, w = report["cycles"], report["memory_mb"], report["whole_adapter"]
+    lines = [
         f"machine: {report['machine']['cpu_count']} CPUs, {report['machine']['processor']}; "
-        f"load average at start {report['machine']['load_average_at_start']}; "
+        f"load average at start {report['machine']['load_average_at_start']}, "
+        f"at the end {report['machine']['load_average_at_end']}; "
         f"client {report['client']}",
         f"size: {report['size']}",
         f"setup {report['setup_s']} s, adapter list+sync {report['adapter_sync_s']} s",
         f"cycles: {c['count']} ({c['errors']} errors, {c['solved_last']} solved), "
         f"cold {c['cold_s']} s, warm median {c['warm_median_s']} s, max {c['warm_max_s']} s",
         f"cycle phases: cold {c['cold_phases_s']}, warm median {c['warm_phases_median_s']}",
-        f"memory: adapter process VmHWM {m['VmHWM']} MB, VmRSS {m['VmRSS']} MB; "
-        f"{report['grpc_workers']} gRPC serving process(es) VmHWM "
-        f"{[w['VmHWM'] for w in report['workers_memory_mb']]} MB; "
-        f"total peak {report['total_peak_rss_mb']} MB, total Pss {report['total_pss_mb']} MB",
-    ] + [
-        f"GetMetrics at {g['target_rate_per_s']}/s: {g['requests']} requests "
-        f"({g['achieved_rate_per_s']}/s), {g['errors']} errors; "
-        f"p50 {g['latency'].get('p50_ms')} ms, p99 {g['latency'].get('p99_ms')} ms, "
-        f"max {g['latency'].get('max_ms')} ms"
-        for g in report["get_metrics"]
+        f"memory, whole adapter ({len(w['processes'])} processes, {report['grpc_workers']} "
+        f"serving): Pss sum peak {w['pss_sum_peak_mb']} MB (median {w['pss_sum_median_mb']}), "
+        f"private + shared at least {w['private_plus_shared_peak_mb']} MB, "
+        f"VmHWM sum {w['vmhwm_sum_mb']} MB; the adapter process alone VmHWM {m['VmHWM']} MB",
     ]
+    for p in w["processes"]:
+        lines.append(
+            f"  {p['role']} {p['pid']}: Pss peak {p['pss_peak_mb']} MB, "
+            f"VmHWM {p['VmHWM_mb']} MB, CPU {p['cpu_s']} s"
+        )
+    for x in w["cpu_windows"]:
+        lines.append(
+            f"cores, {x['from']} -> {x['to']} ({x['wall_s']} s, {x['cycles_ended']} cycles): "
+            f"{x['cores']}; engine CPU per cycle {x['engine_cpu_s_per_cycle']} s"
+        )
+    for g in report["get_metrics"]:
+        lines.append(
+            f"GetMetrics at {g['target_rate_per_s']}/s: {g['requests']} requests "
+            f"({g['achieved_rate_per_s']}/s), {g['errors']} errors; "
+            f"p50 {g['latency'].get('p50_ms')} ms, p99 {g['latency'].get('p99_ms')} ms, "
+            f"max {g['latency'].get('max_ms')} ms"
+        )
+    lines.append(f"targets {report['targets']}: met {report['targets_met']}")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -83,11 +83,16 @@ def test_sigterm_lets_open_streams_finish_and_exits_within_the_grace_period(
 
         sent = time.monotonic()
         adapter.sigterm()
-        # the in-flight streams end cleanly (status OK), not cut off
-        assert list(stream) == [] or all(r.result for r in stream)
+        # the in-flight streams end cleanly (status OK), not cut off by the exit, and
+        # before the grace period is over; what they still send is the true answer
+        # (2 replicas wanted: active), never a False or another spec on the way out
+        last_active = [r.result for r in stream]  # read until the server ends the stream
+        assert all(result is True for result in last_active), last_active
         assert stream.code() == grpc.StatusCode.OK, stream.details()
-        assert list(spec_stream) == []
+        last_specs = list(spec_stream)
+        assert last_specs == [], last_specs  # the spec never changes: sent once, at the start
         assert spec_stream.code() == grpc.StatusCode.OK, spec_stream.details()
+        assert time.monotonic() - sent < grace, "the streams ended within the grace period"
         assert adapter.wait_exit(grace + 10) == 0
         assert time.monotonic() - sent < grace + 3, "stopped within the grace period"
         with pytest.raises(grpc.RpcError) as refused:

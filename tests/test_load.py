@@ -4,17 +4,19 @@ Runs bench/load.py's harness (see its docstring): the fake Kubernetes API server
 Prometheus query-API stand-in answering the 9 batched queries for every (namespace,
 model) key run here; the adapter (KubeCache, PrometheusSource, Engine.run with cycles
 back to back, the external scaler in its serving processes as `run` wires it) in a
-fresh process of its own, so that its peak RSS is its own; a grpc.aio client polling
-GetMetrics at a paced rate in a third process.
+fresh process of its own, its serving processes its children, all of them measured
+from outside (/proc) while it runs; h2load (or the grpc.aio client) polling GetMetrics at
+a paced rate from other processes.
 
-The bounds are the load targets (cycle under 2 s, RSS under 300 MB, GetMetrics p99
-under 10 ms) scaled to this size with room for a busy 2-core CI machine: at 500 VAs a
-warm cycle takes about 0.2 s, the adapter process' RSS is about 130 MB and each serving
-process adds about 25 MB of its own there. The latency bound is on the median (a loaded
-CI box stretches the tail, not the middle) and on the tail at a generous 100 ms, which
-is what a GC pause or a stalled event loop would blow through (it did: p99 was 190 ms
-before the engine paced the garbage collector, when gRPC was served by the process that
-runs the cycle).
+The bounds are the load targets (cycle under 2 s, the whole adapter under 300 MB,
+GetMetrics p99 under 10 ms) scaled to this size with room for a busy 2-core CI machine:
+at 500 VAs a warm cycle takes about 0.1 s, and the whole adapter's proportional memory
+(Pss) peaks at 150-170 MB (the adapter process 95-105 MB, each of the 2 serving
+processes 27-33 MB; less when other programs on the machine map the same libraries). The
+latency bound is on the median (a loaded CI box stretches the tail, not the middle) and
+on the tail at a generous 100 ms, which is what a GC pause or a stalled event loop would
+blow through (it did: p99 was 190 ms before the engine paced the garbage collector, when
+gRPC was served by the process that runs the cycle).
 """
 
 from __future__ import annotations
@@ -64,10 +66,23 @@ def test_cycle_time_is_within_the_scaled_target(report: dict[str, Any]) -> None:
     assert cycles["warm_max_s"] < 2.0
 
 
-def test_adapter_memory_stays_under_300_mb(report: dict[str, Any]) -> None:
-    assert report["memory_mb"]["VmHWM"] < 300.0
+def test_the_whole_adapter_stays_under_300_mb(report: dict[str, Any]) -> None:
+    whole = report["whole_adapter"]
     assert report["grpc_workers"] >= 1  # gRPC is served by processes of its own
-    assert report["total_pss_mb"] < 300.0  # the adapter and its serving processes together
+    # every process of the adapter is counted: the engine's and each serving process
+    roles = [process["role"] for process in whole["processes"]]
+    assert roles == ["engine"] + ["grpc-worker"] * report["grpc_workers"], roles
+    assert all(process["pss_peak_mb"] > 5.0 for process in whole["processes"])
+    assert whole["pss_sum_peak_mb"] < 300.0  # all of them together, at their sampled peak
+    assert whole["private_plus_shared_peak_mb"] < 300.0  # the same, whatever else runs here
+    assert report["targets_met"]["rss_mb"] is True
+
+
+def test_cpu_is_counted_for_every_process_while_polled(report: dict[str, Any]) -> None:
+    (polling,) = [w for w in report["whole_adapter"]["cpu_windows"] if w["to"] == "polled 100/s"]
+    assert polling["from"] == "polling 100/s" and polling["cycles_ended"] >= 1
+    assert polling["cpu_s"]["engine"] > 0.0  # the cycles
+    assert polling["cpu_s"]["grpc-worker"] > 0.0  # the answers
 
 
 def test_get_metrics_answers_promptly_while_cycles_run(report: dict[str, Any]) -> None:

@@ -1,7 +1,9 @@
-"""adapter.memory: glibc gives freed heap back to the kernel when asked."""
+"""adapter.memory: glibc keeps few malloc arenas, and gives freed heap back to the kernel
+when asked; elsewhere malloc is left alone."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -40,7 +42,60 @@ def test_freed_holes_in_the_heap_go_back_to_the_kernel() -> None:
     assert after < held - 150, (held, after)
 
 
-def test_tune_and_release_are_safe_to_call_repeatedly() -> None:
-    applied = [memory.tune_allocator() for _ in range(2)]
-    assert applied[0] == applied[1] == (memory._glibc() is not None)
-    assert isinstance(memory.release_free_memory(), bool)
+MANY_THREADS = """
+import sys, threading
+from adapter.memory import _glibc, tune_allocator
+
+if sys.argv[1] == "tune":
+    print(tune_allocator(), tune_allocator())  # mallopt said yes, and again
+threads = 8
+barrier = threading.Barrier(threads + 1, timeout=30)
+held = []
+
+def allocate():
+    held.append([bytearray(4000) for _ in range(50)])  # malloc, from this thread's arena
+    barrier.wait()  # all alive at once: an exited thread's arena would be handed on
+    barrier.wait()
+
+started = [threading.Thread(target=allocate) for _ in range(threads)]
+for thread in started:
+    thread.start()
+barrier.wait()
+_glibc().malloc_stats()  # to stderr: one "Arena N:" paragraph per arena
+barrier.wait()
+for thread in started:
+    thread.join()
+"""
+
+
+_ARENA_SETTINGS = ("MALLOC_ARENA_MAX", "GLIBC_TUNABLES")  # glibc's defaults, not these
+
+
+def _arenas(*args: str) -> tuple[int, str]:
+    """Malloc arenas in use once 8 threads have allocated, and what the program printed."""
+    untuned = {k: v for k, v in os.environ.items() if k not in _ARENA_SETTINGS}
+    done = subprocess.run(
+        [sys.executable, "-c", MANY_THREADS, *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        env=untuned,
+    )
+    arenas = [line for line in done.stderr.splitlines() if line.startswith("Arena ")]
+    return len(arenas), done.stdout.strip()
+
+
+@pytest.mark.skipif(memory._glibc() is None, reason="glibc only; this machine runs glibc")
+def test_the_arena_cap_holds_however_many_threads_allocate() -> None:
+    default, _ = _arenas("default")
+    capped, said = _arenas("tune")
+    assert said == "True True"  # M_ARENA_MAX accepted by mallopt, every time it is asked
+    assert default > memory.ARENA_MAX, default  # untuned, the threads get arenas of their own
+    assert capped <= memory.ARENA_MAX, capped
+
+
+def test_without_glibc_malloc_is_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(memory, "_glibc", lambda: None)  # musl, macOS
+    assert memory.tune_allocator() is False
+    assert memory.release_free_memory() is False
