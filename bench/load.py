@@ -80,6 +80,7 @@ for path in (ROOT, ROOT / "bench"):  # the adapter; bench/h2load.py
         sys.path.insert(0, str(path))
 
 import h2load  # noqa: E402  (bench/h2load.py)
+from machine import cpu_model  # noqa: E402  (bench/machine.py)
 
 from adapter.collect.prometheus import build_queries  # noqa: E402
 
@@ -870,7 +871,7 @@ def summarize(
         "machine": {
             "cpu_count": os.cpu_count(),
             "platform": platform.platform(),
-            "processor": _cpu_model(),
+            "processor": cpu_model(),
             "python": platform.python_version(),
         },
         "source": _source(),
@@ -947,16 +948,6 @@ def _source() -> str | None:
     except OSError:
         return None
     return described.stdout.strip() or None
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def parser() -> argparse.ArgumentParser:

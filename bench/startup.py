@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from machine import cpu_model  # bench/machine.py
 from optimizer import make_system  # bench/optimizer.py: the same problem
 
 TARGETS_S = {"help": 0.35, "optimize": 1.0}  # medians, whole processes, this 2-core VM
@@ -63,16 +64,6 @@ def measure(command: list[str], repeat: int) -> dict[str, Any]:
     }
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="CI mode: 2 runs, report only")
@@ -99,7 +90,7 @@ def main() -> int:
         "smoke": args.smoke,
         "machine": {
             "cpus": os.cpu_count(),
-            "processor": _cpu_model(),
+            "processor": cpu_model(),
             "python": platform.python_version(),
             "load_average_at_start": round(load_at_start, 2),  # others busy on this machine?
         },
