@@ -31,6 +31,32 @@ INSTALL_HINT = (
 T = TypeVar("T")
 
 
+def promtool_test_rules(
+    workdir: Path, tests: list[dict[str, Any]], *, evaluation_interval: str = "1s"
+) -> None:
+    """Run `promtool test rules` on these unit tests (no rule files: each test evaluates
+    its `promql_expr_test` expressions on its `input_series`); fail with promtool's output."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        raise RuntimeError(INSTALL_HINT.replace("`prometheus` binary", "`promtool` binary"))
+    (workdir / "rules.yml").write_text("groups: []\n")
+    suite = {
+        "rule_files": ["rules.yml"],
+        "evaluation_interval": evaluation_interval,
+        "tests": tests,
+    }
+    (workdir / "test.yml").write_text(yaml.safe_dump(suite))
+    result = subprocess.run(
+        [promtool, "test", "rules", "test.yml"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def poll(
     probe: Callable[[], T | None], *, timeout_s: float, what: str, interval_s: float = 0.1
 ) -> T:

@@ -12,14 +12,11 @@ at 0), pods stored under either name form, pods without the gauges (completions 
 from __future__ import annotations
 
 import math
-import shutil
-import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
 from pydantic import ValidationError
 
 from adapter.collect.prometheus import PrometheusSettings, build_queries, duration_seconds
@@ -30,7 +27,7 @@ from adapter.vllm_metrics import (
     REQUEST_SUCCESS,
     escaped,
 )
-from tests.prometheus_server import INSTALL_HINT
+from tests.prometheus_server import promtool_test_rules
 
 NS, MODEL = "ns", "m"
 WINDOW_S = 10
@@ -146,9 +143,6 @@ def _millis(value: float) -> int:
 
 
 def test_the_query_gives_the_scrape_sources_rate_on_the_same_samples(tmp_path: Path) -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        raise RuntimeError(INSTALL_HINT)
     query = build_queries(f"{WINDOW_S}s")[0]
     assert query.field == "arrival_rate_rpm"
     tests = []
@@ -179,18 +173,7 @@ def test_the_query_gives_the_scrape_sources_rate_on_the_same_samples(tmp_path: P
                 ],
             }
         )
-    (tmp_path / "rules.yml").write_text("groups: []\n")
-    suite = {"rule_files": ["rules.yml"], "evaluation_interval": "1s", "tests": tests}
-    (tmp_path / "test.yml").write_text(yaml.safe_dump(suite))
-    result = subprocess.run(
-        [promtool, "test", "rules", "test.yml"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    promtool_test_rules(tmp_path, tests)
 
 
 @pytest.mark.parametrize(

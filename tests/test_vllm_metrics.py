@@ -6,12 +6,9 @@ from __future__ import annotations
 
 import ast
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
 from adapter import vllm_metrics as vm
 from adapter.collect.prometheus import build_queries
@@ -24,7 +21,7 @@ from adapter.vllm_metrics import (
     forms,
     itl_families,
 )
-from tests.prometheus_server import INSTALL_HINT
+from tests.prometheus_server import promtool_test_rules
 
 ADAPTER = Path(__file__).resolve().parents[1] / "adapter"
 VLLM_NAME = re.compile(r"vllm[:_][a-z]\w*")
@@ -143,43 +140,22 @@ def test_queries_count_each_pod_once_under_any_stored_names(tmp_path: Path) -> N
     """A name regex (`{__name__=~"vllm:x|vllm_x"}`) fails on pod a ("vector cannot
     contain metrics with the same labelset"); summing every alternative would count it
     twice. The `or` chains count it once: 3 requests/s, ITL (0.1 + 0.4) / 2, 7 running."""
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        raise RuntimeError(INSTALL_HINT)
     labels = '{namespace="ns",model_name="m",'
     queries = {q.field: q.expr for q in build_queries("1m")}
     expected = {"arrival_rate_rpm": 3.0, "itl_ms": 0.25, "running": 7.0}
-    (tmp_path / "rules.yml").write_text("groups: []\n")
-    suite = {
-        "rule_files": ["rules.yml"],
-        "evaluation_interval": "15s",
-        "tests": [
+    test = {
+        "interval": "15s",
+        "input_series": [
+            {"series": series.replace("{", labels), "values": values}
+            for series, values in SERIES.items()
+        ],
+        "promql_expr_test": [
             {
-                "interval": "15s",
-                "input_series": [
-                    {"series": series.replace("{", labels), "values": values}
-                    for series, values in SERIES.items()
-                ],
-                "promql_expr_test": [
-                    {
-                        "expr": queries[field],
-                        "eval_time": "5m",
-                        "exp_samples": [
-                            {"labels": '{namespace="ns",model_name="m"}', "value": value}
-                        ],
-                    }
-                    for field, value in expected.items()
-                ],
+                "expr": queries[field],
+                "eval_time": "5m",
+                "exp_samples": [{"labels": '{namespace="ns",model_name="m"}', "value": value}],
             }
+            for field, value in expected.items()
         ],
     }
-    (tmp_path / "test.yml").write_text(yaml.safe_dump(suite))
-    result = subprocess.run(
-        [promtool, "test", "rules", "test.yml"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    promtool_test_rules(tmp_path, [test], evaluation_interval="15s")
