@@ -887,6 +887,10 @@ class FakeKubeAPI:
                             break
                     self.wfile.write(b"0\r\n\r\n")
                     self.wfile.flush()
+                    # ended cleanly: like the API server, the connection stays open for the
+                    # next request (closing it unannounced lets a pooled client reuse a dead
+                    # socket)
+                    self.close_connection = False
                 except OSError:
                     pass
                 finally:
