@@ -110,6 +110,9 @@ class AssemblySettings:
     unlimited: bool = False  # False: capacity-limited by the nodes' GPUs
     saturation_policy: str = "None"
     current_max_batch: int = 256  # the reference hard-codes the current allocation's maxBatch
+    # the share of requests within both SLOs that each variant is sized for, unless its
+    # class sets `slo-attainment`; None: the reference's rule (mean ITL within the SLO)
+    attainment: float | None = 0.99
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +136,7 @@ class SloChoice:
     slo_itl: float
     slo_ttw: float
     via: str  # "sloClassRef" or "model"
+    slo_attainment: float | None = None  # the class's share to size for, %
 
 
 @dataclass(frozen=True, slots=True)
@@ -402,7 +406,9 @@ def _choice(service_class: ServiceClass, model: str, config: _Config, via: str) 
         and (entry := c.slo_for(model)) is not None
         and (entry.slo_tpot == slo_itl or entry.slo_ttft == slo_ttw)
     ]
-    return SloChoice(service_class.name, ", ".join(sorted(keys)), slo_itl, slo_ttw, via)
+    entry = service_class.slo_for(model)
+    share = entry.slo_attainment if entry is not None else None
+    return SloChoice(service_class.name, ", ".join(sorted(keys)), slo_itl, slo_ttw, via, share)
 
 
 # ---------------------------------------------------------------- measure load
@@ -544,14 +550,14 @@ def _class_docs(
     for v in variants:
         if names[v.server] != v.model:
             own.setdefault(v.slo.class_name, []).append(
-                _target_doc(names[v.server], v.slo.slo_itl, v.slo.slo_ttw)
+                _target_doc(names[v.server], v.slo.slo_itl, v.slo.slo_ttw, v.slo.slo_attainment)
             )
     return [
         {
             "name": c.name,
             "priority": c.priority,
             "modelTargets": [
-                *(_target_doc(e.model, e.slo_tpot, e.slo_ttft) for e in c.data),
+                *(_target_doc(e.model, e.slo_tpot, e.slo_ttft, e.slo_attainment) for e in c.data),
                 *own.get(c.name, []),
             ],
         }
@@ -559,8 +565,18 @@ def _class_docs(
     ]
 
 
-def _target_doc(model: str, slo_itl: float, slo_ttw: float) -> dict[str, Any]:
-    return {"model": model, "slo-itl": _number(slo_itl), "slo-ttw": _number(slo_ttw), "slo-tps": 0}
+def _target_doc(
+    model: str, slo_itl: float, slo_ttw: float, share: float | None = None
+) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "model": model,
+        "slo-itl": _number(slo_itl),
+        "slo-ttw": _number(slo_ttw),
+        "slo-tps": 0,
+    }
+    if share is not None:
+        doc["slo-attainment"] = _number(share)
+    return doc
 
 
 # ---------------------------------------------------------------- build servers

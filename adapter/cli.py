@@ -430,6 +430,7 @@ async def _serve(
             min_num_replicas=settings.min_replicas,
             unlimited=settings.unlimited,
             saturation_policy=settings.saturation_policy,
+            attainment=settings.slo_attainment / 100.0 if settings.sizing == "attainment" else None,
         ),
         interval_s=settings.interval,
         staleness_s=staleness,
@@ -583,6 +584,16 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
         "--saturation-policy",
         metavar="{" + ",".join(SATURATION_POLICIES) + "}",
         help="(default None)",
+    )
+    run.add_argument(
+        "--slo-attainment",
+        help="%% of requests sized to meet both SLOs; a class's slo-attainment wins (default 99)",
+    )
+    run.add_argument(
+        "--sizing",
+        metavar="{attainment,mean}",
+        help="attainment, or mean: the reference's rule, mean ITL within the SLO"
+        " (default attainment)",
     )
     run.add_argument("--sync-timeout", help="initial cache sync, s (default 60)")
     serve = run.add_argument_group("serving")

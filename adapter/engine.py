@@ -50,7 +50,7 @@ from adapter.collect.metrics import (
 from adapter.collect.sync import PartitionSync, SyncedClusterSnapshot
 from adapter.model.kube import ClusterSnapshot
 from adapter.model.system import parse_system
-from adapter.optimizer import SizingCache, optimize_parsed
+from adapter.optimizer import SizingCache, SizingRule, optimize_parsed
 from adapter.optimizer.solution import Solution
 
 log = logging.getLogger(__name__)
@@ -251,7 +251,9 @@ class Engine:
         parsed = parse_system(assembly.system)
         if self._own_cache:
             _fit_cache(self._cache, len(assembly.servers))
-        solution = optimize_parsed(parsed, self._cache)
+        target = self._settings.attainment
+        rule = None if target is None else SizingRule(target)
+        solution = optimize_parsed(parsed, self._cache, rule)
         decisions = _decisions(assembly, solution, loads, _out_of_date(cluster, self.staleness_s))
         finished = self._clock.monotonic()
         return Snapshot(

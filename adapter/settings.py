@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, PrivateAttr, ValidationError, field_validator
 from pydantic_core import ErrorDetails
@@ -82,6 +82,7 @@ Port = Annotated[
 ]
 AtLeastOne = Annotated[int, _require(lambda v: v >= 1, "must be >= 1")]
 Replicas = Annotated[int, _require(lambda v: v >= 0, "must be >= 0 (0 allows scale to zero)")]
+Share = Annotated[float, _require(lambda v: 0 < v < 100, "must be a percentage in (0, 100)")]
 # items separated by commas or spaces in a variable (`_split`; NoDecode: not JSON), a list
 # on the command line; None: not set
 Items = Annotated[tuple[str, ...] | None, NoDecode]
@@ -119,6 +120,10 @@ class RunSettings(BaseSettings):
     min_replicas: Replicas = 1
     unlimited: bool = False
     saturation_policy: SaturationPolicy = "None"
+    # size each variant for this % of requests within both SLOs (a class's
+    # `slo-attainment` overrides it); `mean` sizing is the reference's rule
+    slo_attainment: Share = 99.0
+    sizing: Literal["attainment", "mean"] = "attainment"
     sync_timeout: PositiveSeconds = 60.0
     # serving
     grpc_host: str = "0.0.0.0"

@@ -70,6 +70,8 @@ def test_the_defaults_are_the_documented_ones() -> None:
         "min_replicas": 1,
         "unlimited": False,
         "saturation_policy": "None",
+        "slo_attainment": 99.0,
+        "sizing": "attainment",
         "sync_timeout": 60.0,
         "grpc_host": "0.0.0.0",
         "grpc_port": 9090,
@@ -295,7 +297,8 @@ def test_every_flag_has_its_variable_and_every_variable_its_flag() -> None:
     assert listed == {env_variable(f): flag_of(f) for f in RunSettings.model_fields}
     for variable, flag in listed.items():  # and each one is read
         field = flag[2:].replace("-", "_")
-        text = "RoundRobin" if field == "saturation_policy" else "1"  # valid for all others
+        special = {"saturation_policy": "RoundRobin", "sizing": "mean"}
+        text = special.get(field, "1")  # "1" is valid for all others
         assert RunSettings.load({}, {variable: text}).model_fields_set == {field}
 
 

@@ -58,6 +58,11 @@ def _decimal(value: Any) -> float:
     raise ValueError(f"must be a decimal string like '6.356', got {type(value).__name__}")
 
 
+def _optional_decimal(value: Any) -> float | None:
+    """An optional CRD decimal (absent or null: not set)."""
+    return None if value is None else _decimal(value)
+
+
 def describe_validation(error: ValidationError, prefix: str = "") -> str:
     """Each failed field as a path with indices, e.g. `spec.modelProfile.accelerators[0].alpha`."""
     errors = error.errors()
@@ -270,8 +275,16 @@ class SloEntry(_Shape):
     model: str = Field(min_length=1)
     slo_tpot: float = Field(ge=0, alias="slo-tpot", description="ITL target, ms")
     slo_ttft: float = Field(ge=0, alias="slo-ttft", description="queue-wait target, ms")
+    slo_attainment: float | None = Field(
+        None,
+        gt=0,
+        lt=100,
+        alias="slo-attainment",
+        description="% of requests to size for within both targets (adapter default 99)",
+    )
 
     _check = field_validator("slo_tpot", "slo_ttft", mode="before")(_decimal)
+    _check_share = field_validator("slo_attainment", mode="before")(_optional_decimal)
 
 
 class ServiceClass(_Shape):
@@ -428,8 +441,13 @@ def _merged_class(group: list[ServiceClass]) -> ServiceClass:
 
 
 def _stricter(a: SloEntry, b: SloEntry) -> SloEntry:
+    shares = [x for x in (a.slo_attainment, b.slo_attainment) if x is not None]
     return a.model_copy(
-        update={"slo_tpot": min(a.slo_tpot, b.slo_tpot), "slo_ttft": min(a.slo_ttft, b.slo_ttft)}
+        update={
+            "slo_tpot": min(a.slo_tpot, b.slo_tpot),
+            "slo_ttft": min(a.slo_ttft, b.slo_ttft),
+            "slo_attainment": max(shares) if shares else None,
+        }
     )
 
 
@@ -457,7 +475,7 @@ def _target_conflicts(source: str, group: list[ServiceClass]) -> list[EntryProbl
             listing.setdefault(entry.model, []).append((service_class, entry))
     problems: list[EntryProblem] = []
     for model, found in listing.items():
-        if len({(e.slo_tpot, e.slo_ttft) for _, e in found}) < 2:
+        if len({(e.slo_tpot, e.slo_ttft, e.slo_attainment) for _, e in found}) < 2:
             continue
         used = functools.reduce(_stricter, (e for _, e in found))
         for service_class, entry in found:
@@ -477,7 +495,10 @@ def _target_conflicts(source: str, group: list[ServiceClass]) -> list[EntryProbl
 
 
 def _targets(entry: SloEntry) -> str:
-    return f"slo-tpot {entry.slo_tpot:g}, slo-ttft {entry.slo_ttft:g}"
+    text = f"slo-tpot {entry.slo_tpot:g}, slo-ttft {entry.slo_ttft:g}"
+    if entry.slo_attainment is not None:
+        text += f", slo-attainment {entry.slo_attainment:g}"
+    return text
 
 
 # ---------------------------------------------------------------- Nodes and Deployments

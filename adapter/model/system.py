@@ -98,6 +98,13 @@ class ModelTarget(_Shape):
     slo_itl: float = Field(0, ge=0, alias="slo-itl", description="mean inter-token latency, ms")
     slo_ttw: float = Field(0, ge=0, alias="slo-ttw", description="P95 queueing wait, ms")
     slo_tps: float = Field(0, ge=0, alias="slo-tps", description="throughput target, tokens/s")
+    slo_attainment: float | None = Field(
+        None,
+        gt=0,
+        lt=100,
+        alias="slo-attainment",
+        description="% of requests within both SLOs to size for (not the reference's)",
+    )
 
     _check = field_validator("slo_itl", "slo_ttw", "slo_tps")(_finite)
 
@@ -139,6 +146,13 @@ class FlatServiceClassEntry(_Shape):
     slo_itl: float = Field(0, ge=0, alias="slo-itl", description="mean inter-token latency, ms")
     slo_ttw: float = Field(0, ge=0, alias="slo-ttw", description="P95 queueing wait, ms")
     slo_tps: float = Field(0, ge=0, alias="slo-tps", description="throughput target, tokens/s")
+    slo_attainment: float | None = Field(
+        None,
+        gt=0,
+        lt=100,
+        alias="slo-attainment",
+        description="% of requests within both SLOs to size for (not the reference's)",
+    )
 
     _check = field_validator("slo_itl", "slo_ttw", "slo_tps")(_finite)
 

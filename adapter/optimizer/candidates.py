@@ -28,6 +28,7 @@ from adapter.model.system import (
     SystemSpec,
 )
 from adapter.optimizer.allocation import ACCELERATOR_CHANGE_PENALTY, Allocation, transition_value
+from adapter.queueing.attainment import ReplicaModel, attainment
 from adapter.queueing.sizing import CHUNK_ROWS, CapacityCache, Profile
 from adapter.queueing.statedependent import BatchModel
 
@@ -61,6 +62,30 @@ class _Sized:
 
 
 StatsKey = tuple[float, float, int, int, float]
+
+DEFAULT_ATTAINMENT = 0.99
+
+
+@dataclass(frozen=True, slots=True)
+class SizingRule:
+    """Size each candidate for a share of its requests within the ITL and TTFT SLOs
+    (`adapter.queueing.attainment`) rather than the reference's mean ITL.
+
+    Without a rule the optimizer is the reference's, exactly (`wva-adapter optimize`).
+    A class's `slo-attainment` (percent) overrides `target` for its models. The replica
+    count never goes below the mean rule's for a target of 50 % or more (the model's
+    mean batch is then within the SLO), so the rule only adds replicas there.
+    """
+
+    target: float = DEFAULT_ATTAINMENT
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.target < 1.0:
+            raise ValueError(f"attainment target must be in (0, 1), got {self.target}")
+
+    def target_for(self, model_target: ModelTarget) -> float:
+        own = model_target.slo_attainment
+        return self.target if own is None else own / 100.0
 
 
 @dataclass
@@ -148,8 +173,11 @@ def _accelerator_choices(
     return accelerators
 
 
-def build_candidates(spec: SystemSpec, cache: SizingCache | None = None) -> list[ServerCandidates]:
-    """Size every server on every accelerator it may use, in one batch."""
+def build_candidates(
+    spec: SystemSpec, cache: SizingCache | None = None, rule: SizingRule | None = None
+) -> list[ServerCandidates]:
+    """Size every server on every accelerator it may use, in one batch (by the mean ITL,
+    as the reference, or for a share of requests within the SLOs with a `rule`)."""
     cache = cache if cache is not None else SizingCache()
     by_name = {a.name: a for a in spec.accelerators}
     perf_by_key = {(m.name, m.acc): m for m in spec.models}
@@ -181,6 +209,7 @@ def build_candidates(spec: SystemSpec, cache: SizingCache | None = None) -> list
     chosen_perf: list[ModelPerfSpec] = []
     profiles: list[Profile] = []
     rpm: list[float] = []
+    goals: list[float | None] = []  # the attainment target of each candidate, if any
 
     for index, server in enumerate(spec.servers):
         entry = targets_by_key.get((server.service_class, server.model))
@@ -190,6 +219,7 @@ def build_candidates(spec: SystemSpec, cache: SizingCache | None = None) -> list
         target, priority = entry
         targets[index] = target
         priorities[index] = priority
+        goal = None if rule is None or target.slo_tps > 0 else rule.target_for(target)
         choices = _accelerator_choices(server, spec.accelerators, by_name)
         load = server.load
         current = server.current_alloc
@@ -208,6 +238,7 @@ def build_candidates(spec: SystemSpec, cache: SizingCache | None = None) -> list
             target.slo_ttw,
             target.slo_tps,
             priority,
+            goal,
             tuple(
                 (a.name, acc_values[a.name], perf_values.get((server.model, a.name)))
                 for a in choices
@@ -233,6 +264,7 @@ def build_candidates(spec: SystemSpec, cache: SizingCache | None = None) -> list
             chosen_acc.append(accelerator)
             chosen_perf.append(perf)
             rpm.append(load.arrival_rate)
+            goals.append(goal)
             profiles.append(
                 Profile(
                     perf.alpha,
@@ -246,7 +278,7 @@ def build_candidates(spec: SystemSpec, cache: SizingCache | None = None) -> list
             )
 
     if profiles:
-        _size(spec, cache, owner, chosen_acc, chosen_perf, profiles, rpm, found, rejected)
+        _size(spec, cache, owner, chosen_acc, chosen_perf, profiles, rpm, goals, found, rejected)
 
     # each server's candidates were appended in accelerator (input) order
     out: list[ServerCandidates] = []
@@ -272,6 +304,7 @@ def _size(
     perfs: list[ModelPerfSpec],
     profiles: list[Profile],
     rpm: list[float],
+    goals: list[float | None],
     found: list[list[Allocation]],
     rejected: list[list[tuple[str, str]]],
 ) -> None:
@@ -294,6 +327,11 @@ def _size(
     replicas = np.maximum(
         np.ceil(demand.astype(np.float64) / rate_star.astype(np.float64)).astype(np.int64), minimum
     )
+    for j, i in enumerate(pick):
+        goal = goals[i]
+        if goal is not None:
+            rps = float(demand[j]) * 1000.0
+            replicas[j] = _replicas_for_share(profiles[i], rps, goal, int(replicas[j]), minimum[j])
     per_replica = demand / replicas.astype(np.float32)
     unit_cost = np.array([accelerators[i].cost for i in pick], dtype=np.float32)
     acc_count = np.array([perfs[i].acc_count for i in pick], dtype=np.int64)
@@ -332,3 +370,43 @@ def _size(
         found[owner[i]].append(
             Allocation(accelerators[i].name, n, profiles[i].batch, c, v, itl, wait, rho, top)
         )
+
+
+def _replicas_for_share(
+    profile: Profile, rate_rps: float, goal: float, mean_rule: int, minimum: int
+) -> int:
+    """The fewest replicas (at least `minimum`, and one for any load) whose predicted
+    share of requests within both SLOs reaches `goal`.
+
+    The share grows with the replica count (less load each, and the gateway pools the
+    batch's swings), so a search from the mean rule's count finds it in a few
+    evaluations. If no count up to 16 times the mean rule's reaches it (an SLO barely
+    above one request's step), that bound is returned: the most the rule will ask for.
+    """
+    model = ReplicaModel(profile.alpha, profile.beta, profile.batch, profile.tokens)
+
+    def holds(replicas: int) -> bool:
+        share = attainment(model, rate_rps / replicas, replicas, profile.slo_itl, profile.slo_ttw)
+        return share.both >= goal
+
+    low = max(1, int(minimum))
+    high = max(low, mean_rule)
+    if holds(high):
+        if goal >= 0.5 or high == low:
+            return high
+        while high > low and holds(high - 1):  # a loose goal may need fewer
+            high -= 1
+        return high
+    cap = 16 * high + 16
+    below = high
+    while not holds(high):  # doubling up; `below` fails
+        if high >= cap:
+            return cap
+        below, high = high, min(cap, 2 * high)
+    while high - below > 1:  # bisection: `below` fails, `high` holds
+        middle = (below + high) // 2
+        if holds(middle):
+            high = middle
+        else:
+            below = middle
+    return high

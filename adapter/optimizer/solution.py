@@ -15,7 +15,12 @@ import numpy as np
 
 from adapter.model.system import ModelTarget, ParsedSystem, Problem, SystemSpec
 from adapter.optimizer.allocation import Allocation
-from adapter.optimizer.candidates import ServerCandidates, SizingCache, build_candidates
+from adapter.optimizer.candidates import (
+    ServerCandidates,
+    SizingCache,
+    SizingRule,
+    build_candidates,
+)
 from adapter.optimizer.goformat import go_float32, json_float32
 from adapter.optimizer.greedy import Capacity, solve_limited, solve_unlimited
 
@@ -66,10 +71,14 @@ def _reason(item: ServerCandidates, limited: bool) -> str:
 
 
 def optimize(
-    spec: SystemSpec, cache: SizingCache | None = None, problems: Sequence[Problem] = ()
+    spec: SystemSpec,
+    cache: SizingCache | None = None,
+    problems: Sequence[Problem] = (),
+    rule: SizingRule | None = None,
 ) -> Solution:
-    """Size every server and pick allocations (limited or unlimited, as the spec says)."""
-    candidates = build_candidates(spec, cache)
+    """Size every server and pick allocations (limited or unlimited, as the spec says);
+    by the reference's mean ITL, or for a share of requests with a `rule`."""
+    candidates = build_candidates(spec, cache, rule)
     limited = not spec.optimizer.unlimited
     capacity = Capacity({c.type: c.count for c in spec.capacity}, spec.accelerators, spec.models)
     if limited:
@@ -101,9 +110,11 @@ def optimize(
     )
 
 
-def optimize_parsed(parsed: ParsedSystem, cache: SizingCache | None = None) -> Solution:
+def optimize_parsed(
+    parsed: ParsedSystem, cache: SizingCache | None = None, rule: SizingRule | None = None
+) -> Solution:
     """Optimize the valid part of a parsed document; rejected servers appear unsolved."""
-    solution = optimize(parsed.spec, cache, parsed.problems)
+    solution = optimize(parsed.spec, cache, parsed.problems, rule)
     if not parsed.rejected_servers:
         return solution
     reasons: dict[str, list[str]] = {}
