@@ -28,5 +28,14 @@ SATURATION_POLICIES: tuple[str, ...] = (
 # adapter.collect.local: the tutorial's objects as YAML (a source checkout's deploy/samples)
 DEFAULT_SAMPLES = Path(__file__).resolve().parents[1] / "deploy" / "samples"
 
-# adapter.sim.policies: the policies `wva-adapter simulate` compares
-SIM_POLICIES: tuple[str, ...] = ("ours", "wva-tutorial", "keda-queue")
+# adapter.sim.policies: the policies `wva-adapter simulate` compares (a label may add a
+# knob: `ours@0.995`, `keda-queue@2`)
+SIM_POLICIES: tuple[str, ...] = (
+    "ours",
+    "wva-tutorial",
+    "keda-queue",
+    "clairvoyant",
+    "llmd-saturation",
+    "llmd-slo",
+    "wva-saturation",
+)

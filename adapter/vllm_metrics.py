@@ -142,6 +142,24 @@ KV_CACHE_USAGE: Final = Family(
     "vllm:kv_cache_usage_perc", "gauge", "KV-cache usage. 1 means 100 percent usage."
 )
 
+# --- histogram bucket bounds (seconds) ------------------------------------------------
+# vLLM centralises its buckets in vllm-project/vllm vllm/v1/metrics/buckets.py at
+# 3168f587f0555dda23ee852316697cc12f314eab (`DEFAULT_BUCKETS`): PREFILL_LATENCY for the
+# time to first token, TOKEN_STEP_LATENCY for the inter-token latency and the per-request
+# time per output token (both ITL names). The same bounds as loggers.py at
+# 005a810bc40faa25b8870fbc8559c3462581eee3, before they were centralised. The emulator and
+# the simulator observe into exactly these: histogram_quantile interpolates inside a
+# bucket, so other bounds would give other quantiles.
+
+TTFT_BUCKETS_S: Final[tuple[float, ...]] = (
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0,
+    2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0,
+)  # fmt: skip
+ITL_BUCKETS_S: Final[tuple[float, ...]] = (
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0,
+    2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0,
+)  # fmt: skip
+
 # The per-token latency histogram under its names, newest first: where a pod exports
 # both (0.11), readers take the new one, so its tokens are not counted twice.
 ITL_FAMILIES: Final = (INTER_TOKEN_LATENCY, TIME_PER_OUTPUT_TOKEN)

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from adapter.emulator.batching import ReplicaEngine, Request, ServingProfile, StepOutcome
+from adapter.emulator.batching import (
+    DEFAULT_NUM_GPU_BLOCKS,
+    ReplicaEngine,
+    Request,
+    ServingProfile,
+    StepOutcome,
+)
 
 
 def run_until_idle(engine: ReplicaEngine, now: float = 0.0) -> tuple[float, list[StepOutcome]]:
@@ -61,7 +67,8 @@ def test_admission_is_fifo_and_the_batch_limit_holds() -> None:
 
     assert engine.start_step(0.0) == pytest.approx(0.001)
     assert (engine.running, engine.waiting) == (2, 3)
-    assert engine.kv_cache_usage() == 1.0
+    # one block each (1 prompt token, none generated yet) of the default cache
+    assert engine.kv_cache_usage() == 2 / DEFAULT_NUM_GPU_BLOCKS
     first = engine.finish_step()
     assert first.started == tuple(requests[:2]) and first.finished == ()
 
@@ -227,3 +234,117 @@ def test_each_step_reports_the_later_tokens_and_their_gap() -> None:
     assert (third.decoded, third.started) == (2, ())
     assert third.token_gap == pytest.approx(0.003)
     assert {r.tokens_out for r in (a, b)} == {3, 2} and engine.idle
+
+
+# --- the KV cache (blocks of `block_size` tokens, as vLLM pages it) ---------------------
+
+
+def test_kv_usage_counts_prompt_and_generated_tokens_in_whole_blocks() -> None:
+    profile = ServingProfile(
+        alpha_ms=1.0, beta_ms=0.0, max_batch_size=4, num_gpu_blocks=100, block_size=16
+    )
+    assert (profile.gpu_blocks, profile.kv_cache_tokens) == (100, 1600)
+    engine = ReplicaEngine(profile)
+    a = Request(arrival=0.0, prompt_tokens=16, output_tokens=10)
+    b = Request(arrival=0.0, prompt_tokens=20, output_tokens=10)
+    engine.submit(a)
+    engine.submit(b)
+    engine.start_step(0.0)
+    assert engine.kv_cache_usage() == 3 / 100  # the prompts: 1 + 2 blocks
+    engine.finish_step()
+    assert engine.kv_cache_usage() == 3 / 100  # between steps: what the last one held
+    engine.start_step(0.001)  # their first tokens join: 17 tokens (2 blocks), 21 (2)
+    assert engine.kv_cache_usage() == 4 / 100
+    run_until_idle(engine, 0.001 + (engine.finish_step().end - 0.001))
+    assert engine.idle and engine.kv_cache_usage() == 0.0
+
+
+def test_admission_needs_room_for_the_prompt_and_a_spare_block() -> None:
+    # 10 blocks of 4 tokens. A holds 5 blocks (20 prompt tokens) once admitted; B's prompt
+    # needs 4, plus the spare: 5 + 4 + 1 = 10 fits; C's 1 block + 1 no longer does, and
+    # D behind it (FIFO) waits too though it would fit
+    profile = ServingProfile(
+        alpha_ms=1.0, beta_ms=0.0, max_batch_size=8, num_gpu_blocks=10, block_size=4
+    )
+    engine = ReplicaEngine(profile)
+    a = Request(arrival=0.0, prompt_tokens=20, output_tokens=1)
+    b = Request(arrival=0.0, prompt_tokens=16, output_tokens=1)
+    c = Request(arrival=0.0, prompt_tokens=4, output_tokens=1)
+    d = Request(arrival=0.0, prompt_tokens=0, output_tokens=1)
+    for request in (a, b, c, d):
+        engine.submit(request)
+    engine.start_step(0.0)
+    assert (engine.running, engine.waiting) == (2, 2)
+    outcome = engine.finish_step()
+    assert outcome.finished == (a, b)  # one token each: done, their blocks free
+    engine.start_step(outcome.end)
+    assert (engine.running, engine.waiting) == (2, 0)
+
+
+def test_a_request_the_cache_can_never_hold_is_refused() -> None:
+    profile = ServingProfile(
+        alpha_ms=1.0, beta_ms=0.0, max_batch_size=8, num_gpu_blocks=10, block_size=4
+    )
+    engine = ReplicaEngine(profile)
+    engine.submit(Request(arrival=0.0, prompt_tokens=30, output_tokens=6))  # 9 blocks + 1
+    with pytest.raises(ValueError, match="does not fit a KV cache of 40 tokens"):
+        engine.submit(Request(arrival=0.0, prompt_tokens=30, output_tokens=7))
+    assert engine.waiting == 1
+
+
+def test_growth_past_the_cache_preempts_the_newest_request_which_recomputes_later() -> None:
+    # 8 blocks of 2 tokens, no prompts: A and B (12 tokens each) hold a block more every
+    # second step. Steps of 1 ms, plus 0.1 ms per token prefilled.
+    profile = ServingProfile(
+        alpha_ms=1.0,
+        beta_ms=0.0,
+        max_batch_size=4,
+        prefill_ms_per_token=0.1,
+        num_gpu_blocks=8,
+        block_size=2,
+    )
+    engine = ReplicaEngine(profile)
+    a = Request(arrival=0.0, prompt_tokens=0, output_tokens=12)
+    b = Request(arrival=0.0, prompt_tokens=0, output_tokens=12)
+    late = Request(arrival=0.0, prompt_tokens=0, output_tokens=1)
+    engine.submit(a)
+    engine.submit(b)
+    now = 0.0
+    for _ in range(9):
+        now += engine.start_step(now) or 0.0
+        engine.finish_step()
+    assert (a.tokens_out, b.tokens_out, engine.preemptions) == (9, 9, 0)
+    engine.submit(late)
+
+    # 9 tokens each need 5 blocks: 10 > 8. B, the newest, goes back to the queue's
+    # front with its KV lost; nobody is admitted in a step that preempted
+    preempted_at = now
+    duration = engine.start_step(now)
+    assert duration is not None and duration == pytest.approx(0.001)
+    assert (engine.running, engine.waiting, engine.preemptions) == (1, 2, 1)
+    assert engine.kv_cache_usage() == 5 / 8
+    now += duration
+    outcomes = [engine.finish_step()]
+    while b.finished is None:
+        duration = engine.start_step(now)
+        assert duration is not None
+        now += duration
+        outcomes.append(engine.finish_step())
+    assert engine.preemptions == 1
+    # A's last three tokens, then B readmitted with `late` behind it: B's prefill
+    # recomputes its 9 tokens (0.9 ms), its first token after that keeps its old TTFT
+    assert a.finished is not None and a.finished == pytest.approx(preempted_at + 0.003)
+    resumed = next(o for o in outcomes if o.resumed)
+    assert (resumed.resumed, resumed.started, resumed.decoded) == ((b,), (late,), 0)
+    assert resumed.end == pytest.approx(a.finished + 0.001 + 0.0009)
+    (gap,) = resumed.resumed_gaps
+    assert gap == pytest.approx(resumed.end - preempted_at)
+    assert b.admitted == 0.0 and b.first_token == pytest.approx(0.0010)
+    assert b.tokens_out == 12
+
+
+def test_profile_rejects_a_cache_of_fewer_than_two_blocks_or_an_empty_block() -> None:
+    with pytest.raises(ValueError, match="num_gpu_blocks"):
+        ServingProfile(alpha_ms=1.0, beta_ms=0.0, max_batch_size=1, num_gpu_blocks=1)
+    with pytest.raises(ValueError, match="block_size"):
+        ServingProfile(alpha_ms=1.0, beta_ms=0.0, max_batch_size=1, block_size=0)

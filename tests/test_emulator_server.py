@@ -278,7 +278,8 @@ async def test_batch_limit_makes_requests_wait() -> None:
 
         await eventually(queued, "num_requests_waiting > 0")
         assert seen["vllm:num_requests_running"] == 2
-        assert seen["vllm:kv_cache_usage_perc"] == 1.0
+        # the KV blocks the two running requests hold (a few) over the default cache's
+        assert 0.0 < seen["vllm:kv_cache_usage_perc"] < 0.001
         for response in await asyncio.gather(*pending):
             assert response.status == 200
             response.release()
@@ -474,6 +475,78 @@ async def test_metrics_are_recorded_when_vllm_records_them() -> None:
     assert done["vllm:request_generation_tokens_sum"] == 40
     assert done["vllm:prompt_tokens_total"] == 4  # once, at the first token
     assert done["vllm:time_to_first_token_seconds_count"] == 1
+
+
+def small_cache(blocks: int, block_size: int, **profile: Any) -> EmulatedDeployment:
+    return EmulatedDeployment(
+        EmulatorConfig(
+            model=MODEL,
+            profile=ServingProfile(num_gpu_blocks=blocks, block_size=block_size, **profile),
+            stream_interval_ms=0,
+        )
+    )
+
+
+@pytest.mark.asyncio
+async def test_a_request_longer_than_the_kv_cache_gets_vllms_400() -> None:
+    """10 blocks of 16 tokens hold a request of at most 9 x 16 = 144 tokens (admission
+    keeps a block to spare): 1 + 144 is refused as vLLM refuses a request over
+    max_model_len, before it reaches an engine; 1 + 143 is served."""
+    async with (
+        small_cache(10, 16, alpha_ms=1.0, beta_ms=0.0, max_batch_size=4) as dep,
+        aiohttp.ClientSession() as session,
+    ):
+        for url in (dep.gateway_url, dep.replicas[0].url):
+            body = {"prompt": "p", "max_tokens": 144}
+            async with session.post(url + "/v1/completions", json=body) as response:
+                assert response.status == 400
+                error = (await response.json())["error"]
+            assert error["type"] == "BadRequestError" and error["code"] == 400
+            assert error["param"] == "input_tokens"
+            assert "You passed 1 input tokens and requested 144 output tokens" in error["message"]
+            assert "context length is only 144 tokens" in error["message"]
+        async with session.get(dep.gateway_url + "/v1/models") as response:
+            assert (await response.json())["data"][0]["max_model_len"] == 144
+        body = {"prompt": "p", "max_tokens": 143}
+        async with session.post(dep.gateway_url + "/v1/completions", json=body) as response:
+            assert response.status == 200
+            assert (await response.json())["usage"]["completion_tokens"] == 143
+        assert [r.running + r.waiting for r in dep.replicas] == [0]  # nothing left queued
+        assert dep._replicas[0].outstanding == 0  # nor counted by the gateway's balancing
+
+
+@pytest.mark.asyncio
+async def test_a_request_resumed_after_preemption_records_its_gap() -> None:
+    """Two 40-token requests on 60 blocks of 1 token: together they outgrow the cache
+    (1 + k each, 2 + 2k > 60 near k = 30), the newer one is preempted and readmitted
+    when the other finishes. vLLM observes its first token after readmission as one
+    inter-token latency, the eviction included: 2 x 39 gaps and 80 tokens in all, one
+    gap of several 5 ms steps."""
+    async with (
+        small_cache(60, 1, alpha_ms=5.0, beta_ms=0.0, max_batch_size=4) as dep,
+        aiohttp.ClientSession() as session,
+    ):
+        body = {"prompt": "p", "max_tokens": 40}
+        url = dep.gateway_url + "/v1/completions"
+
+        async def post() -> None:
+            async with session.post(url, json=body) as response:
+                assert response.status == 200
+
+        await asyncio.gather(post(), post())
+        async with session.get(dep.replicas[0].url + "/metrics") as response:
+            text = await response.text()
+
+    itl = "vllm:inter_token_latency_seconds"
+    samples = {
+        (s.name, s.labels.get("le")): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert samples[itl + "_count", None] == 2 * 39
+    assert samples["vllm:generation_tokens_total", None] == 80
+    assert samples[itl + "_bucket", "0.01"] == 2 * 39 - 1  # the resumed gap is longer
+    assert samples[itl + "_sum", None] > (2 * 39 - 1) * 0.005 + 0.01
 
 
 def test_cli_serves_until_sigterm(tmp_path: Path) -> None:

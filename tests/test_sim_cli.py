@@ -26,7 +26,7 @@ def test_simulate_writes_the_table_json_and_plot(tmp_path: Path) -> None:
     report, plot = tmp_path / "out" / "report.json", tmp_path / "out" / "plot.png"
     status, out, err = run(
         "--trace", "step", "--duration", "6m", "--seed", "2", "--startup-delay", "30s",
-        "--json", str(report), "--plot", str(plot),
+        "--json", str(report), "--plot", str(plot), "--policies", "ours,wva-tutorial,keda-queue",
     )  # fmt: skip
     assert status == EXIT_OK, err
     assert "trace step: 360 s virtual" in out
@@ -56,19 +56,63 @@ def test_simulate_runs_a_csv_trace_and_a_subset_of_policies(tmp_path: Path) -> N
     assert [p["policy"] for p in document["policies"]] == ["keda-queue", "ours"]
 
 
+def test_simulate_runs_other_gpus_a_small_cache_and_no_configurable_tolerance(
+    tmp_path: Path,
+) -> None:
+    report = tmp_path / "r.json"
+    status, out, err = run(
+        "--duration", "2m", "--policies", "ours", "--json", str(report),
+        "--true-alpha-ms", "7", "--true-beta-ms", "0.05", "--true-prefill-ms-per-token", "0.01",
+        "--kv-cache-tokens", "100010", "--termination-grace", "1m",
+        "--no-hpa-configurable-tolerance",
+    )  # fmt: skip
+    assert status == EXIT_OK, err
+    assert (
+        "pods: step 7 + 0.05 x batch ms, prefill 0.01 ms/token, batch <= 512, KV cache 100000"
+        " tokens (6250 blocks of 16), termination grace 60 s (not the VA's profile: 6.356 +"
+        " 0.044 x batch ms, prefill 0 ms/token, which the policies read); no"
+        " HPAConfigurableTolerance: ours' HPA tolerance is the default 10 %"
+    ) in out
+    assert "killed retried" in out
+    document = json.loads(report.read_text())
+    assert document["true_profile"] == {
+        "alpha_ms": 7.0,
+        "beta_ms": 0.05,
+        "prefill_ms_per_token": 0.01,
+        "max_batch_size": 512,
+    }
+    assert document["va_profile"]["alpha_ms"] == 6.356
+    assert (document["kv_cache_tokens"], document["num_gpu_blocks"]) == (
+        100000,
+        6250,
+    )  # whole blocks
+    assert (document["termination_grace_s"], document["hpa_configurable_tolerance"]) == (
+        60.0,
+        False,
+    )
+    (ours,) = document["policies"]
+    assert (ours["killed"], ours["retried"], ours["preemptions"]) == (0, 0, 0)
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
         (["--trace", "{csv}"], "error: {csv}:3: rate_rps must be a finite number >= 0, got -2\n"),
         (
             ["--trace", "sawtooth"],
-            "expected one of step, step-saturating, ramp, diurnal, bursty or a .csv file",
+            "expected one of step, step-saturating, ramp, diurnal, bursty, noisy or a .csv file",
         ),
         (["--trace", "missing.csv"], "error: cannot read missing.csv"),
-        (["--policies", "ours,hpa"], "error: --policies: unknown hpa; known: ours, wva-tutorial"),
+        (
+            ["--policies", "ours,hpa"],
+            "error: --policies: unknown policy 'hpa'; known: ours, wva-tutorial",
+        ),
         (["--samples", "{tmp}/nowhere"], "nowhere: no such file or directory"),
         (["--variant", "vllm"], "error: --variant 'vllm': expected NAMESPACE/NAME"),
         (["--min-replicas", "3", "--max-replicas", "2"], "need 1 <= min_replicas <= max_replicas"),
+        (["--kv-cache-tokens", "20"], "--kv-cache-tokens 20: need at least two blocks of 16"),
+        (["--kv-cache-tokens", "600"], "a request of 128 + 512 tokens does not fit a KV cache"),
+        (["--true-alpha-ms", "0"], "error: simulate: alpha_ms must be > 0, got 0.0"),
     ],
 )
 def test_simulate_input_errors_exit_2_with_one_line(
@@ -84,7 +128,7 @@ def test_simulate_input_errors_exit_2_with_one_line(
 
 
 def test_named_traces() -> None:
-    assert TRACES == ("step", "step-saturating", "ramp", "diurnal", "bursty")
+    assert TRACES == ("step", "step-saturating", "ramp", "diurnal", "bursty", "noisy")
     saturating = make_trace("step-saturating", 900.0, 1)
     assert (saturating.name, saturating.step_up_at, saturating.peak) == (
         "step-saturating",
@@ -92,6 +136,9 @@ def test_named_traces() -> None:
         40.0,
     )
     assert make_trace("step", None, 1).duration_s == 3600.0
+    noisy, other = make_trace("noisy", 900.0, 2), make_trace("noisy", 900.0, 3)
+    assert (noisy.name, noisy.duration_s) == ("noisy", 900.0)
+    assert noisy.rate(450.0) != other.rate(450.0)  # the seed draws the trace
 
 
 @pytest.mark.parametrize(

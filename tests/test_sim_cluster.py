@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from adapter.emulator.batching import Request, ServingProfile
+from adapter.emulator.batching import DEFAULT_NUM_GPU_BLOCKS, Request, ServingProfile
 from adapter.sim.cluster import ClusterSettings, ScaleRecord, SimCluster
 from adapter.sim.traces import RequestShape, Workload, make_workload, step_trace
 
@@ -54,7 +54,9 @@ def test_requests_queue_when_the_batch_is_full(stepwise: bool) -> None:
         ClusterSettings(profile, stepwise=stepwise), workload([0.0, 0.001, 0.001], 3)
     )
     cluster.run_until(0.005)
-    assert cluster.gauges() == (2, 1, 1.0)  # A and B run, C waits for a seat
+    # A and B run, C waits for a seat; in the step in progress (2.5 .. 5.5 ms) A holds
+    # the block of its first token, B nothing yet (no prompt)
+    assert cluster.gauges() == (2, 1, 1 / DEFAULT_NUM_GPU_BLOCKS)
 
     cluster.run_until(1.0)
     a, b, c = by_arrival(cluster)
@@ -110,7 +112,7 @@ def test_a_new_replica_gets_work_only_once_ready() -> None:
     assert after.itl_mean == pytest.approx(0.0025)
 
 
-def test_a_removed_replica_finishes_its_running_requests_and_hands_back_its_queue() -> None:
+def test_a_removed_replica_finishes_its_running_requests_and_its_queue_is_retried() -> None:
     # two pods, one seat each, 2 ms steps, 100 tokens (200 ms) per request. Routing (fewest
     # outstanding, ties in rotation): A -> pod 1, B -> pod 0, C -> pod 1 (queued), D -> pod 0
     profile = ServingProfile(alpha_ms=2.0, beta_ms=0.0, max_batch_size=1)
@@ -119,17 +121,21 @@ def test_a_removed_replica_finishes_its_running_requests_and_hands_back_its_queu
         workload([0.0, 0.0001, 0.0002, 0.0003], 100),
     )
     cluster.run_until(0.05)
-    cluster.scale(1)  # removes pod 1: A keeps running there, C goes to pod 0 behind D
+    cluster.scale(1)  # removes pod 1: A keeps running there; C fails and its client retries
     assert cluster.replicas == 1
     assert cluster.gauges()[:2] == (2, 2)  # A (terminating pod) and B run; D and C wait
+    (retry, first_arrival), *_ = cluster.retried.items()
+    assert (retry.arrival, first_arrival, len(cluster.retried)) == (0.05, 0.0002, 1)
     cluster.run_until(1.0)
 
-    a, b, c, d = by_arrival(cluster)
+    a, b, d, c = by_arrival(cluster)  # C's retry arrived at 0.05
+    assert c is retry
     assert a.finished == pytest.approx(0.2)
     assert b.finished == pytest.approx(0.2001)
     assert d.finished == pytest.approx(0.4001)
-    assert c.admitted == pytest.approx(0.4001)
+    assert c.admitted == pytest.approx(0.4001)  # behind D, which was queued first
     assert c.finished == pytest.approx(0.6001)
+    assert cluster.killed == [] and cluster.rejected == []
     # pod 0 for the whole second, pod 1 until A's last token
     assert cluster.replica_seconds() == pytest.approx(1.0 + 0.2)
 

@@ -27,7 +27,7 @@ def setup() -> SimSetup:
 
 @pytest.fixture(scope="module")
 def report(setup: SimSetup) -> SimReport:
-    return simulate(setup, STEP, seed=1)
+    return simulate(setup, STEP, seed=1, policies=["ours", "wva-tutorial", "keda-queue"])
 
 
 def test_report_describes_the_run(report: SimReport) -> None:
@@ -37,6 +37,13 @@ def test_report_describes_the_run(report: SimReport) -> None:
     assert report.requests == len(make_workload(STEP, seed=1))
     for result in report.policies:
         assert result.completed + result.unfinished + result.rejected == report.requests
+        # within both SLOs: at most within either
+        assert result.slo_attainment_pct <= min(
+            result.itl_attainment_pct, result.ttft_attainment_pct
+        )
+        assert result.slo_attainment_pct >= (
+            result.itl_attainment_pct + result.ttft_attainment_pct - 100.0 - 1e-9
+        )
         assert result.rejected == 0
         assert result.cost == pytest.approx(result.gpu_hours * 100.0)
     series = report.series

@@ -34,16 +34,9 @@ from prometheus_client.metrics_core import Metric
 from adapter import vllm_metrics as vm
 from adapter.vllm_metrics import DEFAULT_RELEASE, Family, VllmRelease
 
-# Bucket layouts in the spirit of vLLM's (1-2-5 for token counts, latency ladders).
+# Bucket layouts in the spirit of vLLM's (1-2-5 for token counts, latency ladders); the
+# TTFT and inter-token latency histograms take vLLM's own bounds from the vocabulary.
 _TOKEN_BUCKETS: Final = tuple(float(m * 10**e) for e in range(6) for m in (1, 2, 5))  # 1 .. 500000
-_TTFT_BUCKETS: Final = (
-    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0,
-    2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0,
-)  # fmt: skip
-_ITL_BUCKETS: Final = (
-    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0,
-    2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0,
-)  # fmt: skip
 _REQUEST_LATENCY_BUCKETS: Final = (
     0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0,
     60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0,
@@ -115,8 +108,8 @@ class VllmMetrics:
         self._generation_tokens_total = counter(vm.GENERATION_TOKENS).labels(*labels)
         self._prompt_tokens = histogram(vm.REQUEST_PROMPT_TOKENS, _TOKEN_BUCKETS)
         self._generation_tokens = histogram(vm.REQUEST_GENERATION_TOKENS, _TOKEN_BUCKETS)
-        self._ttft = histogram(vm.TIME_TO_FIRST_TOKEN, _TTFT_BUCKETS)
-        self._itl = [histogram(f, _ITL_BUCKETS) for f in vm.itl_families(self.release)]
+        self._ttft = histogram(vm.TIME_TO_FIRST_TOKEN, vm.TTFT_BUCKETS_S)
+        self._itl = [histogram(f, vm.ITL_BUCKETS_S) for f in vm.itl_families(self.release)]
         self._queue_time = histogram(vm.REQUEST_QUEUE_TIME, _REQUEST_LATENCY_BUCKETS)
         self._e2e = histogram(vm.E2E_REQUEST_LATENCY, _REQUEST_LATENCY_BUCKETS)
         self._running = gauge(vm.NUM_REQUESTS_RUNNING)

@@ -10,7 +10,9 @@ Simplifications, chosen to keep the CPU cost low next to a Python load generator
 - prompt tokens are the whitespace-separated words of the prompt (or of the chat
   messages' text), at least 1; a list of token ids counts its length;
 - every request generates exactly `max_tokens` (or `max_completion_tokens`, default 16)
-  tokens of the fixed text " tok", finish reason "length" (as with `ignore_eos`);
+  tokens of the fixed text " tok", finish reason "length" (as with `ignore_eos`); one
+  whose prompt and output the KV cache could never hold gets vLLM's 400 for a request
+  over max_model_len (which vLLM keeps within the cache);
 - streamed tokens are coalesced into one SSE event per stream every
   `stream_interval_ms` (vLLM's stream interval; 0 = one event per token), the first
   token always being sent as soon as it exists;
@@ -139,10 +141,31 @@ class _ScaleBody(BaseModel):
     count: int = Field(ge=0)
 
 
-def _error(status: int, message: str, kind: str) -> web.Response:
+def _error(status: int, message: str, kind: str, param: str | None = None) -> web.Response:
     """An OpenAI-style error body, as vLLM's API server answers."""
-    body = {"error": {"message": message, "type": kind, "param": None, "code": status}}
+    body = {"error": {"message": message, "type": kind, "param": param, "code": status}}
     return web.json_response(body, status=status)
+
+
+def max_model_len(profile: ServingProfile) -> int:
+    """The longest request (prompt + output tokens) a replica serves: `MAX_MODEL_LEN`, or
+    less when the KV cache cannot hold that much (vLLM will not start with a
+    max_model_len its cache cannot hold; here: what `ServingProfile.check_fits` admits,
+    the cache less the one block admission keeps to spare)."""
+    return min(MAX_MODEL_LEN, (profile.gpu_blocks - 1) * profile.block_size)
+
+
+def _too_long(prompt_tokens: int, output_tokens: int, limit: int) -> web.Response:
+    """vLLM's answer to a request over max_model_len: 400, BadRequestError, parameter
+    `input_tokens` (vllm-project/vllm vllm/renderers/params.py `_token_len_check` at
+    1aa021e827032484a7f89194c7e528fc40655204, the message's wording too)."""
+    message = (
+        f"You passed {prompt_tokens} input tokens and requested {output_tokens} output"
+        f" tokens. However, the model's context length is only {limit} tokens, resulting"
+        f" in a maximum input length of {max(limit - output_tokens, 0)} tokens. Please"
+        " reduce the length of the input prompt."
+    )
+    return _error(400, message, "BadRequestError", param="input_tokens")
 
 
 def _sse(payload: dict[str, Any]) -> bytes:
@@ -312,17 +335,18 @@ class _Replica:
             self.state = "ready"
 
     def submit(self, job: _Job) -> None:
-        """Queue `job` here as a new request arriving now."""
+        """Queue `job` here as a new request arriving now; ValueError (nothing queued) if
+        the KV cache could never hold it."""
         arrival = asyncio.get_running_loop().time()
         request = Request(
             arrival=arrival,
             prompt_tokens=job.prompt_tokens,
             output_tokens=job.output_tokens,
         )
+        self.engine.submit(request)
         job.request = request
         job.replica = self
         self._jobs[request] = job
-        self.engine.submit(request)
         self._wake.set()
 
     def cancel(self, job: _Job) -> None:
@@ -401,6 +425,10 @@ class _Replica:
         jobs = self._jobs
         metrics = self.metrics
         metrics.record_tokens(gap_s=outcome.token_gap, tokens=outcome.decoded)
+        # a request readmitted after a preemption: its token came the whole time since
+        # its previous one after it, its eviction included (vLLM observes that gap)
+        for gap in outcome.resumed_gaps:
+            metrics.record_tokens(gap_s=gap)
         for request in outcome.started:
             metrics.record_first_token(prompt_tokens=request.prompt_tokens, ttft_s=request.ttft)
             job = jobs.get(request)
@@ -638,8 +666,12 @@ class EmulatedDeployment:
         replica = pick()
         if replica is None:
             return _error(503, "no replica is ready to serve the request", "ServiceUnavailable")
-        job = _Job(prompt_tokens, body.output_tokens())
-        replica.submit(job)
+        output_tokens = body.output_tokens()
+        job = _Job(prompt_tokens, output_tokens)
+        try:
+            replica.submit(job)
+        except ValueError:  # ReplicaEngine.submit: the KV cache could never hold it
+            return _too_long(prompt_tokens, output_tokens, max_model_len(self.config.profile))
         try:
             if body.stream:
                 return await self._stream(http, job, chat=chat, usage=body.include_usage)
@@ -733,7 +765,7 @@ class EmulatedDeployment:
             "owned_by": "vllm",
             "root": self.config.model,
             "parent": None,
-            "max_model_len": MAX_MODEL_LEN,
+            "max_model_len": max_model_len(self.config.profile),
         }
         return web.json_response({"object": "list", "data": [model]})
 

@@ -12,7 +12,7 @@ import re
 from adapter.defaults import DEFAULT_SAMPLES
 from adapter.defaults import SIM_POLICIES as POLICIES
 
-TRACES = ("step", "step-saturating", "ramp", "diurnal", "bursty")
+TRACES = ("step", "step-saturating", "ramp", "diurnal", "bursty", "noisy")
 DEFAULT_DURATION_S = 3600.0
 _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?$")
 
@@ -81,6 +81,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=0.0,
         help="token counts uniform within +-this fraction of the means (default 0)",
+    )
+    parser.add_argument(
+        "--true-alpha-ms",
+        type=float,
+        metavar="A",
+        help="the simulated GPUs' step time alpha, ms (default: the VA's; the adapter and"
+        " the policies still read the VA's profile)",
+    )
+    parser.add_argument(
+        "--true-beta-ms",
+        type=float,
+        metavar="B",
+        help="the simulated GPUs' step time per running request, ms (default: the VA's)",
+    )
+    parser.add_argument(
+        "--true-prefill-ms-per-token",
+        type=float,
+        metavar="P",
+        help="the simulated GPUs' prefill time per prompt token, ms (default: the VA's, 0)",
+    )
+    parser.add_argument(
+        "--kv-cache-tokens",
+        type=int,
+        metavar="N",
+        help="each pod's KV cache in tokens, in blocks of 16 (default 432000: 27000 blocks,"
+        " more than a full batch of the default requests holds)",
+    )
+    parser.add_argument(
+        "--termination-grace",
+        type=_duration_arg,
+        default=30.0,
+        help="a removed pod's running requests are killed after this, e.g. 30 or 2m"
+        " (default 30 s, Kubernetes' terminationGracePeriodSeconds)",
+    )
+    parser.add_argument(
+        "--no-hpa-configurable-tolerance",
+        dest="hpa_configurable_tolerance",
+        action="store_false",
+        help="the cluster lacks HPAConfigurableTolerance: ours' HPA applies the default"
+        " 10 %% tolerance instead of keda/scaledobject.yaml's 0",
     )
     parser.add_argument("--json", metavar="PATH", help="write the report as JSON")
     parser.add_argument("--plot", metavar="PATH", help="write the plot (PNG)")

@@ -8,16 +8,25 @@ in `adapter.sim.arguments`, which `wva-adapter --help` imports without this modu
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 from pathlib import Path
 from typing import TextIO
 
 from adapter.collect.local import LocalSourceError, load_snapshot
+from adapter.emulator.batching import ServingProfile
 from adapter.sim.arguments import DEFAULT_DURATION_S
 from adapter.sim.arguments import TRACES as TRACES  # re-exported: callers found them here
 from adapter.sim.arguments import SimulateInputError as SimulateInputError
 from adapter.sim.arguments import parse_duration as parse_duration
-from adapter.sim.policies import POLICIES, Limits, SetupError, setup_from_snapshot
+from adapter.sim.policies import (
+    POLICIES,
+    Limits,
+    SetupError,
+    SimSetup,
+    parse_label,
+    setup_from_snapshot,
+)
 from adapter.sim.simulate import SimReport, format_table, simulate
 from adapter.sim.traces import (
     RequestShape,
@@ -26,6 +35,7 @@ from adapter.sim.traces import (
     bursty_trace,
     csv_trace,
     diurnal_trace,
+    noisy_trace,
     ramp_trace,
     saturating_step_trace,
     step_trace,
@@ -44,6 +54,8 @@ def make_trace(name: str, duration_s: float | None, seed: int) -> Trace:
             return ramp_trace(duration)
         if name == "diurnal":
             return diurnal_trace(duration)
+        if name == "noisy":
+            return noisy_trace(duration, seed)
         return bursty_trace(duration, seed)
     path = Path(name)
     if path.suffix.lower() != ".csv":
@@ -72,12 +84,13 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
 
 def _run(args: argparse.Namespace, out: TextIO) -> int:
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
-    unknown = [p for p in policies if p not in POLICIES]
-    if unknown or not policies:
-        raise SimulateInputError(
-            f"--policies: unknown {', '.join(unknown) or '(none given)'}; "
-            f"known: {', '.join(POLICIES)}"
-        )
+    if not policies:
+        raise SimulateInputError(f"--policies: none given; known: {', '.join(POLICIES)}")
+    for label in policies:
+        try:
+            parse_label(label)
+        except ValueError as error:
+            raise SimulateInputError(f"--policies: {error}") from None
     variant = None
     if args.variant is not None:
         namespace, _, name = args.variant.partition("/")
@@ -89,6 +102,7 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         shape = RequestShape(args.prompt_tokens, args.output_tokens, args.token_spread)
         trace = make_trace(args.trace, args.duration, args.seed)
         setup = setup_from_snapshot(load_snapshot(args.samples), variant)
+        true_profile = served_profile(setup, args)
         report = simulate(
             setup,
             trace,
@@ -100,6 +114,9 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
             phase=args.phase,
             hpa_phase_s=args.hpa_phase,
             stepwise=args.stepwise,
+            true_profile=true_profile,
+            termination_grace_s=args.termination_grace,
+            hpa_configurable_tolerance=args.hpa_configurable_tolerance,
         )
     except SimulateInputError:
         raise
@@ -122,8 +139,44 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def served_profile(setup: SimSetup, args: argparse.Namespace) -> ServingProfile:
+    """What the simulated GPUs run: the VA's profile with the --true-* and
+    --kv-cache-tokens values given (ValueError on values a profile refuses)."""
+    va = setup.profile
+    blocks = va.num_gpu_blocks
+    if args.kv_cache_tokens is not None:
+        if args.kv_cache_tokens < 2 * va.block_size:
+            raise SimulateInputError(
+                f"--kv-cache-tokens {args.kv_cache_tokens}: need at least two blocks of"
+                f" {va.block_size} tokens"
+            )
+        blocks = args.kv_cache_tokens // va.block_size  # whole blocks
+    alpha, beta, prefill = args.true_alpha_ms, args.true_beta_ms, args.true_prefill_ms_per_token
+    return dataclasses.replace(
+        va,
+        alpha_ms=va.alpha_ms if alpha is None else alpha,
+        beta_ms=va.beta_ms if beta is None else beta,
+        prefill_ms_per_token=va.prefill_ms_per_token if prefill is None else prefill,
+        num_gpu_blocks=blocks,
+    )
+
+
 def describe(report: SimReport) -> str:
     step = f", step up at {report.step_up_at:g} s" if report.step_up_at is not None else ""
+    true, va = report.true_profile, report.va_profile
+    pods = (
+        f"pods: step {true.alpha_ms:g} + {true.beta_ms:g} x batch ms, prefill"
+        f" {true.prefill_ms_per_token:g} ms/token, batch <= {true.max_batch_size}, KV cache"
+        f" {report.kv_cache_tokens} tokens ({report.num_gpu_blocks} blocks of"
+        f" {report.kv_block_size}), termination grace {report.termination_grace_s:g} s"
+    )
+    if true != va:
+        pods += (
+            f" (not the VA's profile: {va.alpha_ms:g} + {va.beta_ms:g} x batch ms, prefill"
+            f" {va.prefill_ms_per_token:g} ms/token, which the policies read)"
+        )
+    if not report.hpa_configurable_tolerance:
+        pods += "; no HPAConfigurableTolerance: ours' HPA tolerance is the default 10 %"
     return (
         f"trace {report.trace}: {report.duration_s:g} s virtual, {report.requests} requests"
         f" (seed {report.seed}){step}\n"
@@ -133,6 +186,7 @@ def describe(report: SimReport) -> str:
         f" startup {report.startup_delay_s:g} s"
         + (f", loop phase {report.phase:g}" if report.phase else "")
         + (f", HPA {report.hpa_phase_s:g} s after" if report.hpa_phase_s is not None else "")
+        + f"\n{pods}"
     )
 
 

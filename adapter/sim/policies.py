@@ -6,7 +6,7 @@
   completions plus the growth of running + waiting. The snapshot is served by the real
   `ScalerService` (`desired`, staleness included) to KEDA + HPA set up as
   `keda/scaledobject.yaml` (AverageValue target 1, tolerance 0, no scale-up window,
-  60 s scale-down window, +100 % / +4 pods per 15 s, fallback). The HPA syncs half a
+  180 s scale-down window, +100 % / +4 pods per 15 s, fallback). The HPA syncs half a
   period after the adapter's cycle by default: in a cluster the two clocks have an
   arbitrary phase, half a period is its mean (`hpa_phase_s` sets it).
 - `wva-tutorial`: the tutorial-era WVA controller: the same optimizer (golden-tested
@@ -36,7 +36,7 @@ from types import MappingProxyType
 from typing import Literal, Protocol
 
 from adapter.assemble import AssemblySettings, build_system
-from adapter.collect.metrics import LoadKey, LoadReport, ModelLoad
+from adapter.collect.metrics import LoadKey, LoadReport, MetricsWarmingUp, ModelLoad
 from adapter.collect.scrape import Scrape, ScrapeTotals
 from adapter.defaults import SIM_POLICIES
 from adapter.emulator.batching import ServingProfile
@@ -46,7 +46,9 @@ from adapter.model.kube import (
     ClusterSnapshot,
     parse_accelerator_costs,
 )
+from adapter.optimizer import DEFAULT_ATTAINMENT
 from adapter.scaler.service import ScalerService, ScalerSettings
+from adapter.sim.clairvoyant import CapacityTable, ClairvoyantPolicy, SteadyState, schedule
 from adapter.sim.cluster import SimCluster
 from adapter.sim.hpa import (
     DEFAULT_SYNC_PERIOD_SECONDS,
@@ -57,6 +59,19 @@ from adapter.sim.hpa import (
     KedaLoop,
     ScaledObjectSpec,
 )
+from adapter.sim.peer_policies import (
+    PEER_CYCLE_S,
+    LlmdSaturationPolicy,
+    LlmdSloPolicy,
+    WvaSaturationPolicy,
+)
+from adapter.sim.peers import (
+    LLMD_RUNNING_TARGET,
+    LLMD_SATURATION_TARGET,
+    SLO_THETA_UP,
+    WVA_SCALE_UP_THRESHOLD,
+)
+from adapter.sim.traces import RequestShape, Trace
 from adapter.vllm_metrics import (
     INTER_TOKEN_LATENCY,
     KV_CACHE_USAGE,
@@ -69,13 +84,24 @@ from adapter.vllm_metrics import (
     TIME_TO_FIRST_TOKEN,
 )
 
-POLICIES = SIM_POLICIES  # ("ours", "wva-tutorial", "keda-queue"): the CLI lists them
+POLICIES = SIM_POLICIES  # the CLI lists them
 DESCRIPTIONS = {
     "ours": "adapter every 15 s, arrivals = completions + growth of running + waiting over"
     " the 15 s window (as the pod scraper) -> KEDA/HPA as keda/scaledobject.yaml",
     "wva-tutorial": "optimizer every 60 s, arrivals = completion rate over 1 m windows,"
     " spec.replicas set directly",
     "keda-queue": f"KEDA sum({NUM_REQUESTS_WAITING.name}) AverageValue 5, KEDA/HPA defaults",
+    "clairvoyant": "the floor: knows the trace, the true profile and the start-up; the fewest"
+    " replicas that hold the share at each moment's rate, each ready when needed",
+    "llmd-saturation": "llm-d keda-epp saturation overlay (llm-d/llm-d guides/workload-"
+    "autoscaling/keda-epp): max(EPP pool saturation) AverageValue 0.7 raced with sum(EPP"
+    " running) AverageValue 16, 300 s windows; Prometheus scrape 15 s",
+    "llmd-slo": "llm-d SLO-aware KEDA recipe (llm-d/llm-d guides/workload-autoscaling/"
+    "slo-aware): P90 of the EPP's TTFT and TPOT over 1 m / the SLOs, avg 45 s, scale up"
+    " above 0.55, down below 0.40; Prometheus scrape and rules 15 s",
+    "wva-saturation": "WVA v0.9.0 V2 saturation analyzer (llm-d/llm-d-workload-variant-"
+    "autoscaler): KV-token demand / capacity over 1 m maxima, up above 0.85, down below"
+    " 0.70, every 15 s -> wva_desired_replicas -> KEDA (llm-d guide's ScaledObject)",
 }
 OURS_INTERVAL_S = 15.0
 TUTORIAL_INTERVAL_S = 60.0
@@ -257,8 +283,12 @@ class ClusterMetrics:
     def collect(self, keys: Collection[LoadKey]) -> LoadReport:
         before, after = self._previous, self._scrape()
         self._previous = after
-        if self._key not in keys or after.at <= before.at:
+        if self._key not in keys:
             return LoadReport()
+        if after.at <= before.at:
+            # no window to rate over yet (a cycle at the first scrape): a baseline, as
+            # the pod scraper's first scrape
+            raise MetricsWarmingUp("the first scrape is a baseline: no rate yet")
         if self._arrivals == "completions":
             gauges = (_RUNNING, _WAITING)
             before = Scrape(
@@ -314,14 +344,17 @@ class _AdapterCycle:
         interval_s: float,
         limits: Limits,
         arrivals: ArrivalEstimate,
+        attainment: float | None,
     ):
+        """`attainment`: the share of requests sized for (None: the reference's mean
+        rule, as the tutorial-era WVA)."""
         self.clock = SimClock()
         self.metrics = ClusterMetrics(cluster, setup.load_key, arrivals=arrivals)
         self.engine = Engine(
             cluster=lambda: setup.with_replicas(cluster.replicas, cluster.ready_replicas),
             metrics=self.metrics,
             clock=self.clock,
-            settings=AssemblySettings(min_num_replicas=limits.min_replicas),
+            settings=AssemblySettings(min_num_replicas=limits.min_replicas, attainment=attainment),
             interval_s=interval_s,
         )
         self._variant = setup.variant
@@ -342,9 +375,10 @@ def ours_scaled_object(
     max_replicas: int,
     *,
     polling_s: float = 15.0,
-    scale_down_window_s: int = 60,
+    scale_down_window_s: int = 180,
     cooldown_s: float = 300.0,
     initial_cooldown_s: float = 0.0,
+    configurable_tolerance: bool = True,
 ) -> ScaledObjectSpec:
     """keda/scaledobject.yaml (tests/test_sim_policies.py checks they agree); the
     real-time loop of `demo` compresses its timings through the keyword arguments.
@@ -352,8 +386,14 @@ def ours_scaled_object(
     AverageValue target 1 (the metric is the desired replica count), tolerance 0 both
     ways, no scale-up window, fallback that never scales down on missing data; the
     policies' period follows the polling interval.
+
+    `configurable_tolerance=False`: the cluster lacks Kubernetes' HPAConfigurableTolerance
+    feature (alpha in 1.33, beta and on by default later, KEP-4951): the API server drops
+    the per-direction `tolerance` fields, and the HPA applies its cluster-wide default
+    (10 %) to ours too.
     """
     period = max(1, round(polling_s))
+    tolerance = 0.0 if configurable_tolerance else None
     return ScaledObjectSpec(
         pollingInterval=polling_s,
         cooldownPeriod=cooldown_s,
@@ -363,7 +403,7 @@ def ours_scaled_object(
         fallback=Fallback(failureThreshold=3, replicas=1, behavior="currentReplicasIfHigher"),
         behavior=HorizontalPodAutoscalerBehavior(
             scaleUp=HPAScalingRules(
-                tolerance=0.0,
+                tolerance=tolerance,
                 stabilizationWindowSeconds=0,
                 selectPolicy="Max",
                 policies=(
@@ -372,7 +412,7 @@ def ours_scaled_object(
                 ),
             ),
             scaleDown=HPAScalingRules(
-                tolerance=0.0,
+                tolerance=tolerance,
                 stabilizationWindowSeconds=scale_down_window_s,
                 selectPolicy="Max",
                 policies=(HPAScalingPolicy(type="Percent", value=100, periodSeconds=period),),
@@ -437,12 +477,17 @@ class OursPolicy:
         interval_s: float = OURS_INTERVAL_S,
         hpa_phase_s: float | None = None,
         phase_s: float = 0.0,
+        attainment: float | None = DEFAULT_ATTAINMENT,
+        configurable_tolerance: bool = True,
     ) -> None:
         """`phase_s`: the adapter's first cycle (the loop's phase against the trace);
-        `hpa_phase_s`: how long after each cycle the HPA syncs (default half a cycle)."""
+        `hpa_phase_s`: how long after each cycle the HPA syncs (default half a cycle);
+        `attainment`: the share of requests it sizes for (None: the mean rule);
+        `configurable_tolerance`: False when the cluster lacks HPAConfigurableTolerance
+        (see `ours_scaled_object`)."""
         self.cycle_s = interval_s
         self.first_cycle_s = _check_phase(phase_s)
-        self._adapter = _AdapterCycle(setup, cluster, interval_s, limits, "in-system")
+        self._adapter = _AdapterCycle(setup, cluster, interval_s, limits, "in-system", attainment)
         engine, clock, variant = self._adapter.engine, self._adapter.clock, setup.variant
         scaler = ScalerService(
             lambda: engine.latest, clock, ScalerSettings.for_interval(interval_s)
@@ -454,7 +499,11 @@ class OursPolicy:
         phase = interval_s / 2.0 if hpa_phase_s is None else _check_phase(hpa_phase_s)
         self._keda = _KedaDriven(
             KedaLoop(
-                spec=ours_scaled_object(limits.min_replicas, limits.max_replicas),
+                spec=ours_scaled_object(
+                    limits.min_replicas,
+                    limits.max_replicas,
+                    configurable_tolerance=configurable_tolerance,
+                ),
                 get_metrics=get_metrics,
                 initial_replicas=cluster.replicas,
                 start=self.first_cycle_s + phase,
@@ -493,7 +542,7 @@ class TutorialPolicy:
     ) -> None:
         self.cycle_s = interval_s
         self.first_cycle_s = _check_phase(phase_s)
-        self._adapter = _AdapterCycle(setup, cluster, interval_s, limits, "completions")
+        self._adapter = _AdapterCycle(setup, cluster, interval_s, limits, "completions", None)
         self._cluster = cluster
         self._limits = limits
         self._cycles = 0
@@ -543,32 +592,126 @@ class QueuePolicy:
         self._keda.act(now)
 
 
+# each policy's main knob, what a label's `@value` sets (None: it has none)
+KNOBS: dict[str, str | None] = {
+    "ours": "the share of requests sized for, in (0, 1) (default 0.99)",
+    "wva-tutorial": None,
+    "keda-queue": f"waiting requests per replica (default {QUEUE_TARGET:g})",
+    "clairvoyant": f"the share of requests held, in (0, 1) (default {DEFAULT_ATTAINMENT})",
+    "llmd-saturation": "the running requests per replica target; the pool-saturation one"
+    f" stays {LLMD_SATURATION_TARGET:g} (default {LLMD_RUNNING_TARGET:g})",
+    "llmd-slo": f"the scale-up threshold; scale-down at 0.40/0.55 of it (default {SLO_THETA_UP:g})",
+    "wva-saturation": "scaleUpThreshold, in (0, 1]; scaleDownBoundary at 0.70/0.85 of it"
+    f" (default {WVA_SCALE_UP_THRESHOLD:g})",
+}
+
+
+def parse_label(label: str) -> tuple[str, float | None]:
+    """`name` or `name@knob` (e.g. `ours@0.995`): the policy and its knob, checked."""
+    name, at, raw = label.strip().partition("@")
+    if name not in POLICIES:
+        raise ValueError(f"unknown policy {name!r}; known: {', '.join(POLICIES)}")
+    if not at:
+        return name, None
+    if KNOBS.get(name) is None:
+        raise ValueError(f"policy {name!r} has no knob to set ({label!r})")
+    try:
+        knob = float(raw)
+    except ValueError:
+        raise ValueError(f"{label!r}: the knob must be a number ({KNOBS[name]})") from None
+    shares = name in ("ours", "clairvoyant")
+    if not math.isfinite(knob) or knob <= 0 or (shares and knob >= 1):
+        raise ValueError(f"{label!r}: out of range ({KNOBS[name]})")
+    if name == "wva-saturation" and knob > 1:
+        raise ValueError(f"{label!r}: out of range ({KNOBS[name]})")
+    return name, knob
+
+
 def build_policy(
-    name: str,
+    label: str,
     setup: SimSetup,
     cluster: SimCluster,
     limits: Limits,
     *,
     hpa_phase_s: float | None = None,
     phase: float = 0.0,
+    hpa_configurable_tolerance: bool = True,
+    trace: Trace | None = None,
+    shape: RequestShape | None = None,
 ) -> Policy:
-    """A fresh policy of that name bound to `cluster`.
+    """A fresh policy for `label` (`name` or `name@knob`) bound to `cluster`.
 
     `phase` in [0, 1) places the policy's loop against the trace: its first decision
     comes `phase` of its own cycle after t = 0 (0: on the trace's whole minutes, where
     the bench's steps are). In a cluster that phase is arbitrary.
+    `hpa_configurable_tolerance=False`: ours' HPA applies the default 10 % tolerance
+    (the cluster lacks HPAConfigurableTolerance; see `ours_scaled_object`).
+    `trace` and `shape`: what `clairvoyant` knows in advance (it needs both).
     """
     if not 0.0 <= phase < 1.0:
         raise ValueError(f"phase must be in [0, 1), got {phase}")
+    name, knob = parse_label(label)
+    policy: Policy
     if name == "ours":
-        return OursPolicy(
-            setup, cluster, limits, hpa_phase_s=hpa_phase_s, phase_s=phase * OURS_INTERVAL_S
+        policy = OursPolicy(
+            setup,
+            cluster,
+            limits,
+            hpa_phase_s=hpa_phase_s,
+            phase_s=phase * OURS_INTERVAL_S,
+            attainment=DEFAULT_ATTAINMENT if knob is None else knob,
+            configurable_tolerance=hpa_configurable_tolerance,
         )
-    if name == "wva-tutorial":
-        return TutorialPolicy(setup, cluster, limits, phase_s=phase * TUTORIAL_INTERVAL_S)
-    if name == "keda-queue":
-        return QueuePolicy(cluster, limits, phase_s=phase * QueuePolicy.cycle_s)
-    raise ValueError(f"unknown policy {name!r}; known: {', '.join(POLICIES)}")
+    elif name == "wva-tutorial":
+        policy = TutorialPolicy(setup, cluster, limits, phase_s=phase * TUTORIAL_INTERVAL_S)
+    elif name == "keda-queue":
+        policy = QueuePolicy(
+            cluster,
+            limits,
+            target=QUEUE_TARGET if knob is None else knob,
+            phase_s=phase * QueuePolicy.cycle_s,
+        )
+    elif name == "llmd-saturation":
+        policy = LlmdSaturationPolicy(
+            cluster,
+            min_replicas=limits.min_replicas,
+            max_replicas=limits.max_replicas,
+            running_target=LLMD_RUNNING_TARGET if knob is None else knob,
+            phase_s=phase * PEER_CYCLE_S,
+        )
+    elif name == "llmd-slo":
+        policy = LlmdSloPolicy(
+            cluster,
+            min_replicas=limits.min_replicas,
+            max_replicas=limits.max_replicas,
+            ttft_slo_s=setup.slo_ttft_ms / 1000.0,
+            tpot_slo_s=setup.slo_itl_ms / 1000.0,
+            theta_up=SLO_THETA_UP if knob is None else knob,
+            phase_s=phase * PEER_CYCLE_S,
+        )
+    elif name == "wva-saturation":
+        policy = WvaSaturationPolicy(
+            cluster,
+            min_replicas=limits.min_replicas,
+            max_replicas=limits.max_replicas,
+            scale_up_threshold=WVA_SCALE_UP_THRESHOLD if knob is None else knob,
+            phase_s=phase * PEER_CYCLE_S,
+        )
+    else:
+        if trace is None or shape is None:
+            raise ValueError("clairvoyant needs the trace and the request shape")
+        state = SteadyState(
+            cluster.settings.profile,  # the GPUs' true profile, not the VA's
+            shape,
+            setup.slo_itl_ms,
+            setup.slo_ttft_ms,
+            target=DEFAULT_ATTAINMENT if knob is None else knob,
+        )
+        table = CapacityTable(state, limits.max_replicas)
+        plan = schedule(trace, table, cluster.settings.startup_delay_s, limits.min_replicas)
+        policy = ClairvoyantPolicy(cluster, plan)
+    policy.name = label.strip()
+    return policy
 
 
 def _check_phase(phase_s: float) -> float:

@@ -5,9 +5,14 @@ Each policy runs its own control loop against its own simulated Deployment
 requests that arrived in the run:
 
 - ITL attainment: % of requests whose mean inter-token latency is within the variant's
-  `slo-tpot` (9 ms in the tutorial); TTFT attainment: % within `slo-ttft` (1000 ms).
+  `slo-tpot` (9 ms in the tutorial); TTFT attainment: % within `slo-ttft` (1000 ms);
+  SLO attainment: % within both.
   Requests still in flight at the end are left out; requests refused for want of a
-  ready replica count as misses (none with min replicas >= 1);
+  ready replica count as misses (none with min replicas >= 1), and so do, for both
+  SLOs, the requests a scale-down killed (running when their pod's grace period ended)
+  or made retry (queued on a pod when it was removed: whatever their retry did, their
+  client saw an error first; the TTFT of a retried request counts from its first
+  arrival). `killed`, `retried`, `preemptions` count them per policy;
 - GPU hours (pods hold their GPU from creation, startup included, until their last
   request ends) and their cost at the accelerator's unit cost per hour;
 - scale events (changes of spec.replicas, up and down);
@@ -21,6 +26,11 @@ requests that arrived in the run:
   in flight between the step and that time are the ones a reactive policy cannot save:
   `itl_misses_at_step` counts the ITL misses among them.
 
+The pods run `true_profile` (default: the VA's); the adapter and every policy read
+only the VA's declared profile (ours and wva-tutorial from the samples'
+VariantAutoscaling, as in a cluster; keda-queue reads none), so a mismatch shows what a
+wrong profile costs.
+
 Pure: no clock, no files. `adapter.sim.command` is the edge (CLI, JSON, plot).
 """
 
@@ -32,8 +42,13 @@ from itertools import pairwise
 
 from pydantic import BaseModel, ConfigDict
 
-from adapter.emulator.batching import Request
-from adapter.sim.cluster import ClusterSettings, ScaleRecord, SimCluster
+from adapter.emulator.batching import Request, ServingProfile
+from adapter.sim.cluster import (
+    DEFAULT_TERMINATION_GRACE_S,
+    ClusterSettings,
+    ScaleRecord,
+    SimCluster,
+)
 from adapter.sim.policies import (
     DESCRIPTIONS,
     POLICIES,
@@ -41,6 +56,7 @@ from adapter.sim.policies import (
     Policy,
     SimSetup,
     build_policy,
+    parse_label,
 )
 from adapter.sim.traces import RequestShape, Trace, Workload, make_workload
 
@@ -58,6 +74,7 @@ class PolicyResult(_Frozen):
     rejected: int
     itl_attainment_pct: float
     ttft_attainment_pct: float
+    slo_attainment_pct: float  # % within both SLOs
     itl_mean_ms: float | None
     itl_p95_ms: float | None
     ttft_p95_ms: float | None
@@ -66,12 +83,15 @@ class PolicyResult(_Frozen):
     scale_ups: int
     scale_downs: int
     max_replicas: int
-    itl_misses: int  # requests over the ITL SLO (refused ones included)
+    itl_misses: int  # requests over the ITL SLO (refused, killed and retried ones included)
     reaction_s: float | None  # None: no step in the trace, or never scaled up after it
     reaction_cycles: int | None
     ready_s: float | None  # step -> more ready replicas than at the step
     replicas_at_step: int | None  # spec.replicas in place at the step
     itl_misses_at_step: int | None  # ITL misses in flight between the step and ready_s
+    killed: int = 0  # failed for good when their pod went away
+    retried: int = 0  # queued on a removed pod: failed at once, sent again by their client
+    preemptions: int = 0  # vllm:num_preemptions over the Deployment (KV cache full)
 
 
 class Series(_Frozen):
@@ -84,6 +104,24 @@ class Series(_Frozen):
     replicas: dict[str, list[int]]  # spec.replicas at the end of the bin, per policy
     ready: dict[str, list[int]]
     itl_ms: dict[str, list[float | None]]  # mean ITL of requests finishing in the bin
+
+
+class ProfileFigures(_Frozen):
+    """A serving profile as the report shows it."""
+
+    alpha_ms: float
+    beta_ms: float
+    prefill_ms_per_token: float
+    max_batch_size: int
+
+    @classmethod
+    def of(cls, profile: ServingProfile) -> ProfileFigures:
+        return cls(
+            alpha_ms=profile.alpha_ms,
+            beta_ms=profile.beta_ms,
+            prefill_ms_per_token=profile.prefill_ms_per_token,
+            max_batch_size=profile.max_batch_size,
+        )
 
 
 class SimReport(_Frozen):
@@ -105,6 +143,13 @@ class SimReport(_Frozen):
     max_replicas: int
     policies: list[PolicyResult]
     series: Series
+    va_profile: ProfileFigures  # what the VA declares: what the adapter and policies read
+    true_profile: ProfileFigures  # what the simulated GPUs do
+    kv_cache_tokens: int  # the pods' KV cache: num_gpu_blocks x kv_block_size
+    num_gpu_blocks: int
+    kv_block_size: int
+    termination_grace_s: float
+    hpa_configurable_tolerance: bool  # False: ours' HPA has the default 10 % tolerance
 
     def result(self, policy: str) -> PolicyResult:
         for result in self.policies:
@@ -134,15 +179,26 @@ def simulate(
     phase: float = 0.0,
     bin_s: float | None = None,
     stepwise: bool = False,
+    true_profile: ServingProfile | None = None,
+    termination_grace_s: float = DEFAULT_TERMINATION_GRACE_S,
+    hpa_configurable_tolerance: bool = True,
 ) -> SimReport:
     """Run `trace` under each policy and measure them on the same seeded requests.
 
     `phase` in [0, 1): each policy's first decision comes that fraction of its cycle
-    after t = 0 (see `build_policy`); `hpa_phase_s`: ours' HPA sync after each cycle."""
+    after t = 0 (see `build_policy`); `hpa_phase_s`: ours' HPA sync after each cycle;
+    `true_profile`: what the pods' GPUs do (default the VA's, `setup.profile`, which the
+    policies read either way); `termination_grace_s`: a removed pod's grace period;
+    `hpa_configurable_tolerance=False`: the cluster lacks HPAConfigurableTolerance."""
     limits = limits or Limits()
-    unknown = [p for p in policies if p not in POLICIES]
-    if unknown or not policies:
-        raise ValueError(f"unknown policies {unknown}; known: {', '.join(POLICIES)}")
+    served = true_profile if true_profile is not None else setup.profile
+    if not policies:
+        raise ValueError(f"no policies; known: {', '.join(POLICIES)}")
+    for label in policies:
+        parse_label(label)  # raises, naming it
+    if len(set(policies)) != len(policies):
+        raise ValueError(f"a policy is listed twice: {', '.join(policies)}")
+    shape = shape or RequestShape()
     workload = make_workload(trace, seed, shape)
     end = trace.duration_s
     bin_s = bin_s or _bin(end)
@@ -153,14 +209,25 @@ def simulate(
     for name in policies:
         cluster = SimCluster(
             ClusterSettings(
-                setup.profile,
+                served,
                 startup_delay_s=startup_delay_s,
                 initial_replicas=limits.min_replicas,
                 stepwise=stepwise,
+                termination_grace_s=termination_grace_s,
             ),
             workload,
         )
-        policy = build_policy(name, setup, cluster, limits, hpa_phase_s=hpa_phase_s, phase=phase)
+        policy = build_policy(
+            name,
+            setup,
+            cluster,
+            limits,
+            hpa_phase_s=hpa_phase_s,
+            phase=phase,
+            hpa_configurable_tolerance=hpa_configurable_tolerance,
+            trace=trace,
+            shape=shape,
+        )
         run_policy(cluster, policy, end)
         results.append(_result(setup, trace, cluster, policy))
         replicas[name], ready[name] = _replica_series(cluster.history, end, bin_s)
@@ -193,6 +260,13 @@ def simulate(
             ready=ready,
             itl_ms=itl,
         ),
+        va_profile=ProfileFigures.of(setup.profile),
+        true_profile=ProfileFigures.of(served),
+        kv_cache_tokens=served.kv_cache_tokens,
+        num_gpu_blocks=served.gpu_blocks,
+        kv_block_size=served.block_size,
+        termination_grace_s=termination_grace_s,
+        hpa_configurable_tolerance=hpa_configurable_tolerance,
     )
 
 
@@ -210,12 +284,23 @@ def _percentile(values: Sequence[float], q: float) -> float | None:
 
 def _result(setup: SimSetup, trace: Trace, cluster: SimCluster, policy: Policy) -> PolicyResult:
     done = cluster.finished
+    retried = cluster.retried  # a retry -> its client's first arrival
+    killed = cluster.killed
     itl_ms = [r.itl_mean * 1000.0 for r in done]
-    ttft_ms = [r.ttft * 1000.0 for r in done]
-    judged = len(done) + len(cluster.rejected)
-    itl_ok = sum(1 for v in itl_ms if v <= setup.slo_itl_ms)
+    # from the client's first arrival: a retried request's wait for its error counts
+    ttft_ms = [(r.ttft if r not in retried else _ttft_since(r, retried[r])) * 1000.0 for r in done]
+    # a retried request saw an error first: a miss of both SLOs whatever its retry did
+    itl_ok_of = [
+        v <= setup.slo_itl_ms and r not in retried for r, v in zip(done, itl_ms, strict=True)
+    ]
+    judged = len(done) + len(cluster.rejected) + len(killed)
+    itl_ok = sum(itl_ok_of)
     itl_misses = judged - itl_ok
-    ttft_ok = sum(1 for v in ttft_ms if v <= setup.slo_ttft_ms)
+    ttft_ok_of = [
+        v <= setup.slo_ttft_ms and r not in retried for r, v in zip(done, ttft_ms, strict=True)
+    ]
+    ttft_ok = sum(ttft_ok_of)
+    both_ok = sum(a and b for a, b in zip(itl_ok_of, ttft_ok_of, strict=True))
     ups = downs = 0
     for before, after in pairwise(cluster.history):
         ups += after.replicas > before.replicas
@@ -226,24 +311,29 @@ def _result(setup: SimSetup, trace: Trace, cluster: SimCluster, policy: Policy) 
     reaction = scaled - step if scaled is not None and step is not None else None
     misses_at_step = None
     if ready is not None and step is not None:
-        # in flight at some instant of [step, ready]: arrived by `ready`, finished after `step`
-        misses_at_step = sum(
-            1
-            for r in done
-            if r.arrival <= ready
-            and r.finished is not None
-            and r.finished >= step
-            and r.itl_mean * 1000.0 > setup.slo_itl_ms
-        ) + sum(1 for t in cluster.rejected if step <= t <= ready)
+        # in flight at some instant of [step, ready]: arrived by `ready`, ended after `step`
+        misses_at_step = (
+            sum(
+                1
+                for r, ok in zip(done, itl_ok_of, strict=True)
+                if not ok
+                and retried.get(r, r.arrival) <= ready
+                and r.finished is not None
+                and r.finished >= step
+            )
+            + sum(1 for t in cluster.rejected if step <= t <= ready)
+            + sum(1 for k in killed if k.arrival <= ready and k.at >= step)
+        )
     return PolicyResult(
         policy=policy.name,
-        description=DESCRIPTIONS[policy.name],
+        description=DESCRIPTIONS[parse_label(policy.name)[0]],
         cycle_s=policy.cycle_s,
         completed=len(done),
-        unfinished=cluster.counters.arrivals - len(done) - len(cluster.rejected),
+        unfinished=cluster.counters.arrivals - len(done) - len(cluster.rejected) - len(killed),
         rejected=len(cluster.rejected),
         itl_attainment_pct=100.0 * itl_ok / judged if judged else 100.0,
         ttft_attainment_pct=100.0 * ttft_ok / judged if judged else 100.0,
+        slo_attainment_pct=100.0 * both_ok / judged if judged else 100.0,
         itl_mean_ms=sum(itl_ms) / len(itl_ms) if itl_ms else None,
         itl_p95_ms=_percentile(itl_ms, 0.95),
         ttft_p95_ms=_percentile(ttft_ms, 0.95),
@@ -262,7 +352,16 @@ def _result(setup: SimSetup, trace: Trace, cluster: SimCluster, policy: Policy) 
         ready_s=ready - step if ready is not None and step is not None else None,
         replicas_at_step=in_place.replicas if in_place is not None else None,
         itl_misses_at_step=misses_at_step,
+        killed=len(killed),
+        retried=len(retried),
+        preemptions=cluster.preemptions,
     )
+
+
+def _ttft_since(request: Request, first_arrival: float) -> float:
+    """Seconds from the client's first arrival to the request's first token."""
+    assert request.first_token is not None
+    return request.first_token - first_arrival
 
 
 def _reaction(
@@ -333,14 +432,16 @@ def format_table(report: SimReport) -> str:
     """The per-policy figures as a fixed-width table."""
     header = (
         f"{'policy':<13} {'ITL ok %':>8} {'TTFT ok %':>9} {'ITL p95':>8} {'GPU h':>7} "
-        f"{'cost':>8} {'ups':>4} {'downs':>5} {'max':>4} {'reaction':>18}"
+        f"{'cost':>8} {'ups':>4} {'downs':>5} {'max':>4} {'killed':>6} {'retried':>7} "
+        f"{'reaction':>18}"
     )
     lines = [header]
     for r in report.policies:
         lines.append(
             f"{r.policy:<13} {r.itl_attainment_pct:8.2f} {r.ttft_attainment_pct:9.2f} "
             f"{_ms(r.itl_p95_ms):>8} {r.gpu_hours:7.3f} {r.cost:8.2f} {r.scale_ups:4d} "
-            f"{r.scale_downs:5d} {r.max_replicas:4d} {reaction_text(r):>18}"
+            f"{r.scale_downs:5d} {r.max_replicas:4d} {r.killed:6d} {r.retried:7d} "
+            f"{reaction_text(r):>18}"
         )
     return "\n".join(lines)
 

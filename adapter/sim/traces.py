@@ -189,6 +189,36 @@ def bursty_trace(
     return PiecewiseTrace("bursty", duration_s, tuple(times), tuple(rates))
 
 
+def noisy_trace(
+    duration_s: float,
+    seed: int,
+    low_rps: float = 6.0,
+    high_rps: float = 26.0,
+    noise: float = 0.1,
+    sample_s: float = 60.0,
+) -> PiecewiseTrace:
+    """Smooth load with noise, as a monitoring export gives it (the CSV family): a slow
+    wave between `low_rps` and `high_rps` (one to two periods a run, starting low like
+    the other shapes, where one replica serves), sampled every `sample_s` and each
+    sample off by a normal `noise` fraction. The wave's length and the noise are drawn
+    from `seed`: each seed is another trace of the family."""
+    if not (sample_s > 0 and 0.0 <= noise < 1.0):
+        raise TraceError("noisy: need sample_s > 0 and 0 <= noise < 1")
+    _check_rates("noisy", low_rps, high_rps)
+    rng = random.Random(f"noisy:{seed}")
+    periods = rng.uniform(1.0, 2.0)
+    times: list[float] = []
+    rates: list[float] = []
+    t = 0.0
+    while t < duration_s:
+        wave = (1.0 - math.cos(2.0 * math.pi * periods * t / duration_s)) / 2.0
+        smooth = low_rps + (high_rps - low_rps) * wave
+        times.append(t)
+        rates.append(max(0.0, smooth * (1.0 + noise * rng.gauss(0.0, 1.0))))
+        t += sample_s
+    return PiecewiseTrace("noisy", duration_s, tuple(times), tuple(rates))
+
+
 def csv_trace(text: str, source: str, duration_s: float | None = None) -> PiecewiseTrace:
     """A piecewise-constant trace from CSV lines `time_s,rate_rps` (an optional header line
     `time_s,rate_rps`, blank lines and `#` comments allowed). Each rate holds until the
