@@ -87,3 +87,34 @@ def test_the_policy_scales_the_cluster_by_the_plan() -> None:
         (240.0, 2, 1),
         (300.0, 2, 2),
     ]
+
+
+# ---------------------------------------------------------------- policy labels
+
+
+def test_a_label_sets_the_policys_knob() -> None:
+    from adapter.sim.policies import parse_label
+
+    assert parse_label("ours") == ("ours", None)
+    assert parse_label("ours@0.995") == ("ours", 0.995)
+    assert parse_label("keda-queue@2") == ("keda-queue", 2.0)
+    assert parse_label("clairvoyant@0.9") == ("clairvoyant", 0.9)
+
+
+@pytest.mark.parametrize(
+    ("label", "says"),
+    [
+        ("hpa", "unknown policy 'hpa'"),
+        ("wva-tutorial@2", "has no knob"),
+        ("ours@1.5", "out of range"),
+        ("ours@0", "out of range"),
+        ("keda-queue@-1", "out of range"),
+        ("keda-queue@many", "must be a number"),
+        ("clairvoyant@nan", "out of range"),
+    ],
+)
+def test_a_bad_label_is_refused_by_name(label: str, says: str) -> None:
+    from adapter.sim.policies import parse_label
+
+    with pytest.raises(ValueError, match=says):
+        parse_label(label)
