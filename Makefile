@@ -60,6 +60,8 @@ bench: $(STAMP) system-tools
 	$(BIN)/python bench/scaler.py
 	$(BIN)/python bench/load.py
 	$(BIN)/python bench/policies.py
+	$(BIN)/python bench/attainment.py
+	$(BIN)/python bench/arena.py
 	$(BIN)/python bench/startup.py
 
 bench-smoke: $(STAMP) system-tools
@@ -67,6 +69,8 @@ bench-smoke: $(STAMP) system-tools
 	$(BIN)/python bench/scaler.py --smoke
 	$(BIN)/python bench/load.py --smoke
 	$(BIN)/python bench/policies.py --smoke
+	$(BIN)/python bench/attainment.py --smoke
+	$(BIN)/python bench/arena.py --smoke
 	$(BIN)/python bench/startup.py --smoke
 
 # Re-resolve both locks from pyproject.toml (newest versions the indexes serve), with

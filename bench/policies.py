@@ -59,7 +59,6 @@ from adapter.collect.local import load_snapshot  # noqa: E402
 from adapter.sim.command import make_trace, write_plot  # noqa: E402
 from adapter.sim.policies import (  # noqa: E402
     OURS_INTERVAL_S,
-    POLICIES,
     QUEUE_TARGET,
     SimSetup,
     setup_from_snapshot,
@@ -68,6 +67,9 @@ from adapter.sim.simulate import PolicyResult, SimReport, reaction_text, simulat
 from adapter.sim.traces import PiecewiseTrace, Trace  # noqa: E402
 
 SAMPLES = ROOT / "deploy" / "samples"
+# the reaction study's three (bench/arena.py compares every policy, the peers and the
+# clairvoyant floor included)
+POLICIES = ("ours", "wva-tutorial", "keda-queue")
 RESULTS = ROOT / "bench" / "results"
 # trace -> (virtual seconds full, smoke; rates; what it shows)
 TRACES: dict[str, tuple[float, float, str, str]] = {
@@ -130,6 +132,7 @@ def timed(
     report = simulate(
         setup,
         trace,
+        policies=POLICIES,
         seed=seed,
         startup_delay_s=startup_delay_s,
         phase=phase,
