@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, TypeAlias
+from typing import Literal, Protocol, TypeAlias
 
 PolicyType = Literal["Pods", "Percent"]
 SelectPolicy = Literal["Max", "Min", "Disabled"]
@@ -609,3 +609,39 @@ class KedaLoop:
             self.now = t
         self.now = max(self.now, until)
         return steps
+
+
+class Scalable(Protocol):
+    """What a KEDA-driven loop sets: a Deployment's spec.replicas."""
+
+    @property
+    def replicas(self) -> int: ...
+
+    def scale(self, replicas: int) -> None: ...
+
+
+class KedaDriven:
+    """A KedaLoop whose HPA sets a Deployment's replicas, for a virtual-time driver.
+
+    The loop's poll and sync times are mirrored (same additions from the same start) so
+    that `advance_to` runs exactly what is due at each call, with the Deployment standing
+    at that instant when the metric is read.
+    """
+
+    def __init__(self, keda: KedaLoop, deployment: Scalable) -> None:
+        self.keda = keda
+        self._deployment = deployment
+        self._next_poll = keda.start
+        self._next_sync = keda.start
+
+    def next_time(self) -> float:
+        return min(self._next_poll, self._next_sync)
+
+    def act(self, now: float) -> None:
+        self.keda.advance_to(now)
+        if self._next_poll <= now:
+            self._next_poll = self._next_poll + self.keda.spec.pollingInterval
+        if self._next_sync <= now:
+            self._next_sync = self._next_sync + self.keda.hpa_sync_period
+        if self.keda.current_replicas != self._deployment.replicas:
+            self._deployment.scale(self.keda.current_replicas)

@@ -58,7 +58,7 @@ from dataclasses import replace
 from typing import Final
 
 from adapter.sim.cluster import SimCluster
-from adapter.sim.hpa import DEFAULT_SYNC_PERIOD_SECONDS, KedaLoop
+from adapter.sim.hpa import DEFAULT_SYNC_PERIOD_SECONDS, KedaDriven, KedaLoop
 from adapter.sim.peers import (
     EPP_POOL_SATURATION,
     EPP_QUEUE_SIZE,
@@ -189,30 +189,6 @@ def cluster_target(cluster: SimCluster) -> Target:
     return collect
 
 
-class _KedaDriven:
-    """A KedaLoop whose HPA sets the simulated Deployment's replicas (as in
-    adapter/sim/policies.py: poll and sync times mirrored so that each `act` runs what
-    is due, with the cluster standing at that instant)."""
-
-    def __init__(self, keda: KedaLoop, cluster: SimCluster) -> None:
-        self.keda = keda
-        self._cluster = cluster
-        self._next_poll = keda.start
-        self._next_sync = keda.start
-
-    def next_time(self) -> float:
-        return min(self._next_poll, self._next_sync)
-
-    def act(self, now: float) -> None:
-        self.keda.advance_to(now)
-        if self._next_poll <= now:
-            self._next_poll = self._next_poll + self.keda.spec.pollingInterval
-        if self._next_sync <= now:
-            self._next_sync = self._next_sync + self.keda.hpa_sync_period
-        if self.keda.current_replicas != self._cluster.replicas:
-            self._cluster.scale(self.keda.current_replicas)
-
-
 class _PeerPolicy:
     """A recipe: Prometheus scraping the cluster, maybe a controller, KEDA + HPA."""
 
@@ -250,7 +226,7 @@ class _PeerPolicy:
             hpa_sync_period=DEFAULT_SYNC_PERIOD_SECONDS,
             tolerance=recipe.hpa_tolerance,
         )
-        self._keda = _KedaDriven(self.keda, cluster)
+        self._keda = KedaDriven(self.keda, cluster)
 
     def _next_own(self) -> float:
         """The recipe's own controller's next cycle (none by default)."""

@@ -56,6 +56,7 @@ from adapter.sim.hpa import (
     HorizontalPodAutoscalerBehavior,
     HPAScalingPolicy,
     HPAScalingRules,
+    KedaDriven,
     KedaLoop,
     ScaledObjectSpec,
 )
@@ -436,33 +437,6 @@ def queue_scaled_object(limits: Limits, target: float = QUEUE_TARGET) -> ScaledO
     )
 
 
-class _KedaDriven:
-    """A KedaLoop whose HPA sets the simulated Deployment's replicas.
-
-    The loop's poll and sync times are mirrored (same additions from the same start) so
-    that `advance_to` runs exactly one of them at each call, with the cluster standing at
-    that instant when the metric is read.
-    """
-
-    def __init__(self, keda: KedaLoop, cluster: SimCluster) -> None:
-        self.keda = keda
-        self._cluster = cluster
-        self._next_poll = keda.start
-        self._next_sync = keda.start
-
-    def next_time(self) -> float:
-        return min(self._next_poll, self._next_sync)
-
-    def act(self, now: float) -> None:
-        self.keda.advance_to(now)
-        if self._next_poll <= now:
-            self._next_poll = self._next_poll + self.keda.spec.pollingInterval
-        if self._next_sync <= now:
-            self._next_sync = self._next_sync + self.keda.hpa_sync_period
-        if self.keda.current_replicas != self._cluster.replicas:
-            self._cluster.scale(self.keda.current_replicas)
-
-
 class OursPolicy:
     """This adapter, served to KEDA/HPA (see the module docstring)."""
 
@@ -497,7 +471,7 @@ class OursPolicy:
             return float(scaler.desired(variant))  # raises Refusal as GetMetrics would
 
         phase = interval_s / 2.0 if hpa_phase_s is None else _check_phase(hpa_phase_s)
-        self._keda = _KedaDriven(
+        self._keda = KedaDriven(
             KedaLoop(
                 spec=ours_scaled_object(
                     limits.min_replicas,
@@ -575,7 +549,7 @@ class QueuePolicy:
             return float(cluster.gauges()[1])
 
         self.first_cycle_s = _check_phase(phase_s)
-        self._keda = _KedaDriven(
+        self._keda = KedaDriven(
             KedaLoop(
                 spec=queue_scaled_object(limits, target),
                 get_metrics=waiting,
