@@ -62,6 +62,7 @@ bench: $(STAMP) system-tools
 	$(BIN)/python bench/policies.py
 	$(BIN)/python bench/attainment.py
 	$(BIN)/python bench/arena.py
+	$(BIN)/python bench/attainment_emulator.py
 	$(BIN)/python bench/startup.py
 
 bench-smoke: $(STAMP) system-tools

@@ -42,6 +42,16 @@ simulator runs), 2 points are 3.3 of them; at 10 minutes 2 points are 2.3-2.9 (t
 seed-1 10-minute run came out 2.6 points low, the simulator on its arrivals too: the
 worst of 120 seeds).
 
+The host. The client and the emulator take about 10 % of a core each. On a quiet
+machine neither falls behind (sends at most ~10 ms late, per-request ITL within
++-0.035 ms of the simulator's for 98 % of the requests). With other test suites running
+on the same 2 cores, two runs saw the client and the emulator frozen together for
+1.5-1.7 s: the emulator restarts its timeline, every request in flight gains ~25 ms of
+ITL, and the client sends the frozen second's requests in one burst. One such 20-minute
+run came out -2.35 points: -0.39 from the timing, -0.55 from the bursts. The report
+counts the freezes (sends more than `STALL_MS` late) and gives the share over the
+requests clear of them.
+
 Beside the direct comparison, the report gives the emulator's share corrected for its
 run's arrivals (common random numbers): emulator - simulator on the same arrivals +
 the simulator's mean over the independent runs, an estimate of the emulator's long-run
@@ -107,6 +117,9 @@ SLO_ITL_MS = 9.0
 OUTPUT = 64  # tokens per request (see the docstring: why 64)
 TARGET_SHARE = 0.95  # the operating point: the rate the model puts at this share
 TOLERANCE = 2.0  # points, the acceptance
+# points, for a --smoke run (60 s judged): a share over 60 s has a standard deviation of
+# 2.5 points (200 simulator runs), skewed low (0.5th percentile 7.6 under the mean)
+SMOKE_TOLERANCE = 8.0
 STREAM_INTERVAL_MS = 1000.0
 MODEL_NAME = "attainment-bench"
 SPREAD_SEEDS = 40  # independent simulator runs for the share's noise at this length
@@ -140,8 +153,13 @@ def rate_for_share(output_tokens: int, target: float = TARGET_SHARE) -> float:
 def warmup_s(output_tokens: int, rate: float) -> float:
     """Requests sent before this are not judged: 20 lifetimes (the batch forgets its empty
     start within a few), at least 10 s."""
-    lifetime = attainment(replica_model(output_tokens), rate, 1, SLO_ITL_MS, 0.0)
-    return max(10.0, round(20.0 * lifetime.statistics.lifetime_s))
+    return max(10.0, round(20.0 * lifetime_s(output_tokens, rate)))
+
+
+def lifetime_s(output_tokens: int, rate: float) -> float:
+    """A request's mean decode time at this load, as the model sees it."""
+    model = replica_model(output_tokens)
+    return attainment(model, rate, 1, SLO_ITL_MS, 0.0).statistics.lifetime_s
 
 
 # --------------------------------------------------------------------------- the client
@@ -454,6 +472,31 @@ def simulated_share(
 STALL_MS = 50.0  # a send this late means the client (or the host) stalled
 
 
+def stall_windows(observations: Sequence[Observation]) -> list[tuple[float, float]]:
+    """When the client was frozen: from the schedule to the send of every request sent
+    more than `STALL_MS` late, overlapping spans merged (seconds from the start)."""
+    spans = sorted(
+        (o.scheduled, o.sent) for o in observations if o.sent - o.scheduled > STALL_MS / 1000
+    )
+    merged: list[tuple[float, float]] = []
+    for start, end in spans:
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def outside_stalls(
+    scheduled: float, windows: Sequence[tuple[float, float]], before: float, after: float
+) -> bool:
+    """Whether a request due at `scheduled` is clear of every stall window: not alive
+    when it began (`before`: a few lifetimes) and not in the `after` it takes the batch
+    to forget the burst the stall sent. The windows come from the host, not from the
+    batch, so leaving them out does not bias the share."""
+    return all(not (start - before <= scheduled <= end + after) for start, end in windows)
+
+
 @dataclass(frozen=True)
 class Result:
     """One run's figures; shares in %, times in ms unless named otherwise."""
@@ -464,6 +507,7 @@ class Result:
     duration_s: float
     seed: int
     stream_interval_ms: float
+    tolerance: float  # points, on |emulator - predicted|
     sent: int
     judged: int
     errors: int  # judged requests that failed (counted as misses)
@@ -488,6 +532,12 @@ class Result:
     send_lag_p99_ms: float  # the client's sends behind their schedule
     send_lag_max_ms: float
     stalled_sends: int  # sends more than STALL_MS behind
+    stalls: int  # windows the client was frozen in (merged stalled sends)
+    stalled_s: float  # their total length
+    clear: int  # judged requests clear of the stalls (see `outside_stalls`)
+    emulator_clear_pct: float  # the shares over those requests only
+    simulator_same_clear_pct: float
+    simulator_scheduled_clear_pct: float
     client_gc: ClientPauses
     cpu: CpuLoad
     wall_s: float
@@ -522,8 +572,13 @@ class Result:
         return self.timing_gap + self.spread_mean_pct
 
     @property
+    def clear_gap(self) -> float:
+        """emulator - predicted over the requests clear of the host's stalls, points."""
+        return self.emulator_clear_pct - self.predicted_pct
+
+    @property
     def passed(self) -> bool:
-        return abs(self.gap) <= TOLERANCE
+        return abs(self.gap) <= self.tolerance
 
 
 def _quantile(values: Sequence[float], q: float) -> float:
@@ -533,6 +588,8 @@ def _quantile(values: Sequence[float], q: float) -> float:
 
 def _share_pct(itl_ms: Sequence[float]) -> float:
     """% of the ITLs within the SLO; nan (a failed request, no ITL) is a miss."""
+    if not itl_ms:
+        return math.nan
     return 100.0 * sum(1 for x in itl_ms if x <= SLO_ITL_MS) / len(itl_ms)
 
 
@@ -554,6 +611,7 @@ def run(
     seed: int = 1,
     stream_interval_ms: float = STREAM_INTERVAL_MS,
     spread_runs: int = SPREAD_SEEDS,
+    tolerance: float = TOLERANCE,
     log_path: Path | None = None,
 ) -> tuple[Result, list[Observation], list[Replayed]]:
     """Load the emulator, replay its arrivals through the simulator, predict; returns the
@@ -571,6 +629,9 @@ def run(
     scheduled = replay([o.scheduled for o in observations], output_tokens)
     kept = [i for i, o in enumerate(observations) if o.scheduled >= warmup]
     judged = [(observations[i], replayed[i]) for i in kept]
+    windows = stall_windows(observations)
+    alive = 2.0 * lifetime_s(output_tokens, rate)
+    clear = [i for i in kept if outside_stalls(observations[i].scheduled, windows, alive, warmup)]
     timed = [(o, s) for o, s in judged if not math.isnan(o.itl_ms)]
     diffs = [o.itl_ms - s.itl_ms for o, s in timed]
     ttft_diffs = [o.ttft_ms - s.ttft_ms for o, s in timed]
@@ -586,6 +647,7 @@ def run(
         duration_s=duration_s,
         seed=seed,
         stream_interval_ms=stream_interval_ms,
+        tolerance=tolerance,
         sent=len(observations),
         judged=len(judged),
         errors=sum(1 for o, _ in judged if o.error is not None),
@@ -612,6 +674,12 @@ def run(
         send_lag_p99_ms=_quantile(lags, 0.99),
         send_lag_max_ms=max(lags),
         stalled_sends=sum(1 for lag in lags if lag > STALL_MS),
+        stalls=len(windows),
+        stalled_s=sum(end - start for start, end in windows),
+        clear=len(clear),
+        emulator_clear_pct=_share_pct([observations[i].itl_ms for i in clear]),
+        simulator_same_clear_pct=_share_pct([replayed[i].itl_ms for i in clear]),
+        simulator_scheduled_clear_pct=_share_pct([scheduled[i].itl_ms for i in clear]),
         client_gc=pauses,
         cpu=cpu,
         wall_s=time.monotonic() - started,
@@ -643,7 +711,7 @@ def markdown(r: Result, smoke: bool) -> str:
         " (last token - first token) / (tokens - 1), is within the SLO.",
         "",
         f"**{verdict}**: emulator - predicted = {r.gap:+.2f} points (tolerance"
-        f" {TOLERANCE:g}); one run of this length has a standard deviation of"
+        f" {r.tolerance:g}); one run of this length has a standard deviation of"
         f" {r.spread_std_pct:.2f} points ({r.spread_runs} simulator runs).",
         "",
         "| share within the ITL SLO | % |",
@@ -673,6 +741,15 @@ def markdown(r: Result, smoke: bool) -> str:
         f"- independent simulator runs' mean - predicted:"
         f" {r.spread_mean_pct - r.predicted_pct:+.2f} points, the model's error alone"
         f" (+- {spread_se:.2f}).",
+        "",
+        f"Host stalls: the client was frozen {r.stalls} times ({r.stalled_s:.2f} s in all;"
+        f" sends more than {STALL_MS:g} ms late, merged). Over the {r.clear} judged requests"
+        " clear of them (none alive when one began, none within a warm-up after it ended):"
+        f" emulator {r.emulator_clear_pct:.2f} %, simulator on the same arrivals"
+        f" {r.simulator_same_clear_pct:.2f} %, on the schedule"
+        f" {r.simulator_scheduled_clear_pct:.2f} %; emulator - predicted"
+        f" {r.clear_gap:+.2f} points (not the verdict: reported to show what the stalls"
+        " cost).",
         "",
         "Did the emulator keep real time (per request, emulator - simulator on the same arrivals):",
         "",
@@ -717,6 +794,7 @@ def main() -> int:
         duration_s=duration,
         seed=args.seed,
         stream_interval_ms=args.stream_interval_ms,
+        tolerance=SMOKE_TOLERANCE if args.smoke else TOLERANCE,
     )
     report = markdown(result, args.smoke)
     print(report)
@@ -728,8 +806,8 @@ def main() -> int:
         "send_gap": result.send_gap,
         "arrivals_gap": result.arrivals_gap,
         "corrected_pct": result.corrected_pct,
+        "clear_gap": result.clear_gap,
         "passed": result.passed,
-        "tolerance": TOLERANCE,
         "machine": cpu_model(),
     }
     (out / f"attainment-emulator{suffix}.json").write_text(
