@@ -113,6 +113,8 @@ class AssemblySettings:
     # the share of requests within both SLOs that each variant is sized for, unless its
     # class sets `slo-attainment`; None: the reference's rule (mean ITL within the SLO)
     attainment: float | None = 0.99
+    # size for the measured arrival rate x (1 + headroom) (`SizingRule.headroom`)
+    headroom: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -431,6 +431,7 @@ async def _serve(
             unlimited=settings.unlimited,
             saturation_policy=settings.saturation_policy,
             attainment=settings.slo_attainment / 100.0 if settings.sizing == "attainment" else None,
+            headroom=settings.headroom / 100.0,
         ),
         interval_s=settings.interval,
         staleness_s=staleness,
@@ -594,6 +595,11 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
         metavar="{attainment,mean}",
         help="attainment, or mean: the reference's rule, mean ITL within the SLO"
         " (default attainment)",
+    )
+    run.add_argument(
+        "--headroom",
+        help="%% of the measured arrival rate sized for on top of it: replicas ready"
+        " before a sudden rise, for GPU-hours (default 0)",
     )
     run.add_argument("--sync-timeout", help="initial cache sync, s (default 60)")
     serve = run.add_argument_group("serving")

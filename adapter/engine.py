@@ -251,8 +251,8 @@ class Engine:
         parsed = parse_system(assembly.system)
         if self._own_cache:
             _fit_cache(self._cache, len(assembly.servers))
-        target = self._settings.attainment
-        rule = None if target is None else SizingRule(target)
+        target, headroom = self._settings.attainment, self._settings.headroom
+        rule = None if target is None and headroom == 0 else SizingRule(target, headroom)
         solution = optimize_parsed(parsed, self._cache, rule)
         decisions = _decisions(assembly, solution, loads, _out_of_date(cluster, self.staleness_s))
         finished = self._clock.monotonic()

@@ -83,6 +83,9 @@ Port = Annotated[
 AtLeastOne = Annotated[int, _require(lambda v: v >= 1, "must be >= 1")]
 Replicas = Annotated[int, _require(lambda v: v >= 0, "must be >= 0 (0 allows scale to zero)")]
 Share = Annotated[float, _require(lambda v: 0 < v < 100, "must be a percentage in (0, 100)")]
+Percent = Annotated[
+    float, _require(lambda v: math.isfinite(v) and v >= 0, "must be a finite percentage >= 0")
+]
 # items separated by commas or spaces in a variable (`_split`; NoDecode: not JSON), a list
 # on the command line; None: not set
 Items = Annotated[tuple[str, ...] | None, NoDecode]
@@ -124,6 +127,9 @@ class RunSettings(BaseSettings):
     # `slo-attainment` overrides it); `mean` sizing is the reference's rule
     slo_attainment: Share = 99.0
     sizing: Literal["attainment", "mean"] = "attainment"
+    # size for the measured arrival rate plus this % of it: capacity bought ahead of a
+    # sudden rise, which a reactive loop serves only a start-up later (bench/arena.py)
+    headroom: Percent = 0.0
     sync_timeout: PositiveSeconds = 60.0
     # serving
     grpc_host: str = "0.0.0.0"

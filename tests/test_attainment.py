@@ -213,4 +213,21 @@ def test_the_engine_sizes_for_the_share_by_default(tmp_path: Path) -> None:
     from adapter.assemble import AssemblySettings
 
     assert AssemblySettings().attainment == 0.99
-    assert math.isclose(SizingRule().target, 0.99)
+    assert SizingRule().target == 0.99 and SizingRule().headroom == 0.0
+
+
+def test_headroom_sizes_for_the_rate_plus_its_share() -> None:
+    # 10 req/s with 20 % headroom is sized as 12 req/s: two replicas where one holds 10
+    assert _replicas(_system(10 * 60), SizingRule(0.99)) == 1
+    assert _replicas(_system(10 * 60), SizingRule(0.99, headroom=0.2)) == 2
+    assert _replicas(_system(12 * 60), SizingRule(0.99)) == 2
+    assert _replicas(_system(10 * 60), SizingRule(0.99, headroom=0.0)) == 1
+    # with the mean rule too: 12 req/s fits one replica's mean ITL, 14.4 does not
+    assert _replicas(_system(12 * 60), SizingRule(None, headroom=0.2)) == 2
+    assert _replicas(_system(12 * 60), SizingRule(None)) == 1
+
+
+@pytest.mark.parametrize("headroom", [-0.1, math.nan, math.inf])
+def test_headroom_must_be_a_finite_fraction(headroom: float) -> None:
+    with pytest.raises(ValueError, match="headroom"):
+        SizingRule(0.99, headroom=headroom)

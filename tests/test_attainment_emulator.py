@@ -30,12 +30,12 @@ The tolerances, and why:
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.script_modules import load_script
 
 pytestmark = pytest.mark.integration
 
@@ -51,12 +51,7 @@ ITL_BIAS_MS = 0.02
 
 
 def _bench() -> Any:
-    spec = importlib.util.spec_from_file_location("wva_bench_attainment_emulator", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script(BENCH, "wva_bench_attainment_emulator")
 
 
 @pytest.fixture(scope="module")

@@ -20,8 +20,9 @@ VA_RESOURCE = KIND_TO_RESOURCE["VariantAutoscaling"]
 LEASE_RESOURCE = KIND_TO_RESOURCE["Lease"]
 
 
-def test_run_with_local_objects_and_scraping_logs_decisions(busy_pod: MetricsServer) -> None:
-    result = subprocess.run(
+def _run_local(pod: MetricsServer, *flags: str) -> subprocess.CompletedProcess[str]:
+    """`run --local deploy/samples --scrape POD` for three 1-second cycles."""
+    return subprocess.run(
         [
             sys.executable,
             "-m",
@@ -30,7 +31,7 @@ def test_run_with_local_objects_and_scraping_logs_decisions(busy_pod: MetricsSer
             "--local",
             str(SAMPLES),
             "--scrape",
-            busy_pod.url,
+            pod.url,
             "--cycles",
             "3",
             "--interval",
@@ -39,11 +40,16 @@ def test_run_with_local_objects_and_scraping_logs_decisions(busy_pod: MetricsSer
             "0",
             "--metrics-port",
             "0",
+            *flags,
         ],
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def test_run_with_local_objects_and_scraping_logs_decisions(busy_pod: MetricsServer) -> None:
+    result = _run_local(busy_pod)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     # the first cycle has a single scrape: no rate yet, so no decision; a normal start,
@@ -61,6 +67,16 @@ def test_run_with_local_objects_and_scraping_logs_decisions(busy_pod: MetricsSer
     assert [line.split("cycle ")[1].split(":")[0] for line in cycles] == ["2", "3"]
     assert "1 VariantAutoscalings solved, 0 not, 1 decisions changed" in cycles[0]
     assert "1 VariantAutoscalings solved, 0 not, 0 decisions changed" in cycles[1]
+
+
+def test_headroom_sizes_for_more_than_the_measured_rate(busy_pod: MetricsServer) -> None:
+    """`--headroom 100` sizes for twice the pod's ~20 req/s: 3 or more replicas where the
+    measured rate alone asks for 2 (the test above)."""
+    result = _run_local(busy_pod, "--headroom", "100")
+    assert result.returncode == 0, result.stderr
+    decision = next(line for line in result.stderr.splitlines() if "desired" in line)
+    desired = int(decision.split("desired ")[1].split(" x ")[0])
+    assert desired >= 3, decision
 
 
 def test_run_rejects_a_missing_folder_and_two_metric_sources() -> None:

@@ -8,7 +8,6 @@ would (a concrete value and the "All" value), must return finite samples.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import re
@@ -24,17 +23,14 @@ from adapter.clock import WallClock
 from adapter.engine import EngineStats, Snapshot
 from adapter.exporter import Exporter
 from tests.prometheus_server import PrometheusServer, poll
+from tests.script_modules import load_script
 from tests.test_exporter import decisions
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 
 
 def load_generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("wva_dashboard", DEPLOY / "dashboard.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(DEPLOY / "dashboard.py", "wva_dashboard")
 
 
 def committed() -> tuple[dict[str, Any], dict[str, Any]]:

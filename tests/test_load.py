@@ -21,23 +21,18 @@ gRPC was served by the process that runs the cycle).
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.script_modules import load_script
+
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "load.py"
 
 
 def _harness() -> Any:
-    spec = importlib.util.spec_from_file_location("wva_bench_load", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script(BENCH, "wva_bench_load")
 
 
 @pytest.fixture(scope="module")

@@ -72,6 +72,7 @@ def test_the_defaults_are_the_documented_ones() -> None:
         "saturation_policy": "None",
         "slo_attainment": 99.0,
         "sizing": "attainment",
+        "headroom": 0.0,
         "sync_timeout": 60.0,
         "grpc_host": "0.0.0.0",
         "grpc_port": 9090,

@@ -95,10 +95,18 @@ def test_the_policy_scales_the_cluster_by_the_plan() -> None:
 def test_a_label_sets_the_policys_knob() -> None:
     from adapter.sim.policies import parse_label
 
-    assert parse_label("ours") == ("ours", None)
-    assert parse_label("ours@0.995") == ("ours", 0.995)
-    assert parse_label("keda-queue@2") == ("keda-queue", 2.0)
-    assert parse_label("clairvoyant@0.9") == ("clairvoyant", 0.9)
+    assert parse_label("ours") == ("ours", None, 0.0)
+    assert parse_label("ours@0.995") == ("ours", 0.995, 0.0)
+    assert parse_label("keda-queue@2") == ("keda-queue", 2.0, 0.0)
+    assert parse_label("clairvoyant@0.9") == ("clairvoyant", 0.9, 0.0)
+
+
+def test_ours_label_takes_a_headroom() -> None:
+    from adapter.sim.policies import parse_label
+
+    assert parse_label("ours+50%") == ("ours", None, 0.5)
+    assert parse_label("ours@0.95+200%") == ("ours", 0.95, 2.0)
+    assert parse_label(" ours+0% ") == ("ours", None, 0.0)
 
 
 @pytest.mark.parametrize(
@@ -111,6 +119,12 @@ def test_a_label_sets_the_policys_knob() -> None:
         ("keda-queue@-1", "out of range"),
         ("keda-queue@many", "must be a number"),
         ("clairvoyant@nan", "out of range"),
+        ("ours+50", "percentage >= 0"),
+        ("ours+-5%", "percentage >= 0"),
+        ("ours+nan%", "percentage >= 0"),
+        ("ours@0.99+", "percentage >= 0"),
+        ("keda-queue@2+50%", "only ours takes"),
+        ("clairvoyant+10%", "only ours takes"),
     ],
 )
 def test_a_bad_label_is_refused_by_name(label: str, says: str) -> None:

@@ -33,6 +33,7 @@ from adapter.sim.policies import (
     SetupError,
     SimSetup,
     TutorialPolicy,
+    build_policy,
     ours_scaled_object,
     setup_from_snapshot,
 )
@@ -235,6 +236,17 @@ def test_ours_scales_one_to_two_on_the_step_and_back(setup: SimSetup) -> None:
     assert 300.0 < up <= 330.0  # within 2 adapter cycles of the step
     assert down >= 600.0 + 180.0  # the shipped 180 s scale-down window
     assert down <= 600.0 + 180.0 + 2 * 15.0
+
+
+def test_ours_with_headroom_is_ready_before_the_step(setup: SimSetup) -> None:
+    """`ours+50%` sizes 8 req/s as 12: two replicas from the first decisions, so the
+    step to 16 finds them serving; without headroom the second comes after the step."""
+    trace = step_trace(900.0)
+    cluster = SimCluster(ClusterSettings(setup.profile), make_workload(trace, seed=2))
+    run_policy(cluster, build_policy("ours+50%", setup, cluster, Limits()), trace.duration_s)
+    spec = spec_changes(cluster)
+    assert spec[0][1] == 2 and spec[0][0] < 60.0
+    assert min(h.replicas for h in cluster.history if h.at >= 60.0) == 2
 
 
 def test_wva_tutorial_patches_replicas_directly_on_its_60_s_cycle(setup: SimSetup) -> None:

@@ -13,6 +13,7 @@ decide them, so an unchanged server costs one dictionary lookup.
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
@@ -68,22 +69,37 @@ DEFAULT_ATTAINMENT = 0.99
 
 @dataclass(frozen=True, slots=True)
 class SizingRule:
-    """Size each candidate for a share of its requests within the ITL and TTFT SLOs
-    (`adapter.queueing.attainment`) rather than the reference's mean ITL.
+    """How the adapter departs from the reference's sizing.
+
+    `target`: size each candidate for a share of its requests within the ITL and TTFT
+    SLOs (`adapter.queueing.attainment`) rather than the reference's mean ITL; None
+    keeps the mean rule. A class's `slo-attainment` (percent) overrides `target` for its
+    models. The replica count never goes below the mean rule's for a target of 50 % or
+    more (the model's mean batch is then within the SLO), so the rule only adds
+    replicas there.
+
+    `headroom`: size for the measured arrival rate times (1 + headroom). A reactive
+    loop asks for a replica only after the load arrived, and the replica serves a
+    start-up later; headroom buys that start-up's worth of growth in advance, for
+    GPU-hours (bench/arena.py measures the trade). The allocation's predicted ITL and
+    wait are at the rate sized for.
 
     Without a rule the optimizer is the reference's, exactly (`wva-adapter optimize`).
-    A class's `slo-attainment` (percent) overrides `target` for its models. The replica
-    count never goes below the mean rule's for a target of 50 % or more (the model's
-    mean batch is then within the SLO), so the rule only adds replicas there.
     """
 
-    target: float = DEFAULT_ATTAINMENT
+    target: float | None = DEFAULT_ATTAINMENT
+    headroom: float = 0.0
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.target < 1.0:
+        if self.target is not None and not 0.0 < self.target < 1.0:
             raise ValueError(f"attainment target must be in (0, 1), got {self.target}")
+        if not (math.isfinite(self.headroom) and self.headroom >= 0.0):
+            raise ValueError(f"headroom must be a finite fraction >= 0, got {self.headroom}")
 
-    def target_for(self, model_target: ModelTarget) -> float:
+    def target_for(self, model_target: ModelTarget) -> float | None:
+        """The share this model is sized for, or None for the mean rule."""
+        if self.target is None:
+            return None
         own = model_target.slo_attainment
         return self.target if own is None else own / 100.0
 
@@ -223,6 +239,8 @@ def build_candidates(
         choices = _accelerator_choices(server, spec.accelerators, by_name)
         load = server.load
         current = server.current_alloc
+        # the rate sized for (the allocation's predicted ITL and wait are at it too)
+        sized_rpm = load.arrival_rate * (1.0 + (0.0 if rule is None else rule.headroom))
         memo_key = (
             server.name,
             server.model,
@@ -232,7 +250,7 @@ def build_candidates(
             current.accelerator,
             current.num_replicas,
             current.cost,
-            load.arrival_rate,
+            sized_rpm,
             load.avg_length,
             target.slo_itl,
             target.slo_ttw,
@@ -263,7 +281,7 @@ def build_candidates(
             owner.append(index)
             chosen_acc.append(accelerator)
             chosen_perf.append(perf)
-            rpm.append(load.arrival_rate)
+            rpm.append(sized_rpm)
             goals.append(goal)
             profiles.append(
                 Profile(

@@ -189,7 +189,7 @@ def schedule(
                 spans[-1] = (spans[-1][0], stop)
             else:
                 spans.append((start, stop))
-        held.append([(max(0.0, a - startup_s) if a > 0 else 0.0, b) for a, b in spans])
+        held.append([(max(0.0, a - startup_s), b) for a, b in spans])
     points = sorted({0.0, *(t for spans in held for span in spans for t in span)})
     out: list[tuple[float, int]] = []
     for t in points:

@@ -33,7 +33,7 @@ import math
 from collections.abc import Collection
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 from adapter.assemble import AssemblySettings, build_system
 from adapter.collect.metrics import LoadKey, LoadReport, MetricsWarmingUp, ModelLoad
@@ -346,16 +346,19 @@ class _AdapterCycle:
         limits: Limits,
         arrivals: ArrivalEstimate,
         attainment: float | None,
+        headroom: float = 0.0,
     ):
         """`attainment`: the share of requests sized for (None: the reference's mean
-        rule, as the tutorial-era WVA)."""
+        rule, as the tutorial-era WVA); `headroom`: sized for the rate x (1 + it)."""
         self.clock = SimClock()
         self.metrics = ClusterMetrics(cluster, setup.load_key, arrivals=arrivals)
         self.engine = Engine(
             cluster=lambda: setup.with_replicas(cluster.replicas, cluster.ready_replicas),
             metrics=self.metrics,
             clock=self.clock,
-            settings=AssemblySettings(min_num_replicas=limits.min_replicas, attainment=attainment),
+            settings=AssemblySettings(
+                min_num_replicas=limits.min_replicas, attainment=attainment, headroom=headroom
+            ),
             interval_s=interval_s,
         )
         self._variant = setup.variant
@@ -452,16 +455,20 @@ class OursPolicy:
         hpa_phase_s: float | None = None,
         phase_s: float = 0.0,
         attainment: float | None = DEFAULT_ATTAINMENT,
+        headroom: float = 0.0,
         configurable_tolerance: bool = True,
     ) -> None:
         """`phase_s`: the adapter's first cycle (the loop's phase against the trace);
         `hpa_phase_s`: how long after each cycle the HPA syncs (default half a cycle);
         `attainment`: the share of requests it sizes for (None: the mean rule);
+        `headroom`: it sizes for the measured rate x (1 + headroom);
         `configurable_tolerance`: False when the cluster lacks HPAConfigurableTolerance
         (see `ours_scaled_object`)."""
         self.cycle_s = interval_s
         self.first_cycle_s = _check_phase(phase_s)
-        self._adapter = _AdapterCycle(setup, cluster, interval_s, limits, "in-system", attainment)
+        self._adapter = _AdapterCycle(
+            setup, cluster, interval_s, limits, "in-system", attainment, headroom
+        )
         engine, clock, variant = self._adapter.engine, self._adapter.clock, setup.variant
         scaler = ScalerService(
             lambda: engine.latest, clock, ScalerSettings.for_interval(interval_s)
@@ -568,7 +575,8 @@ class QueuePolicy:
 
 # each policy's main knob, what a label's `@value` sets (None: it has none)
 KNOBS: dict[str, str | None] = {
-    "ours": "the share of requests sized for, in (0, 1) (default 0.99)",
+    "ours": "the share of requests sized for, in (0, 1) (default 0.99); a `+H%` suffix"
+    " sizes for the measured rate x (1 + H/100)",
     "wva-tutorial": None,
     "keda-queue": f"waiting requests per replica (default {QUEUE_TARGET:g})",
     "clairvoyant": f"the share of requests held, in (0, 1) (default {DEFAULT_ATTAINMENT})",
@@ -580,13 +588,25 @@ KNOBS: dict[str, str | None] = {
 }
 
 
-def parse_label(label: str) -> tuple[str, float | None]:
-    """`name` or `name@knob` (e.g. `ours@0.995`): the policy and its knob, checked."""
-    name, at, raw = label.strip().partition("@")
+class PolicyLabel(NamedTuple):
+    """A parsed policy label: `name`, `name@knob`, and for ours a `+H%` headroom."""
+
+    name: str
+    knob: float | None = None
+    headroom: float = 0.0  # ours only: size for the arrival rate x (1 + headroom)
+
+
+def parse_label(label: str) -> PolicyLabel:
+    """`name` or `name@knob` (e.g. `ours@0.995`), and for ours an optional `+H%` (e.g.
+    `ours+50%`, `ours@0.99+50%`: sized for 1.5 x the measured rate): checked."""
+    text = label.strip()
+    head, plus, extra = text.partition("+")
+    name, at, raw = head.partition("@")
     if name not in POLICIES:
         raise ValueError(f"unknown policy {name!r}; known: {', '.join(POLICIES)}")
+    headroom = _headroom(label, name, extra) if plus else 0.0
     if not at:
-        return name, None
+        return PolicyLabel(name, None, headroom)
     if KNOBS.get(name) is None:
         raise ValueError(f"policy {name!r} has no knob to set ({label!r})")
     try:
@@ -598,7 +618,21 @@ def parse_label(label: str) -> tuple[str, float | None]:
         raise ValueError(f"{label!r}: out of range ({KNOBS[name]})")
     if name == "wva-saturation" and knob > 1:
         raise ValueError(f"{label!r}: out of range ({KNOBS[name]})")
-    return name, knob
+    return PolicyLabel(name, knob, headroom)
+
+
+def _headroom(label: str, name: str, text: str) -> float:
+    """The `H%` after a label's `+`, as a fraction (ours only)."""
+    if name != "ours":
+        raise ValueError(f"{label!r}: only ours takes a +H% headroom")
+    number = text[:-1] if text.endswith("%") else None
+    try:
+        value = float(number) if number is not None else math.nan
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{label!r}: the headroom must be a percentage >= 0, e.g. +50%")
+    return value / 100.0
 
 
 def build_policy(
@@ -624,7 +658,7 @@ def build_policy(
     """
     if not 0.0 <= phase < 1.0:
         raise ValueError(f"phase must be in [0, 1), got {phase}")
-    name, knob = parse_label(label)
+    name, knob, headroom = parse_label(label)
     policy: Policy
     if name == "ours":
         policy = OursPolicy(
@@ -634,6 +668,7 @@ def build_policy(
             hpa_phase_s=hpa_phase_s,
             phase_s=phase * OURS_INTERVAL_S,
             attainment=DEFAULT_ATTAINMENT if knob is None else knob,
+            headroom=headroom,
             configurable_tolerance=hpa_configurable_tolerance,
         )
     elif name == "wva-tutorial":
