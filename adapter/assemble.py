@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar
 
 from adapter.collect.metrics import LoadReport, ModelLoad
@@ -38,6 +38,7 @@ from adapter.model.kube import (
     AcceleratorCost,
     AcceleratorProfile,
     ClusterSnapshot,
+    Deployment,
     EntryProblem,
     ServiceClass,
     ShapeError,
@@ -142,12 +143,25 @@ class SloChoice:
 
 
 @dataclass(frozen=True, slots=True)
+class Served:
+    """What an assembled VA declares and what its pods showed this cycle: what its
+    profile is learned from (`adapter.learning`)."""
+
+    declared: AcceleratorProfile  # the VA's own profile for its accelerator
+    slo_itl_ms: float
+    replicas: int  # the Deployment's spec.replicas
+    ready_replicas: int  # its status.readyReplicas: the pods serving
+    load: ModelLoad
+
+
+@dataclass(frozen=True, slots=True)
 class Assembly:
     system: dict[str, Any]  # SystemSpec JSON: adapter.model.system.parse_system reads it
     servers: Mapping[str, VariantAutoscaling]  # server name -> the VA it sizes
     slo: Mapping[str, SloChoice]  # server name -> where its SLO came from
     problems: tuple[VAProblem, ...]  # VAs left out
     config_problems: tuple[EntryProblem, ...]  # bad ConfigMap entries and Node labels
+    served: Mapping[str, Served] = field(default_factory=dict)  # server name -> its pods
 
 
 def server_name(va: VariantAutoscaling) -> str:
@@ -238,6 +252,8 @@ class _Variant:
     slo: SloChoice
     replicas: int
     load: ModelLoad
+    ready: int = 0  # the Deployment's ready replicas
+    declared: AcceleratorProfile | None = None  # the VA's profile, if a learned one sizes
 
     @property
     def server(self) -> str:
@@ -286,11 +302,14 @@ def _variant(
     if profile is None:
         raise _Skip(f"no modelProfile entry for accelerator {accelerator!r}")
     choice = _slo(va, config)
-    replicas = _replicas(va, snapshot, parse)
+    deployment = _deployment(va, snapshot, parse)
+    replicas = deployment.replicas
     load, why_not = _usable_load(loads, va.namespace, va.spec.model_id, replicas)
     if load is None:
         raise _Skip(why_not)
-    return _Variant(va, accelerator, unit, profile, choice, replicas, load)
+    return _Variant(
+        va, accelerator, unit, profile, choice, replicas, load, deployment.ready_replicas
+    )
 
 
 def _parse_va(raw: Mapping[str, Any], parse: _Parse) -> VariantAutoscaling:
@@ -321,13 +340,13 @@ def _unit_cost(accelerator: str, config: _Config) -> AcceleratorCost:
     raise _Skip(f"accelerator {accelerator!r} has no unit cost: {detail}")
 
 
-def _replicas(va: VariantAutoscaling, snapshot: ClusterSnapshot, parse: _Parse) -> int:
-    """The replicas of the VA's Deployment (same namespace and name)."""
+def _deployment(va: VariantAutoscaling, snapshot: ClusterSnapshot, parse: _Parse) -> Deployment:
+    """The VA's Deployment (same namespace and name)."""
     raw = snapshot.deployments.get((va.namespace, va.name))
     if raw is None:
         raise _Skip(f"Deployment {va.namespace}/{va.name} not found")
     try:
-        return parse(raw, parse_deployment).replicas
+        return parse(raw, parse_deployment)
     except ShapeError as error:
         raise _Skip(f"Deployment {object_ref(raw)}: {error}") from None
 
@@ -638,16 +657,20 @@ def build_system(
     loads: LoadReport,
     settings: AssemblySettings | None = None,
     parsed: ParsedObjects | None = None,
+    profiles: Mapping[tuple[str, str], tuple[float, float]] | None = None,
 ) -> Assembly:
     """The optimizer input for every VA that can be assembled, plus why the others cannot.
 
     With `parsed`, VAs and Deployments unchanged since an earlier call are not parsed
-    again; the result is the same.
+    again; the result is the same. `profiles`: (alpha, beta) in ms to size a VA with,
+    by (namespace, name), in place of its declared ones (a learned profile).
     """
     settings = settings or AssemblySettings()
     parse: _Parse = parsed.parse if parsed is not None else _parse_fresh
     config = _read_config(snapshot)
     variants, problems = _assemble_variants(snapshot, loads, config, parse)
+    if profiles:
+        variants = [_with_profile(v, profiles.get((v.va.namespace, v.va.name))) for v in variants]
     system = _system_document(config, variants, settings)
     if parsed is not None:
         parsed.sweep()
@@ -657,4 +680,19 @@ def build_system(
         slo={v.server: v.slo for v in variants},
         problems=tuple(problems),
         config_problems=config.problems,
+        served={
+            v.server: Served(v.declared or v.profile, v.slo.slo_itl, v.replicas, v.ready, v.load)
+            for v in variants
+        },
     )
+
+
+def _with_profile(v: _Variant, profile: tuple[float, float] | None) -> _Variant:
+    """`v` sized with `profile` (alpha, beta) instead of its declared one, if given.
+    A VA whose profile differs from another's of the same model then gets its own model
+    entry (`_model_names`)."""
+    if profile is None or profile == (v.profile.alpha, v.profile.beta):
+        return v
+    alpha, beta = profile
+    learned = v.profile.model_copy(update={"alpha": alpha, "beta": beta})
+    return replace(v, profile=learned, declared=v.profile)

@@ -281,6 +281,15 @@ def _cluster_source(settings: RunSettings) -> _Cluster:
     return _Cluster(cache.snapshot, None, api_client, cache)
 
 
+def _rate_window_s(settings: RunSettings) -> float:
+    """The span the metrics are rated over: Prometheus' window, or the scrapes'."""
+    if settings.prometheus is not None:
+        from adapter.collect.prometheus import duration_seconds
+
+        return duration_seconds(settings.window)
+    return max(settings.interval, settings.scrape_window)
+
+
 def _tls(settings: RunSettings) -> TlsFiles | None:
     from adapter.scaler import TlsError, TlsFiles
 
@@ -339,6 +348,8 @@ async def _serve(
     from adapter.clock import WallClock
     from adapter.engine import Engine, EngineStats
     from adapter.exporter import Exporter
+    from adapter.learning import ProfileLearning
+    from adapter.lookahead import LookAhead
     from adapter.scaler import (
         ScalerPool,
         ScalerSettings,
@@ -437,6 +448,10 @@ async def _serve(
         staleness_s=staleness,
         on_snapshot=published,
         after_cycle=after_cycle,
+        learning=None
+        if settings.no_profile_learning
+        else ProfileLearning(cycle_s=settings.interval, window_s=_rate_window_s(settings)),
+        look_ahead=LookAhead(cycle_s=settings.interval) if settings.look_ahead else None,
     )
     remove_handlers = install_signal_handlers(stop)
     exporter.start()
@@ -600,6 +615,18 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
         "--headroom",
         help="%% of the measured arrival rate sized for on top of it: replicas ready"
         " before a sudden rise, for GPU-hours (default 0)",
+    )
+    run.add_argument(
+        "--look-ahead",
+        action="store_true",
+        help="size for the arrival rate forecast a start-up ahead (learned from the"
+        " Deployment's scale-ups), never below the measured one",
+    )
+    run.add_argument(
+        "--no-profile-learning",
+        action="store_true",
+        help="size with the VAs' declared profiles only (default: learn each one from its"
+        " pods and size with it once the data refute the declared one)",
     )
     run.add_argument("--sync-timeout", help="initial cache sync, s (default 60)")
     serve = run.add_argument_group("serving")

@@ -48,6 +48,8 @@ from adapter.collect.metrics import (
     ModelLoad,
 )
 from adapter.collect.sync import PartitionSync, SyncedClusterSnapshot
+from adapter.learning import ProfileLearning, ProfileView
+from adapter.lookahead import AheadView, LookAhead
 from adapter.model.kube import ClusterSnapshot
 from adapter.model.system import parse_system
 from adapter.optimizer import SizingCache, SizingRule, optimize_parsed
@@ -79,6 +81,8 @@ class VariantDecision:
     predicted_wait_ms: float | None = None
     max_rpm_per_replica: float | None = None
     cost: float | None = None
+    profile: ProfileView | None = None  # the decode profile sized with (learning on)
+    ahead: AheadView | None = None  # the rate sized for a start-up ahead (look-ahead on)
 
     @property
     def solved(self) -> bool:
@@ -152,10 +156,16 @@ class Engine:
         cache: SizingCache | None = None,
         on_snapshot: Callable[[Snapshot], None] | None = None,
         after_cycle: Callable[[], None] | None = None,
+        learning: ProfileLearning | None = None,
+        look_ahead: LookAhead | None = None,
     ) -> None:
         """`after_cycle` runs after every cycle of `run`, on the cycle's thread, whatever
         the cycle's outcome: `wva-adapter run` settles the garbage collector and the heap
-        there (adapter/runtime.py). The Engine itself changes nothing process-wide."""
+        there (adapter/runtime.py). The Engine itself changes nothing process-wide.
+        `learning`: learn each VA's decode profile from its pods and size with it once
+        the data refute the declared one (`adapter.learning`); None: the declared ones.
+        `look_ahead`: size each VA for its load forecast a start-up ahead
+        (`adapter.lookahead`); None: for the measured load."""
         self._cluster = cluster
         self._metrics = metrics
         self._clock = clock
@@ -169,6 +179,8 @@ class Engine:
         self._parsed = ParsedObjects()
         self._on_snapshot = on_snapshot
         self._after_cycle = after_cycle
+        self._learning = learning
+        self._look_ahead = look_ahead
         self._latest: Snapshot | None = None
         self._cycle = 0
         self._last_attempt: float | None = None
@@ -221,7 +233,7 @@ class Engine:
 
         previous = self._latest
         try:
-            snapshot = self._solve(cluster, loads, started_wall, started)
+            snapshot, assembly = self._solve(cluster, loads, started_wall, started)
             self._latest = snapshot
             # serve it first: the first cycle after a start logs a line or two per VA
             if self._on_snapshot is not None:
@@ -235,6 +247,11 @@ class Engine:
             )
             raise InternalCycleError(self.stats.last_error) from error
         self.stats.durations = [*self.stats.durations[-99:], snapshot.duration_s]
+        if self._learning is not None:
+            # after the decisions: a cycle sizes with what the cycles before it taught;
+            # not from a VA whose replica counts come from an out-of-date view
+            stale = [k for k, d in snapshot.decisions.items() if _withheld_as_stale(d)]
+            self._learning.observe(assembly, at=started, skip=stale)
         try:
             self._log_cycle(snapshot, previous)
         except Exception:  # the snapshot is published and served: only log lines are lost
@@ -243,20 +260,32 @@ class Engine:
 
     def _solve(
         self, cluster: ClusterSnapshot, loads: LoadReport, started_wall: float, started: float
-    ) -> Snapshot:
-        """Assemble, optimize and package the decisions of one cycle (no side effects)."""
+    ) -> tuple[Snapshot, Assembly]:
+        """Assemble, optimize and package the decisions of one cycle (its only side
+        effect: the look-ahead's forecasters take this cycle's rates)."""
         collected = self._clock.monotonic()
-        assembly = build_system(cluster, loads, self._settings, self._parsed)
+        learning = self._learning
+        profiles = learning.sizing_profiles() if learning is not None else None
+        assembly = build_system(cluster, loads, self._settings, self._parsed, profiles)
         assembled = self._clock.monotonic()
         parsed = parse_system(assembly.system)
         if self._own_cache:
             _fit_cache(self._cache, len(assembly.servers))
+        views = self._look_ahead.observe(assembly, started) if self._look_ahead else {}
+        ahead = {
+            server: views[va.namespace, va.name].sized_rpm
+            for server, va in assembly.servers.items()
+            if (va.namespace, va.name) in views
+        }
         target, headroom = self._settings.attainment, self._settings.headroom
-        rule = None if target is None and headroom == 0 else SizingRule(target, headroom)
+        reference = target is None and headroom == 0 and not ahead
+        rule = None if reference else SizingRule(target, headroom, ahead)
         solution = optimize_parsed(parsed, self._cache, rule)
-        decisions = _decisions(assembly, solution, loads, _out_of_date(cluster, self.staleness_s))
+        decisions = _decisions(
+            assembly, solution, loads, _out_of_date(cluster, self.staleness_s), learning, views
+        )
         finished = self._clock.monotonic()
-        return Snapshot(
+        snapshot = Snapshot(
             cycle=self._cycle,
             timestamp=started_wall,
             monotonic=started,
@@ -270,12 +299,14 @@ class Engine:
                 "optimize": finished - assembled,
             },
         )
+        return snapshot, assembly
 
     def _log_cycle(self, snapshot: Snapshot, previous: Snapshot | None) -> None:
         changed = 0
         for key, decision in snapshot.decisions.items():
             before = previous.decisions.get(key) if previous is not None else None
             changed += _log_decision(decision, before)
+            _log_profile(decision, before)
             if decision.slo is not None and (before is None or before.slo != decision.slo):
                 log.info(
                     "VariantAutoscaling %s/%s: model %s uses class %s (slo-itl %g ms, "
@@ -426,6 +457,8 @@ def _decisions(
     solution: Solution,
     loads: LoadReport,
     stale: Callable[[str], str | None] = lambda _namespace: None,
+    learning: ProfileLearning | None = None,
+    ahead: Mapping[VariantKey, AheadView] | None = None,
 ) -> dict[VariantKey, VariantDecision]:
     out: dict[VariantKey, VariantDecision] = {}
     for problem in assembly.problems:
@@ -452,6 +485,8 @@ def _decisions(
             "current_replicas": current.get("numReplicas"),
             "load": load,
             "slo": assembly.slo.get(server),
+            "profile": _profile_view(assembly, server, learning),
+            "ahead": (ahead or {}).get((va.namespace, va.name)),
         }
         withheld = stale(va.namespace)
         if withheld is not None or decision is None or decision.allocation is None:
@@ -480,6 +515,49 @@ def _decisions(
             **base,
         )
     return out
+
+
+def _withheld_as_stale(decision: VariantDecision) -> bool:
+    return not decision.solved and decision.reason.startswith(KUBERNETES_STALE)
+
+
+def _log_profile(decision: VariantDecision, before: VariantDecision | None) -> None:
+    """Say when a VA starts or stops being sized with its learned profile."""
+    now = decision.profile
+    was = before.profile.source if before is not None and before.profile is not None else None
+    if now is None or now.source == (was or "declared"):
+        return
+    fit = now.learned
+    if now.source == "learned" and fit is not None:
+        log.info(
+            "VariantAutoscaling %s/%s: sizing with its learned profile, alpha %.4g ms, beta "
+            "%.4g ms (declared %g, %g; %d cycles, %s)",
+            decision.namespace,
+            decision.name,
+            fit.alpha_ms,
+            fit.beta_ms,
+            now.declared_alpha_ms,
+            now.declared_beta_ms,
+            fit.accepted,
+            fit.reason,
+        )
+    else:
+        log.info(
+            "VariantAutoscaling %s/%s: sizing with its declared profile again (%s)",
+            decision.namespace,
+            decision.name,
+            fit.reason if fit is not None and not fit.trusted else "the data agree with it",
+        )
+
+
+def _profile_view(
+    assembly: Assembly, server: str, learning: ProfileLearning | None
+) -> ProfileView | None:
+    served = assembly.served.get(server)
+    if learning is None or served is None:
+        return None
+    va = assembly.servers[server]
+    return learning.view((va.namespace, va.name), (served.declared.alpha, served.declared.beta))
 
 
 def _server_docs(system: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:

@@ -17,6 +17,12 @@ for an unsolved VA, or `unresolved` when unknown):
   `wva_avg_output_tokens`, `wva_observed_itl_seconds`, `wva_observed_wait_seconds`, and
   SLO targets `wva_slo_itl_seconds`, `wva_slo_ttft_seconds` (the service class'
   `slo-tpot` / `slo-ttft`, in seconds);
+- with profile learning on: `wva_declared_alpha_seconds`, `wva_declared_beta_seconds`,
+  `wva_learned_profile_in_use` (1 when the learned profile sized the cycle), and once
+  the pods gave an observation `wva_learned_alpha_seconds`, `wva_learned_beta_seconds`,
+  `wva_learned_profile_observations`, `wva_learned_profile_trusted`;
+- with look-ahead on: `wva_sized_arrival_rate_requests_per_second` (the forecast a
+  start-up ahead it was sized for) and `wva_startup_seconds` (the start-up planned with);
 - always: `wva_decision_info{reason=...} 1`, `reason` one of `REASONS` (a small enum;
   the free-text reason goes to the logs and the VA's status, never into a label).
 
@@ -85,6 +91,7 @@ from adapter import __version__
 from adapter.clock import Clock
 from adapter.collect.sync import SyncState
 from adapter.engine import KUBERNETES_STALE, EngineStats, Snapshot, VariantDecision
+from adapter.learn import LearnedProfile
 
 __all__ = [
     "DURATION_BUCKETS",
@@ -386,6 +393,19 @@ class SnapshotCollector(Collector):
             "Time-to-first-token (queue wait) target of the variant's service class.",
             lambda d: None if d.slo is None else d.slo.slo_ttw / 1000,
         )
+        yield from _profile_families(family)
+        yield family(
+            "wva_sized_arrival_rate_requests_per_second",
+            "Arrival rate the variant was sized for: the forecast a start-up ahead"
+            " (look-ahead on; never below the smoothed rate now).",
+            lambda d: None if d.ahead is None else d.ahead.sized_rpm / 60,
+        )
+        yield family(
+            "wva_startup_seconds",
+            "Start-up the look-ahead plans with: learned from the Deployment's scale-ups,"
+            " or the default until two are seen.",
+            lambda d: None if d.ahead is None else d.ahead.startup.seconds,
+        )
         info = InfoMetricFamily(
             "wva_decision",
             "The cycle's outcome per VariantAutoscaling; reason is one of " + ", ".join(REASONS),
@@ -394,6 +414,55 @@ class SnapshotCollector(Collector):
         for variant in variants:
             info.add_metric([*variant.labels, reason_code(variant.decision)], {})
         yield info
+
+
+def _profile_families(
+    family: Callable[[str, str, Callable[[VariantDecision], float | None]], GaugeMetricFamily],
+) -> Iterator[Metric]:
+    """The decode profile each VA was sized with, declared and learned (learning on)."""
+
+    def learned(read: Callable[[LearnedProfile], float]) -> Callable[..., float | None]:
+        def value(d: VariantDecision) -> float | None:
+            fit = d.profile.learned if d.profile is not None else None
+            return read(fit) if fit is not None and fit.accepted > 0 else None
+
+        return value
+
+    yield family(
+        "wva_declared_alpha_seconds",
+        "Decode step time at batch 0 the VariantAutoscaling declares (alpha).",
+        lambda d: None if d.profile is None else d.profile.declared_alpha_ms / 1000,
+    )
+    yield family(
+        "wva_declared_beta_seconds",
+        "Decode step time added per request in the batch the VariantAutoscaling declares.",
+        lambda d: None if d.profile is None else d.profile.declared_beta_ms / 1000,
+    )
+    yield family(
+        "wva_learned_alpha_seconds",
+        "Decode step time at batch 0 learned from the pods (alpha).",
+        learned(lambda f: f.alpha_ms / 1000),
+    )
+    yield family(
+        "wva_learned_beta_seconds",
+        "Decode step time added per request in the batch, learned from the pods (beta).",
+        learned(lambda f: f.beta_ms / 1000),
+    )
+    yield family(
+        "wva_learned_profile_observations",
+        "Cycles whose pod metrics the learned profile rests on.",
+        learned(lambda f: f.accepted),
+    )
+    yield family(
+        "wva_learned_profile_trusted",
+        "1 when the learned profile is known well enough to size with, else 0.",
+        learned(lambda f: float(f.trusted)),
+    )
+    yield family(
+        "wva_learned_profile_in_use",
+        "1 when the learned profile sized this cycle (it refutes the declared one), else 0.",
+        lambda d: None if d.profile is None else float(d.profile.source == "learned"),
+    )
 
 
 def _sync_families(state: SyncState) -> Iterator[Metric]:
@@ -439,7 +508,7 @@ def _bound(value: float) -> str:
 # /healthz: the engine loop must have attempted a cycle within
 # max(LIVENESS_CYCLES x interval, interval + LIVENESS_MARGIN_S). Attempts start one interval
 # after the previous one ended, so the margin is the longest a cycle may legitimately take
-# (9 PromQL queries against a slow Prometheus with a 10 s timeout each; 100 hung pods
+# (10 PromQL queries against a slow Prometheus with a 10 s timeout each; 100 hung pods
 # scraped 10 at a time with a 5 s timeout: 50 s).
 LIVENESS_CYCLES = 3.0
 LIVENESS_MARGIN_S = 60.0

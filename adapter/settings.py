@@ -130,6 +130,10 @@ class RunSettings(BaseSettings):
     # size for the measured arrival rate plus this % of it: capacity bought ahead of a
     # sudden rise, which a reactive loop serves only a start-up later (bench/arena.py)
     headroom: Percent = 0.0
+    # learn each VA's decode profile from its pods; off: the declared ones always size
+    no_profile_learning: bool = False
+    # size for the load forecast a learned start-up ahead, not the load now
+    look_ahead: bool = False
     sync_timeout: PositiveSeconds = 60.0
     # serving
     grpc_host: str = "0.0.0.0"

@@ -23,6 +23,10 @@ What is written (through the `/status` subresource, so `spec` is never touched):
   kept as they are. A snapshot older than `max_age_s` (cycles failing) turns both False
   and leaves the allocations alone; so does having no snapshot at all `max_age_s` after
   the writer started (no cycle has succeeded since this process started).
+- with profile learning on, condition `ProfileLearned`: True (LearnedProfileInUse) when
+  the profile learned from the pods sizes the VA, with it and the declared one in the
+  message; False (DeclaredProfileInUse) otherwise, saying whether the fit is not known
+  well enough yet or agrees with the declaration.
 
 Writes happen only when the status changes. `lastTransitionTime` is kept while a
 condition's status stays the same, and `lastRunTime` is the start of the cycle that
@@ -55,6 +59,7 @@ from kubernetes import client
 from adapter.clock import Clock, sleep_unless
 from adapter.engine import Snapshot, VariantDecision, VariantKey
 from adapter.exporter import reason_code
+from adapter.learning import ProfileView
 from adapter.model.kube import ACCELERATOR_LABEL, GROUP, PLURAL, VERSION
 
 __all__ = [
@@ -66,7 +71,8 @@ __all__ = [
     "desired_status",
     "merge_patch",
 ]
-
+OPTIMIZATION_READY = "OptimizationReady"
+PROFILE_LEARNED = "ProfileLearned"
 log = logging.getLogger(__name__)
 
 METRICS_AVAILABLE = "MetricsAvailable"
@@ -189,7 +195,36 @@ def _conditions(
         out.append((OPTIMIZATION_READY, False, code, decision.reason))
     else:
         out.append((OPTIMIZATION_READY, False, "OptimizationFailed", f"{code}: {decision.reason}"))
+    if decision.profile is not None:
+        out.append(_profile_condition(decision.profile))
     return out
+
+
+def _profile_condition(view: ProfileView) -> tuple[str, bool, str, str]:
+    """Which decode profile sized the VA. Values to 3 digits: a message that changes
+    every cycle would write the status every cycle."""
+    declared = (
+        f"declared alpha {view.declared_alpha_ms:.3g} ms, beta {view.declared_beta_ms:.3g} ms"
+    )
+    fit = view.learned
+    if view.source == "learned" and fit is not None:
+        return (
+            PROFILE_LEARNED,
+            True,
+            "LearnedProfileInUse",
+            f"sized with alpha {fit.alpha_ms:.3g} ms, beta {fit.beta_ms:.3g} ms learned from"
+            f" the pods ({declared})",
+        )
+    if fit is None or fit.accepted == 0:
+        why = "no observation of the pods under load yet"
+    elif not fit.trusted:
+        why = "the fit is not known well enough yet"
+    else:
+        why = (
+            f"the pods agree with it (learned alpha {fit.alpha_ms:.3g} ms, beta"
+            f" {fit.beta_ms:.3g} ms)"
+        )
+    return (PROFILE_LEARNED, False, "DeclaredProfileInUse", f"sized with the {declared}: {why}")
 
 
 def desired_status(
@@ -269,7 +304,8 @@ def desired_status(
         for type_, ok, reason, message in _conditions(decision, stale_after)
     }
     conditions = [ours.pop(str(c.get("type")), dict(c)) for c in old_conditions]  # keep order
-    conditions.extend(ours[t] for t in (METRICS_AVAILABLE, OPTIMIZATION_READY) if t in ours)
+    ordered = (METRICS_AVAILABLE, OPTIMIZATION_READY, PROFILE_LEARNED)
+    conditions.extend(ours[t] for t in ordered if t in ours)
     new["conditions"] = conditions
     return new
 

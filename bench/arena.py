@@ -9,6 +9,7 @@ tokens, replicas 1..8. A policy label is `name` or `name@knob`:
 - `ours@share`: this adapter sizing for that share of requests within both SLOs
   (default 0.99); `ours+H%`: sizing for the measured arrival rate x (1 + H/100), its
   `--headroom` (default 0): capacity bought ahead of a sudden change, for GPU hours;
+  `ours+ahead`: sizing for the rate forecast a learned start-up ahead (`--look-ahead`);
 - `llmd-saturation@running`: llm-d's KEDA recipe on the EPP's pool saturation and
   running requests (the running requests per replica target, default 16: the trigger
   that sizes on these loads; the saturation target stays 0.7);
@@ -109,6 +110,10 @@ SWEEPS: dict[str, tuple[str, ...]] = {
         "ours+100%",
         "ours+200%",
         "ours+300%",
+        "ours+ahead",
+        "ours+ahead+10%",
+        "ours+ahead+20%",
+        "ours+ahead+50%",
     ),
     "llmd-saturation": tuple(f"llmd-saturation@{k:g}" for k in (16, 4, 8, 12, 24)),
     "llmd-slo": tuple(f"llmd-slo@{k:g}" for k in (0.55, 0.8, 1.0, 1.1, 1.3)),
@@ -118,7 +123,7 @@ SWEEPS: dict[str, tuple[str, ...]] = {
     "clairvoyant": ("clairvoyant",),
 }
 SMOKE_SWEEPS: dict[str, tuple[str, ...]] = {
-    "ours": ("ours", "ours@0.95", "ours+20%"),
+    "ours": ("ours", "ours@0.95", "ours+20%", "ours+ahead"),
     "llmd-saturation": ("llmd-saturation",),
     "llmd-slo": ("llmd-slo",),
     "wva-saturation": ("wva-saturation",),
@@ -136,6 +141,7 @@ class Run:
     policy: str
     knob: float | None
     headroom: float  # ours: sized for the rate x (1 + headroom)
+    ahead: bool  # ours: sized for the rate forecast a start-up ahead
     requests: int
     itl_pct: float
     ttft_pct: float
@@ -172,13 +178,14 @@ def _run_trace(args: tuple[str, float, int, Sequence[str]]) -> list[Run]:
 
 
 def _run(trace: str, each: str, requests: int, r: PolicyResult, wall: float) -> Run:
-    policy, knob, headroom = parse_label(each)
+    policy, knob, headroom, ahead = parse_label(each)
     return Run(
         trace=trace,
         label=each,
         policy=policy,
         knob=knob,
         headroom=headroom,
+        ahead=ahead,
         requests=requests,
         itl_pct=r.itl_attainment_pct,
         ttft_pct=r.ttft_attainment_pct,
@@ -336,7 +343,10 @@ COLORS = {
 
 
 def _series(r: Run) -> str:
-    """A line in the plot: a policy's knob sweep; ours' headroom sweep is a second one."""
+    """A line in the plot: a policy's knob sweep; ours' headroom sweeps are lines of their
+    own, with and without look-ahead."""
+    if r.ahead:
+        return f"{r.policy} +ahead"
     return f"{r.policy} +headroom" if r.headroom > 0 else r.policy
 
 

@@ -240,6 +240,7 @@ class FakePrometheus:
             "queue_time_ms": float(k % 50),
             "ttft_ms": 40.0 + k % 200,
             "running": float(k % 64),
+            "decoding": float(k % 64),
             "waiting": float(k % 5),
             "kv_cache_usage": (k % 100) / 100.0,
         }[field]

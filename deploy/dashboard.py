@@ -188,6 +188,78 @@ def panels() -> list[dict[str, Any]]:
                 ),
             ],
         ),
+        row("Learning and look-ahead"),
+        panel(
+            "timeseries",
+            "Decode step at batch 0 (alpha): declared vs learned",
+            [
+                (
+                    f"max by ({BY_VA}) (wva_declared_alpha_seconds{{{SEL}}})",
+                    "{{namespace}}/{{variant_name}} declared",
+                ),
+                (
+                    f"max by ({BY_VA}) (wva_learned_alpha_seconds{{{SEL}}})",
+                    "{{namespace}}/{{variant_name}} learned",
+                ),
+            ],
+            unit="s",
+            description="Learned from the pods' ITL and batch each cycle; it sizes only "
+            "once known well enough and more than 5 % from the declared profile where "
+            "the pods run (see the next panels).",
+        ),
+        panel(
+            "timeseries",
+            "Decode step per request in the batch (beta): declared vs learned",
+            [
+                (
+                    f"max by ({BY_VA}) (wva_declared_beta_seconds{{{SEL}}})",
+                    "{{namespace}}/{{variant_name}} declared",
+                ),
+                (
+                    f"max by ({BY_VA}) (wva_learned_beta_seconds{{{SEL}}})",
+                    "{{namespace}}/{{variant_name}} learned",
+                ),
+            ],
+            unit="s",
+        ),
+        panel(
+            "timeseries",
+            "Learned profile: trusted, in use, observations",
+            [
+                (
+                    f"max by ({BY_VA}) (wva_learned_profile_trusted{{{SEL}}})",
+                    "{{namespace}}/{{variant_name}} trusted",
+                ),
+                (
+                    f"max by ({BY_VA}) (wva_learned_profile_in_use{{{SEL}}})",
+                    "{{namespace}}/{{variant_name}} in use",
+                ),
+                (
+                    f"max by ({BY_VA}) (wva_learned_profile_observations{{{SEL}}})",
+                    "{{namespace}}/{{variant_name}} observations",
+                ),
+            ],
+        ),
+        panel(
+            "timeseries",
+            "Arrival rate: measured vs sized for (look-ahead)",
+            [
+                (
+                    f"max by ({BY_VA}) (wva_arrival_rate_requests_per_second{{{SEL}}})",
+                    "{{namespace}}/{{variant_name}} measured",
+                ),
+                (
+                    f"max by ({BY_VA}) (wva_sized_arrival_rate_requests_per_second{{{SEL}}})",
+                    "{{namespace}}/{{variant_name}} sized for",
+                ),
+                (
+                    f"max by ({BY_VA}) (wva_startup_seconds{{{SEL}}})",
+                    "{{namespace}}/{{variant_name}} start-up (s)",
+                ),
+            ],
+            description="With --look-ahead: the forecast a learned start-up ahead it sizes "
+            "for, and that start-up.",
+        ),
         row("Adapter health"),
         panel(
             "stat",

@@ -30,10 +30,10 @@ def recorded(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     document = json.loads((out_dir / "summary.json").read_text())
     assert Scenario.model_validate(document["scenario"]) == scenario  # the path is on record
     if scenario.metrics == "prometheus":
-        # the adapter read its load there all along: 9 queries a cycle (80 %: a cycle
+        # the adapter read its load there all along: 10 queries a cycle (80 %: a cycle
         # starts `cycle_s` after the previous one ended)
         cycles = scenario.end_s / scenario.cycle_s
-        assert document["prometheus_queries"] >= 0.8 * 9 * cycles, document["prometheus_queries"]
+        assert document["prometheus_queries"] >= 0.8 * 10 * cycles, document["prometheus_queries"]
     else:
         assert document["prometheus_queries"] is None
     samples = [Sample.model_validate(s) for s in document["samples"]]

@@ -24,7 +24,7 @@ from adapter.engine import EngineStats, Snapshot
 from adapter.exporter import Exporter
 from tests.prometheus_server import PrometheusServer, poll
 from tests.script_modules import load_script
-from tests.test_exporter import decisions
+from tests.test_exporter import decisions_learning
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 
@@ -133,7 +133,7 @@ class Publisher:
             timestamp=self.clock.now(),
             monotonic=self.clock.monotonic(),
             duration_s=0.002 + 0.001 * (self.cycle % 7),
-            decisions=MappingProxyType(decisions()),
+            decisions=MappingProxyType(decisions_learning()),
             phases_s={"collect": 0.001, "assemble": 0.0005, "optimize": 0.0005},
         )
 

@@ -4,6 +4,7 @@ kubelet's probes (readiness follows gRPC serving, liveness the engine loop's att
 from __future__ import annotations
 
 from collections.abc import Collection, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from types import MappingProxyType
 
@@ -28,11 +29,37 @@ from adapter.exporter import (
     liveness_limit,
     reason_code,
 )
+from adapter.learn import DeclaredProfile, LearnedProfile
+from adapter.learn.startup import StartupEstimate
+from adapter.learning import ProfileView
+from adapter.lookahead import AheadView
 from tests.kube_helpers import SAMPLES
 
 Sample = tuple[str, frozenset[tuple[str, str]]]
 
 SLO = SloChoice(class_name="Premium", key="opt-125m", slo_itl=24.0, slo_ttw=500.0, via="model")
+# granite-h100's decode profile: declared 10 + 0.1 x batch ms, learned 13 + 0.13 (in use)
+LEARNED = LearnedProfile(
+    declared=DeclaredProfile(alpha_ms=10.0, beta_ms=0.1, max_batch=256, slo_itl_ms=24.0),
+    alpha_ms=13.0,
+    beta_ms=0.13,
+    alpha_se_ms=0.1,
+    beta_se_ms=0.002,
+    accepted=12,
+    rejected=1,
+    resets=0,
+    trusted=True,
+    reason="ITL known within 0.5% at batch 40",
+)
+PROFILE = ProfileView(10.0, 0.1, 13.0, 0.13, "learned", LEARNED)
+AHEAD = AheadView(
+    measured_rpm=120.0,
+    sized_rpm=150.0,
+    horizon_s=105.0,
+    startup=StartupEstimate(
+        seconds=90.0, upper_s=100.0, samples=3, source="learned", resolution_s=15.0
+    ),
+)
 
 
 def decisions() -> dict[tuple[str, str], VariantDecision]:
@@ -95,6 +122,41 @@ def decisions() -> dict[tuple[str, str], VariantDecision]:
             current_replicas=None,
             reason="missing label inference.optimization/acceleratorName",
         ),
+    }
+
+
+def decisions_learning() -> dict[tuple[str, str], VariantDecision]:
+    """`decisions()`, granite-h100 with a learned profile in use and a look-ahead."""
+    out = decisions()
+    key = ("llm", "granite-h100")
+    out[key] = replace(out[key], profile=PROFILE, ahead=AHEAD)
+    return out
+
+
+def test_the_learned_profile_and_the_look_ahead_are_exported() -> None:
+    snapshot = Snapshot(
+        cycle=1, timestamp=0.0, monotonic=0.0, duration_s=0.1, decisions=decisions_learning()
+    )
+    collector = SnapshotCollector(lambda: snapshot, EngineStats(), ManualClock(), max_age_s=None)
+    labels = frozenset(
+        {("variant_name", "granite-h100"), ("namespace", "llm"), ("accelerator_type", "H100")}
+    )
+    got = {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in collector.collect()
+        for s in family.samples
+        if s.name.startswith(("wva_declared", "wva_learned", "wva_sized", "wva_startup"))
+    }
+    assert got == {
+        ("wva_declared_alpha_seconds", labels): pytest.approx(0.010),
+        ("wva_declared_beta_seconds", labels): pytest.approx(0.0001),
+        ("wva_learned_alpha_seconds", labels): pytest.approx(0.013),
+        ("wva_learned_beta_seconds", labels): pytest.approx(0.00013),
+        ("wva_learned_profile_observations", labels): 12,
+        ("wva_learned_profile_trusted", labels): 1.0,
+        ("wva_learned_profile_in_use", labels): 1.0,
+        ("wva_sized_arrival_rate_requests_per_second", labels): pytest.approx(2.5),
+        ("wva_startup_seconds", labels): 90.0,
     }
 
 

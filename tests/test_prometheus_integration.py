@@ -188,6 +188,8 @@ def test_collected_load_matches_the_served_traffic(
         assert load.avg_prompt_tokens == rel(expected_mean(group, "prompt", "req"), rel=0.05)
         assert load.avg_output_tokens == rel(expected_mean(group, "output", "req"), rel=0.05)
         assert load.itl_ms == rel(1000 * expected_mean(group, "itl_s", "tokens"), rel=0.05)
+        decoding = sum(p.rate_per_s * (p.output - 1) * float(p.itl_s) for p in group)
+        assert load.decoding == rel(decoding, rel=0.05)
         assert load.ttft_ms == rel(1000 * expected_mean(group, "ttft_s", "req"), rel=0.05)
         assert load.queue_time_ms == rel(1000 * expected_mean(group, "queue_s", "req"), rel=0.05)
     m1 = report.get(*M1)
@@ -264,7 +266,7 @@ def test_query_count_does_not_grow_with_variants(
     many_keys = [M1, M2] + [(f"ns-{i}", f"model-{i}") for i in range(498)]
     many, served_for_many = cycle(many_keys)
 
-    assert one.queries == len(source.queries) == 9
+    assert one.queries == len(source.queries) == 10
     assert served_for_one == one.queries
     assert served_for_many == many.queries == one.queries
     assert set(many.loads) == {M1, M2}

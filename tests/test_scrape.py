@@ -110,6 +110,8 @@ def test_rates_and_means_over_the_interval_summed_across_pods(
     assert load.avg_output_tokens == pytest.approx((10 * 11 + 30 * 21) / 40)
     # per token, each pod counted once although b exports both ITL names
     assert load.itl_ms == pytest.approx((100 * 20 + 600 * 30) / 700)
+    # requests decoding on average over the 10 s: the ITL seconds accrued per second
+    assert load.decoding == pytest.approx((100 * 0.020 + 600 * 0.030) / 10)
     assert load.queue_time_ms == pytest.approx((10 * 100 + 30 * 300) / 40)
     assert load.ttft_ms == pytest.approx((10 * 200 + 30 * 400) / 40)
     assert (load.running, load.waiting) == (8, 1)

@@ -73,6 +73,8 @@ def test_the_defaults_are_the_documented_ones() -> None:
         "slo_attainment": 99.0,
         "sizing": "attainment",
         "headroom": 0.0,
+        "no_profile_learning": False,
+        "look_ahead": False,
         "sync_timeout": 60.0,
         "grpc_host": "0.0.0.0",
         "grpc_port": 9090,

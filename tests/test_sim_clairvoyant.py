@@ -95,18 +95,20 @@ def test_the_policy_scales_the_cluster_by_the_plan() -> None:
 def test_a_label_sets_the_policys_knob() -> None:
     from adapter.sim.policies import parse_label
 
-    assert parse_label("ours") == ("ours", None, 0.0)
-    assert parse_label("ours@0.995") == ("ours", 0.995, 0.0)
-    assert parse_label("keda-queue@2") == ("keda-queue", 2.0, 0.0)
-    assert parse_label("clairvoyant@0.9") == ("clairvoyant", 0.9, 0.0)
+    assert parse_label("ours") == ("ours", None, 0.0, False)
+    assert parse_label("ours@0.995") == ("ours", 0.995, 0.0, False)
+    assert parse_label("keda-queue@2") == ("keda-queue", 2.0, 0.0, False)
+    assert parse_label("clairvoyant@0.9") == ("clairvoyant", 0.9, 0.0, False)
 
 
 def test_ours_label_takes_a_headroom() -> None:
     from adapter.sim.policies import parse_label
 
-    assert parse_label("ours+50%") == ("ours", None, 0.5)
-    assert parse_label("ours@0.95+200%") == ("ours", 0.95, 2.0)
-    assert parse_label(" ours+0% ") == ("ours", None, 0.0)
+    assert parse_label("ours+50%") == ("ours", None, 0.5, False)
+    assert parse_label("ours@0.95+200%") == ("ours", 0.95, 2.0, False)
+    assert parse_label(" ours+0% ") == ("ours", None, 0.0, False)
+    assert parse_label("ours+ahead") == ("ours", None, 0.0, True)
+    assert parse_label("ours@0.95+ahead+20%") == ("ours", 0.95, 0.2, True)
 
 
 @pytest.mark.parametrize(
@@ -125,6 +127,8 @@ def test_ours_label_takes_a_headroom() -> None:
         ("ours@0.99+", "percentage >= 0"),
         ("keda-queue@2+50%", "only ours takes"),
         ("clairvoyant+10%", "only ours takes"),
+        ("ours+ahead+ahead", "each option once"),
+        ("ours+10%+20%", "each option once"),
     ],
 )
 def test_a_bad_label_is_refused_by_name(label: str, says: str) -> None:

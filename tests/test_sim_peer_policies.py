@@ -432,4 +432,4 @@ def test_descriptions_and_knobs_name_each_recipe() -> None:
     assert "llm-d-workload-variant-autoscaler" in DESCRIPTIONS["wva-saturation"]
     for name in ("llmd-saturation", "llmd-slo", "wva-saturation"):
         assert KNOBS[name] is not None
-    assert parse_label("llmd-saturation@0.5") == ("llmd-saturation", 0.5, 0.0)
+    assert parse_label("llmd-saturation@0.5") == ("llmd-saturation", 0.5, 0.0, False)

@@ -28,8 +28,9 @@ def test_slower_gpus_than_declared_give_longer_itls_while_the_va_profile_stays(
     setup: SimSetup,
 ) -> None:
     slow = replace(setup.profile, alpha_ms=8.0)  # the VA says 6.356
-    base = run(setup)
-    hidden = run(setup, true_profile=slow)
+    # with its declared profile only: learning would find the pods out (the next test)
+    base = run(setup, profile_learning=False)
+    hidden = run(setup, true_profile=slow, profile_learning=False)
 
     assert hidden.va_profile == base.va_profile == ProfileFigures.of(setup.profile)
     assert hidden.true_profile == ProfileFigures.of(slow)
@@ -39,3 +40,16 @@ def test_slower_gpus_than_declared_give_longer_itls_while_the_va_profile_stays(
     assert mismatched.itl_mean_ms > ours.itl_mean_ms + 1.0
     # ours sizes on the VA's profile, which promises ~1.6 ms more than the pods give
     assert mismatched.itl_attainment_pct < ours.itl_attainment_pct - 50.0
+
+
+def test_learning_finds_slower_gpus_out(setup: SimSetup) -> None:
+    """The same pods, the adapter learning their profile (its default): it sizes for the
+    pods it has, not the ones declared, and keeps most requests within the SLO."""
+    slow = replace(setup.profile, alpha_ms=8.0)
+    declared = run(setup, true_profile=slow, profile_learning=False).result("ours")
+    learned = run(setup, true_profile=slow).result("ours")
+    assert learned.gpu_hours > declared.gpu_hours
+    assert learned.itl_attainment_pct > declared.itl_attainment_pct + 30.0, (
+        learned.itl_attainment_pct,
+        declared.itl_attainment_pct,
+    )

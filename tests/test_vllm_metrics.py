@@ -142,7 +142,8 @@ def test_queries_count_each_pod_once_under_any_stored_names(tmp_path: Path) -> N
     twice. The `or` chains count it once: 3 requests/s, ITL (0.1 + 0.4) / 2, 7 running."""
     labels = '{namespace="ns",model_name="m",'
     queries = {q.field: q.expr for q in build_queries("1m")}
-    expected = {"arrival_rate_rpm": 3.0, "itl_ms": 0.25, "running": 7.0}
+    # decoding: the ITL sums' rates, 0.1 + 0.4 requests decoding on average
+    expected = {"arrival_rate_rpm": 3.0, "itl_ms": 0.25, "running": 7.0, "decoding": 0.5}
     test = {
         "interval": "15s",
         "input_series": [

@@ -52,6 +52,10 @@ class ModelLoad:
     running: float | None = None
     waiting: float | None = None
     kv_cache_usage: float | None = None  # ratio 0..1
+    # requests decoding, time-averaged over the window and summed over the pods: the
+    # rate of the per-token latency histogram's sum (each decode step adds its duration
+    # once per request in it). Over the serving replicas, the batch the ITL was seen at.
+    decoding: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -153,6 +153,8 @@ def build_queries(window: str, namespace: str | None = None) -> tuple[Query, ...
         Query("avg_prompt_tokens", mean(REQUEST_PROMPT_TOKENS), 1.0),
         Query("avg_output_tokens", mean(REQUEST_GENERATION_TOKENS), 1.0),
         Query("itl_ms", mean(*ITL_FAMILIES), 1000.0),
+        # requests decoding, time-averaged: the ITL sum's rate (`ModelLoad.decoding`)
+        Query("decoding", f"sum {_BY} ({rate(*(h.sum for h in ITL_FAMILIES))})", 1.0),
         Query("queue_time_ms", mean(REQUEST_QUEUE_TIME), 1000.0),
         Query("ttft_ms", mean(TIME_TO_FIRST_TOKEN), 1000.0),
         Query("running", f"sum {_BY} ({instant(NUM_REQUESTS_RUNNING.value)})", 1.0),
@@ -404,6 +406,7 @@ def _model_load(key: LoadKey, values: Mapping[str, float]) -> ModelLoad:
         avg_prompt_tokens=values.get("avg_prompt_tokens", 0.0),
         avg_output_tokens=values.get("avg_output_tokens", 0.0),
         itl_ms=values.get("itl_ms"),
+        decoding=values.get("decoding"),
         queue_time_ms=values.get("queue_time_ms"),
         ttft_ms=values.get("ttft_ms"),
         running=values.get("running"),

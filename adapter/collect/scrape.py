@@ -506,6 +506,7 @@ class ScrapeTotals:
                 avg_prompt_tokens=_mean_or(rates, totals, _PROMPT),
                 avg_output_tokens=_mean_or(rates, totals, _OUTPUT),
                 itl_ms=_ms(_mean(rates, "itl")),
+                decoding=rates.get("itl_sum") if "itl_count" in rates else None,
                 queue_time_ms=_ms(_mean(rates, _QUEUE)),
                 ttft_ms=_ms(_mean(rates, _TTFT)),
                 running=gauges.get(_RUNNING),

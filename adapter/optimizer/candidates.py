@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 
@@ -84,11 +84,15 @@ class SizingRule:
     GPU-hours (bench/arena.py measures the trade). The allocation's predicted ITL and
     wait are at the rate sized for.
 
+    `ahead`: by server name, an arrival rate (req/min) to size for when it exceeds the
+    measured one: the load forecast a start-up ahead (`adapter.lookahead`).
+
     Without a rule the optimizer is the reference's, exactly (`wva-adapter optimize`).
     """
 
     target: float | None = DEFAULT_ATTAINMENT
     headroom: float = 0.0
+    ahead: Mapping[str, float] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         if self.target is not None and not 0.0 < self.target < 1.0:
@@ -240,7 +244,10 @@ def build_candidates(
         load = server.load
         current = server.current_alloc
         # the rate sized for (the allocation's predicted ITL and wait are at it too)
-        sized_rpm = load.arrival_rate * (1.0 + (0.0 if rule is None else rule.headroom))
+        sized_rpm = load.arrival_rate
+        if rule is not None:
+            ahead = rule.ahead.get(server.name, 0.0)
+            sized_rpm = max(sized_rpm, ahead) * (1.0 + rule.headroom)
         memo_key = (
             server.name,
             server.model,

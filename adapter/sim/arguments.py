@@ -122,6 +122,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the cluster lacks HPAConfigurableTolerance: ours' HPA applies the default"
         " 10 %% tolerance instead of keda/scaledobject.yaml's 0",
     )
+    parser.add_argument(
+        "--no-profile-learning",
+        dest="profile_learning",
+        action="store_false",
+        help="ours sizes with the VA's declared profile only, as `run --no-profile-learning`",
+    )
     parser.add_argument("--json", metavar="PATH", help="write the report as JSON")
     parser.add_argument("--plot", metavar="PATH", help="write the plot (PNG)")
     parser.add_argument(

@@ -117,6 +117,7 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
             true_profile=true_profile,
             termination_grace_s=args.termination_grace,
             hpa_configurable_tolerance=args.hpa_configurable_tolerance,
+            profile_learning=args.profile_learning,
         )
     except SimulateInputError:
         raise

@@ -41,6 +41,8 @@ from adapter.collect.scrape import Scrape, ScrapeTotals
 from adapter.defaults import SIM_POLICIES
 from adapter.emulator.batching import ServingProfile
 from adapter.engine import CycleError, Engine, metric_keys
+from adapter.learning import ProfileLearning
+from adapter.lookahead import LookAhead
 from adapter.model.kube import (
     ACCELERATOR_COSTS_CONFIGMAP,
     ClusterSnapshot,
@@ -347,9 +349,13 @@ class _AdapterCycle:
         arrivals: ArrivalEstimate,
         attainment: float | None,
         headroom: float = 0.0,
+        learn: bool = False,
+        look_ahead: bool = False,
     ):
         """`attainment`: the share of requests sized for (None: the reference's mean
-        rule, as the tutorial-era WVA); `headroom`: sized for the rate x (1 + it)."""
+        rule, as the tutorial-era WVA); `headroom`: sized for the rate x (1 + it);
+        `learn`: learn the profile from the pods (`adapter.learning`), as `run` does;
+        `look_ahead`: size for the load a start-up ahead (`adapter.lookahead`)."""
         self.clock = SimClock()
         self.metrics = ClusterMetrics(cluster, setup.load_key, arrivals=arrivals)
         self.engine = Engine(
@@ -360,6 +366,8 @@ class _AdapterCycle:
                 min_num_replicas=limits.min_replicas, attainment=attainment, headroom=headroom
             ),
             interval_s=interval_s,
+            learning=ProfileLearning(cycle_s=interval_s) if learn else None,
+            look_ahead=LookAhead(cycle_s=interval_s) if look_ahead else None,
         )
         self._variant = setup.variant
 
@@ -457,17 +465,29 @@ class OursPolicy:
         attainment: float | None = DEFAULT_ATTAINMENT,
         headroom: float = 0.0,
         configurable_tolerance: bool = True,
+        learn: bool = True,
+        look_ahead: bool = False,
     ) -> None:
         """`phase_s`: the adapter's first cycle (the loop's phase against the trace);
         `hpa_phase_s`: how long after each cycle the HPA syncs (default half a cycle);
         `attainment`: the share of requests it sizes for (None: the mean rule);
         `headroom`: it sizes for the measured rate x (1 + headroom);
+        `learn`: it learns the profile from the pods (the adapter's default);
+        `look_ahead`: it sizes for the load forecast a start-up ahead;
         `configurable_tolerance`: False when the cluster lacks HPAConfigurableTolerance
         (see `ours_scaled_object`)."""
         self.cycle_s = interval_s
         self.first_cycle_s = _check_phase(phase_s)
         self._adapter = _AdapterCycle(
-            setup, cluster, interval_s, limits, "in-system", attainment, headroom
+            setup,
+            cluster,
+            interval_s,
+            limits,
+            "in-system",
+            attainment,
+            headroom,
+            learn,
+            look_ahead,
         )
         engine, clock, variant = self._adapter.engine, self._adapter.clock, setup.variant
         scaler = ScalerService(
@@ -576,7 +596,8 @@ class QueuePolicy:
 # each policy's main knob, what a label's `@value` sets (None: it has none)
 KNOBS: dict[str, str | None] = {
     "ours": "the share of requests sized for, in (0, 1) (default 0.99); a `+H%` suffix"
-    " sizes for the measured rate x (1 + H/100)",
+    " sizes for the measured rate x (1 + H/100), `+ahead` for the rate forecast a"
+    " start-up ahead",
     "wva-tutorial": None,
     "keda-queue": f"waiting requests per replica (default {QUEUE_TARGET:g})",
     "clairvoyant": f"the share of requests held, in (0, 1) (default {DEFAULT_ATTAINMENT})",
@@ -589,24 +610,31 @@ KNOBS: dict[str, str | None] = {
 
 
 class PolicyLabel(NamedTuple):
-    """A parsed policy label: `name`, `name@knob`, and for ours a `+H%` headroom."""
+    """A parsed policy label: `name`, `name@knob`, and for ours `+H%` and `+ahead`."""
 
     name: str
     knob: float | None = None
     headroom: float = 0.0  # ours only: size for the arrival rate x (1 + headroom)
+    ahead: bool = False  # ours only: size for the load forecast a start-up ahead
 
 
 def parse_label(label: str) -> PolicyLabel:
-    """`name` or `name@knob` (e.g. `ours@0.995`), and for ours an optional `+H%` (e.g.
-    `ours+50%`, `ours@0.99+50%`: sized for 1.5 x the measured rate): checked."""
-    text = label.strip()
-    head, plus, extra = text.partition("+")
+    """`name` or `name@knob` (e.g. `ours@0.995`), and for ours the options `+H%` (e.g.
+    `ours+50%`, `ours@0.99+50%`: sized for 1.5 x the measured rate) and `+ahead` (its
+    `--look-ahead`): checked."""
+    head, *options = label.strip().split("+")
     name, at, raw = head.partition("@")
     if name not in POLICIES:
         raise ValueError(f"unknown policy {name!r}; known: {', '.join(POLICIES)}")
-    headroom = _headroom(label, name, extra) if plus else 0.0
+    if options and name != "ours":
+        raise ValueError(f"{label!r}: only ours takes options (+H%, +ahead)")
+    ahead = "ahead" in options
+    rest = [o for o in options if o != "ahead"]
+    if len(rest) > 1 or options.count("ahead") > 1:
+        raise ValueError(f"{label!r}: each option once (+H%, +ahead)")
+    headroom = _headroom(label, rest[0]) if rest else 0.0
     if not at:
-        return PolicyLabel(name, None, headroom)
+        return PolicyLabel(name, None, headroom, ahead)
     if KNOBS.get(name) is None:
         raise ValueError(f"policy {name!r} has no knob to set ({label!r})")
     try:
@@ -618,13 +646,11 @@ def parse_label(label: str) -> PolicyLabel:
         raise ValueError(f"{label!r}: out of range ({KNOBS[name]})")
     if name == "wva-saturation" and knob > 1:
         raise ValueError(f"{label!r}: out of range ({KNOBS[name]})")
-    return PolicyLabel(name, knob, headroom)
+    return PolicyLabel(name, knob, headroom, ahead)
 
 
-def _headroom(label: str, name: str, text: str) -> float:
-    """The `H%` after a label's `+`, as a fraction (ours only)."""
-    if name != "ours":
-        raise ValueError(f"{label!r}: only ours takes a +H% headroom")
+def _headroom(label: str, text: str) -> float:
+    """The `H%` after a label's `+`, as a fraction."""
     number = text[:-1] if text.endswith("%") else None
     try:
         value = float(number) if number is not None else math.nan
@@ -646,6 +672,7 @@ def build_policy(
     hpa_configurable_tolerance: bool = True,
     trace: Trace | None = None,
     shape: RequestShape | None = None,
+    profile_learning: bool = True,
 ) -> Policy:
     """A fresh policy for `label` (`name` or `name@knob`) bound to `cluster`.
 
@@ -655,10 +682,11 @@ def build_policy(
     `hpa_configurable_tolerance=False`: ours' HPA applies the default 10 % tolerance
     (the cluster lacks HPAConfigurableTolerance; see `ours_scaled_object`).
     `trace` and `shape`: what `clairvoyant` knows in advance (it needs both).
+    `profile_learning=False`: ours sizes with the VA's declared profile only.
     """
     if not 0.0 <= phase < 1.0:
         raise ValueError(f"phase must be in [0, 1), got {phase}")
-    name, knob, headroom = parse_label(label)
+    name, knob, headroom, ahead = parse_label(label)
     policy: Policy
     if name == "ours":
         policy = OursPolicy(
@@ -669,6 +697,8 @@ def build_policy(
             phase_s=phase * OURS_INTERVAL_S,
             attainment=DEFAULT_ATTAINMENT if knob is None else knob,
             headroom=headroom,
+            look_ahead=ahead,
+            learn=profile_learning,
             configurable_tolerance=hpa_configurable_tolerance,
         )
     elif name == "wva-tutorial":

@@ -182,6 +182,7 @@ def simulate(
     true_profile: ServingProfile | None = None,
     termination_grace_s: float = DEFAULT_TERMINATION_GRACE_S,
     hpa_configurable_tolerance: bool = True,
+    profile_learning: bool = True,
 ) -> SimReport:
     """Run `trace` under each policy and measure them on the same seeded requests.
 
@@ -189,7 +190,8 @@ def simulate(
     after t = 0 (see `build_policy`); `hpa_phase_s`: ours' HPA sync after each cycle;
     `true_profile`: what the pods' GPUs do (default the VA's, `setup.profile`, which the
     policies read either way); `termination_grace_s`: a removed pod's grace period;
-    `hpa_configurable_tolerance=False`: the cluster lacks HPAConfigurableTolerance."""
+    `hpa_configurable_tolerance=False`: the cluster lacks HPAConfigurableTolerance;
+    `profile_learning=False`: ours keeps the VA's declared profile (`--no-profile-learning`)."""
     limits = limits or Limits()
     served = true_profile if true_profile is not None else setup.profile
     if not policies:
@@ -227,6 +229,7 @@ def simulate(
             hpa_configurable_tolerance=hpa_configurable_tolerance,
             trace=trace,
             shape=shape,
+            profile_learning=profile_learning,
         )
         run_policy(cluster, policy, end)
         results.append(_result(setup, trace, cluster, policy))
