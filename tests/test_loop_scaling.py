@@ -66,11 +66,12 @@ def test_workspace_scales_profile_and_slos_and_writes_what_the_adapter_reads(
     workspace = Workspace(tmp_path, time_factor=2.0)
     assert (workspace.alpha_ms, workspace.beta_ms) == pytest.approx((12.712, 0.088))
     assert (workspace.slo_itl_ms, workspace.slo_ttft_ms) == (18.0, 2000.0)
-    workspace.write_replicas(3)
+    workspace.write_replicas(3, ready=2)  # one replica still starting
     workspace.write_targets(["http://127.0.0.1:9001/metrics", "http://127.0.0.1:9002/metrics"])
     snapshot = LocalFolder(workspace.objects).snapshot()
     key = (workspace.namespace, workspace.va_name)
     assert snapshot.deployments[key]["spec"]["replicas"] == 3
+    assert snapshot.deployments[key]["status"]["readyReplicas"] == 2
     profile = snapshot.variant_autoscalings[key]["spec"]["modelProfile"]["accelerators"][0]
     assert float(profile["alpha"]) == pytest.approx(12.712)
     classes = snapshot.config_maps["service-classes-config"]["data"]

@@ -128,7 +128,16 @@ def test_simulate_input_errors_exit_2_with_one_line(
 
 
 def test_named_traces() -> None:
-    assert TRACES == ("step", "step-saturating", "ramp", "diurnal", "bursty", "noisy")
+    assert TRACES == (
+        "step",
+        "step-saturating",
+        "ramp",
+        "diurnal",
+        "bursty",
+        "noisy",
+        "flash",
+        "accelerating",
+    )
     saturating = make_trace("step-saturating", 900.0, 1)
     assert (saturating.name, saturating.step_up_at, saturating.peak) == (
         "step-saturating",
@@ -139,6 +148,20 @@ def test_named_traces() -> None:
     noisy, other = make_trace("noisy", 900.0, 2), make_trace("noisy", 900.0, 3)
     assert (noisy.name, noisy.duration_s) == ("noisy", 900.0)
     assert noisy.rate(450.0) != other.rate(450.0)  # the seed draws the trace
+
+
+def test_flash_crowds_climb_over_minutes_and_accelerating_ramps_speed_up() -> None:
+    flash = make_trace("flash", 7200.0, 1)
+    assert flash.rate(0.0) == flash.rate(599.0) == 8.0  # ten calm minutes first
+    assert 20.0 <= flash.peak <= 32.0  # 2.5-4 x the base
+    # no stair of a climb is a step: each adds at most a twelfth of the crowd
+    rises = [flash.rate(t + 5.0) - flash.rate(t) for t in range(0, 7195, 5)]
+    assert max(rises) <= (flash.peak - 8.0) / 12 + 1e-9
+    assert make_trace("flash", 7200.0, 2).rates != flash.rates  # the seed draws it
+    accelerating = make_trace("accelerating", 3600.0, 1)
+    early = accelerating.rate(900.0) - accelerating.rate(0.0)
+    late = accelerating.rate(3585.0) - accelerating.rate(2700.0)
+    assert late > 3 * early and accelerating.peak <= 32.0
 
 
 @pytest.mark.parametrize(

@@ -403,6 +403,9 @@ def run_loop(
             body = session.get(f"{control}/replicas", timeout=5).json()
             return [f"{r['url']}/metrics" for r in body["replicas"]]
 
+        def serving(body: Mapping[str, Any]) -> int:
+            return sum(1 for r in body["replicas"] if r.get("state") == "ready")
+
         workspace.write_replicas(scenario.initial_replicas)
         workspace.write_targets(replica_urls())
         watched = [("emulator", emulator)]  # processes whose death ends the run
@@ -488,6 +491,7 @@ def run_loop(
         log.info("guidellm took %.1f s to send its first request", lead_s)
         samples: list[Sample] = []
         replicas = scenario.initial_replicas
+        ready = replicas
         arrivals_before: tuple[float, float] | None = None
         start = time.monotonic()
         next_sample = 0.0
@@ -511,10 +515,14 @@ def run_loop(
             if keda.current_replicas != replicas:
                 replicas = keda.current_replicas
                 session.put(f"{control}/replicas", json={"count": replicas}, timeout=10)
-                workspace.write_replicas(replicas)
+                ready = serving(session.get(f"{control}/replicas", timeout=5).json())
+                workspace.write_replicas(replicas, ready)
                 workspace.write_targets(replica_urls())
             if t >= next_sample:
                 body = session.get(f"{control}/replicas", timeout=5).json()
+                if serving(body) != ready:  # a replica finished starting
+                    ready = serving(body)
+                    workspace.write_replicas(replicas, ready)
                 observed.scrape(t, [f"{r['url']}/metrics" for r in body["replicas"]])
                 arrived = float(body["arrivals_total"])
                 offered = (

@@ -77,10 +77,16 @@ class Workspace:
         _write_atomically(path, yaml.safe_dump(config_map, sort_keys=False))
         return found
 
-    def write_replicas(self, replicas: int) -> None:
-        """What the HPA does to the Deployment: set spec.replicas (and, here, the status)."""
+    def write_replicas(self, replicas: int, ready: int | None = None) -> None:
+        """What the HPA does to the Deployment, spec.replicas, and what the kubelet
+        reports of its pods, status.readyReplicas: the emulator's replicas that serve
+        (`ready`; default all). A replica still starting is not ready: the adapter
+        learns its profile per ready replica."""
         self._deployment["spec"]["replicas"] = replicas
-        self._deployment["status"] = {"replicas": replicas, "readyReplicas": replicas}
+        self._deployment["status"] = {
+            "replicas": replicas,
+            "readyReplicas": replicas if ready is None else ready,
+        }
         _write_atomically(
             self.objects / DEPLOYMENT_FILE, yaml.safe_dump(self._deployment, sort_keys=False)
         )

@@ -12,7 +12,7 @@ import re
 from adapter.defaults import DEFAULT_SAMPLES
 from adapter.defaults import SIM_POLICIES as POLICIES
 
-TRACES = ("step", "step-saturating", "ramp", "diurnal", "bursty", "noisy")
+TRACES = ("step", "step-saturating", "ramp", "diurnal", "bursty", "noisy", "flash", "accelerating")
 DEFAULT_DURATION_S = 3600.0
 _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?$")
 

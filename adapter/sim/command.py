@@ -32,9 +32,11 @@ from adapter.sim.traces import (
     RequestShape,
     Trace,
     TraceError,
+    accelerating_trace,
     bursty_trace,
     csv_trace,
     diurnal_trace,
+    flash_trace,
     noisy_trace,
     ramp_trace,
     saturating_step_trace,
@@ -56,6 +58,10 @@ def make_trace(name: str, duration_s: float | None, seed: int) -> Trace:
             return diurnal_trace(duration)
         if name == "noisy":
             return noisy_trace(duration, seed)
+        if name == "flash":
+            return flash_trace(duration, seed)
+        if name == "accelerating":
+            return accelerating_trace(duration)
         return bursty_trace(duration, seed)
     path = Path(name)
     if path.suffix.lower() != ".csv":

@@ -189,6 +189,53 @@ def bursty_trace(
     return PiecewiseTrace("bursty", duration_s, tuple(times), tuple(rates))
 
 
+def flash_trace(
+    duration_s: float,
+    seed: int,
+    base_rps: float = 8.0,
+    mean_gap_s: float = 900.0,
+    step_s: float = 5.0,
+) -> PiecewiseTrace:
+    """Flash crowds: a calm `base_rps` load that, now and then, climbs to 2.5-4 times
+    itself over 1-5 minutes, holds 5-10 minutes and falls back over as long. Unlike a
+    step, the climb lasts about a start-up or more, so a policy that sees the trend can
+    have replicas ready on time. The climbs are `step_s` stairs; gaps, heights and
+    lengths are drawn from `seed` (each seed another trace of the family). The first
+    crowd comes after 10 minutes of calm."""
+    if not (mean_gap_s > 0 and step_s > 0):
+        raise TraceError("flash: need mean_gap_s > 0 and step_s > 0")
+    _check_rates("flash", base_rps)
+    rng = random.Random(f"flash:{seed}")
+    times, rates = [0.0], [base_rps]
+    t = 600.0
+    while t < duration_s:
+        peak = base_rps * rng.uniform(2.5, 4.0)
+        climb, hold = rng.uniform(60.0, 300.0), rng.uniform(300.0, 600.0)
+        for start, low, high in ((t, base_rps, peak), (t + climb + hold, peak, base_rps)):
+            stairs = max(1, round(climb / step_s))
+            for i in range(1, stairs + 1):
+                times.append(start + (i - 1) * climb / stairs)
+                rates.append(low + (high - low) * i / stairs)
+        t += 2 * climb + hold + rng.expovariate(1.0 / mean_gap_s) + 300.0
+    kept = [(a, r) for a, r in zip(times, rates, strict=True) if a < duration_s]
+    return PiecewiseTrace("flash", duration_s, tuple(a for a, _ in kept), tuple(r for _, r in kept))
+
+
+def accelerating_trace(
+    duration_s: float, start_rps: float = 4.0, end_rps: float = 32.0, step_s: float = 15.0
+) -> PiecewiseTrace:
+    """A ramp that speeds up: `start + (end - start) * (t / duration) ** 2`, in `step_s`
+    stairs. Its slope at the end is twice the linear ramp's: a reactive policy falls
+    further behind as it goes."""
+    _check_rates("accelerating", start_rps, end_rps)
+    if not step_s > 0:
+        raise TraceError("accelerating: need step_s > 0")
+    count = max(1, math.ceil(duration_s / step_s))
+    times = tuple(i * step_s for i in range(count))
+    rates = tuple(start_rps + (end_rps - start_rps) * (t / duration_s) ** 2 for t in times)
+    return PiecewiseTrace("accelerating", duration_s, times, rates)
+
+
 def noisy_trace(
     duration_s: float,
     seed: int,
