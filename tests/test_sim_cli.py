@@ -100,7 +100,8 @@ def test_simulate_runs_other_gpus_a_small_cache_and_no_configurable_tolerance(
         (["--trace", "{csv}"], "error: {csv}:3: rate_rps must be a finite number >= 0, got -2\n"),
         (
             ["--trace", "sawtooth"],
-            "expected one of step, step-saturating, ramp, diurnal, bursty, noisy or a .csv file",
+            "expected one of step, step-saturating, ramp, diurnal, bursty, noisy, flash,"
+            " accelerating or a .csv file",
         ),
         (["--trace", "missing.csv"], "error: cannot read missing.csv"),
         (
