@@ -81,7 +81,7 @@ class ProfileLearning:
         when scraping, the default)."""
         window_s = cycle_s if window_s is None else window_s
         if not (math.isfinite(cycle_s) and cycle_s > 0 and math.isfinite(window_s)):
-            raise ValueError(f"cycle_s must be > 0, got {cycle_s}")
+            raise ValueError(f"need cycle_s > 0 and a finite window_s, got {cycle_s}, {window_s}")
         self._window_s = max(cycle_s, window_s)
         self._settings = settings or LearnSettings(cycle_s=cycle_s, slo_batch_check=False)
         self._tolerance = tolerance

@@ -55,15 +55,12 @@ class LookAhead:
         cycle_s: float,
         forecast: ForecastSettings | None = None,
         startup: StartupSettings | None = None,
-        use_upper: bool = False,
     ) -> None:
-        """`use_upper`: size for the forecast's upper bound (rate + z sd), not its mean."""
         if not (math.isfinite(cycle_s) and cycle_s > 0):
             raise ValueError(f"cycle_s must be > 0, got {cycle_s}")
         self._cycle_s = cycle_s
         self._forecast = forecast or ForecastSettings()
         self._startup = startup or StartupSettings()
-        self._use_upper = use_upper
         self._forecasters: dict[VariantKey, RateForecaster] = {}
         self._startups: dict[VariantKey, StartupEstimator] = {}
 
@@ -103,5 +100,5 @@ class LookAhead:
         forecast = forecaster.forecast(horizon)
         if forecast is None:
             return AheadView(measured_rpm, measured_rpm, horizon, startup)
-        rate = forecast.upper if self._use_upper else forecast.rate
-        return AheadView(measured_rpm, max(rate, forecast.level) * 60.0, horizon, startup)
+        sized = max(forecast.rate, forecast.level) * 60.0
+        return AheadView(measured_rpm, sized, horizon, startup)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 
@@ -10,7 +12,7 @@ from adapter.clock import ManualClock
 from adapter.collect.local import load_snapshot
 from adapter.collect.metrics import LoadReport, ModelLoad
 from adapter.defaults import DEFAULT_SAMPLES
-from adapter.engine import Engine
+from adapter.engine import Engine, EngineStats, Snapshot
 from adapter.lookahead import LookAhead
 from adapter.sim.policies import SimSetup, setup_from_snapshot
 
@@ -41,6 +43,32 @@ def ramp(cycles: int, start: float, slope_per_s: float, seed: int = 1) -> list[f
     rng = np.random.default_rng(seed)
     rates = start + slope_per_s * CYCLE_S * np.arange(cycles)
     return [float(c) / CYCLE_S for c in rng.poisson(rates * CYCLE_S)]
+
+
+def cycles(
+    setup: SimSetup,
+    rates: list[float],
+    look_ahead: LookAhead | None,
+    clock: ManualClock | None = None,
+) -> Iterator[Snapshot]:
+    """An engine's snapshots, one cycle per measured rate, 15 s apart."""
+    clock = clock or ManualClock()
+    feed = iter(rates)
+
+    class Pods:
+        def collect(self, keys: object) -> LoadReport:
+            return report(setup, next(feed))
+
+    engine = Engine(
+        cluster=lambda: setup.with_replicas(2, 2),
+        metrics=Pods(),
+        clock=clock,
+        interval_s=CYCLE_S,
+        look_ahead=look_ahead,
+    )
+    for _ in rates:
+        yield engine.run_cycle()
+        clock.advance(CYCLE_S)
 
 
 def test_a_rising_load_is_sized_ahead(setup: SimSetup) -> None:
@@ -94,27 +122,9 @@ def test_the_engine_sizes_a_ramp_ahead(setup: SimSetup) -> None:
     time constant is 300 s: the first steps come with the reactive loop's)."""
     rates = ramp(80, 4.0, 0.03, seed=2)
 
-    class Pods:
-        def __init__(self) -> None:
-            self.i = 0
-
-        def collect(self, keys: object) -> LoadReport:
-            self.i += 1
-            return report(setup, rates[self.i - 1])
-
     def run(look_ahead: LookAhead | None) -> list[int]:
-        clock = ManualClock()
-        engine = Engine(
-            cluster=lambda: setup.with_replicas(2, 2),
-            metrics=Pods(),
-            clock=clock,
-            interval_s=CYCLE_S,
-            look_ahead=look_ahead,
-        )
         desired = []
-        for _ in rates:
-            snapshot = engine.run_cycle()
-            clock.advance(CYCLE_S)
+        for snapshot in cycles(setup, rates, look_ahead):
             value = snapshot.decisions[setup.variant].desired_replicas
             assert value is not None
             desired.append(value)
@@ -141,25 +151,10 @@ def test_what_it_sized_for_is_exported(setup: SimSetup) -> None:
     from adapter.exporter import SnapshotCollector
 
     rates = ramp(20, 8.0, 0.02)
-    feed = iter(rates)
-
-    class Pods:
-        def collect(self, keys: object) -> LoadReport:
-            return report(setup, next(feed))
-
     clock = ManualClock()
-    engine = Engine(
-        cluster=lambda: setup.with_replicas(2, 2),
-        metrics=Pods(),
-        clock=clock,
-        interval_s=CYCLE_S,
-        look_ahead=LookAhead(cycle_s=CYCLE_S),
-    )
-    for _ in rates:
-        snapshot = engine.run_cycle()
-        clock.advance(CYCLE_S)
+    snapshot = list(cycles(setup, rates, LookAhead(cycle_s=CYCLE_S), clock))[-1]
     registry = CollectorRegistry()
-    registry.register(SnapshotCollector(lambda: snapshot, engine.stats, clock, max_age_s=None))
+    registry.register(SnapshotCollector(lambda: snapshot, EngineStats(), clock, max_age_s=None))
     text = generate_latest(registry).decode()
     labels = '{accelerator_type="H100",namespace="vllm-test",variant_name="vllm"}'
     assert f"wva_startup_seconds{labels} 60.0" in text
