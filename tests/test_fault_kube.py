@@ -34,6 +34,7 @@ from tests.test_kube_cache import (
     partition,
     va,
     va_names,
+    watches_open,
     watching,
 )
 
@@ -75,7 +76,7 @@ def test_a_watch_dropped_while_objects_change_ends_in_the_true_state(
     backoff = RecordingBackoff()
     custom = client.CustomObjectsApi(api)
     with KubeCache(api, CacheSettings(watch_timeout_seconds=30), backoff=backoff) as kube:
-        assert kube.wait_synced(WAIT)
+        watches_open(fake, kube)
         backoff.hold()  # keep the reflectors down while the objects change
         fake.fail_next(2, 500, _is_va_list)
         assert fake.drop_watches() >= 1

@@ -239,6 +239,7 @@ def test_dropped_stream_resumes_from_last_resource_version_without_relist(
     last_rv = max(int(o["metadata"]["resourceVersion"]) for o in snap.variant_autoscalings.values())
     lists = va_lists(fake)
 
+    watches_open(fake, cache)
     backoff.hold()
     assert fake.drop_watches() >= 4
     backoff.wait_calls(lambda calls: any("VariantAutoscaling" in t for t, _ in calls))
@@ -484,6 +485,12 @@ def watching(kube: KubeCache) -> SyncState:
     return state
 
 
+def watches_open(fake: FakeKubeAPI, kube: KubeCache) -> None:
+    """Once every partition's watch is open at the server too, so that `drop_watches()`
+    cuts all of them: a reflector counts as watching as soon as its request is sent."""
+    assert fake.wait_open_watches(len(watching(kube).partitions), WAIT), fake.open_watches()
+
+
 def test_a_list_proves_sync_and_a_snapshot_carries_its_age(
     fake: FakeKubeAPI, api: client.ApiClient, backoff: RecordingBackoff
 ) -> None:
@@ -600,7 +607,7 @@ def test_a_watch_refused_at_once_proves_nothing(
     with KubeCache(
         api, CacheSettings(watch_timeout_seconds=30), backoff=backoff, clock=clock
     ) as kube:
-        assert kube.wait_synced(WAIT)
+        watches_open(fake, kube)
         backoff.hold()
         fake.drop_watches()
         backoff.wait_calls(lambda calls: any("VariantAutoscaling" in t for t, _ in calls))

@@ -466,7 +466,7 @@ class FakeKubeAPI:
         self.requests: list[RequestRecord] = []
         self._faults: list[_Fault] = []
         self._hangs: list[tuple[_Fault, threading.Event]] = []
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()  # notified when a watch opens
         self._watch_sockets: set[socket.socket] = set()
         self._connections: set[socket.socket] = set()
         self._down = False
@@ -639,6 +639,12 @@ class FakeKubeAPI:
     def open_watches(self) -> int:
         with self._lock:
             return len(self._watch_sockets)
+
+    def wait_open_watches(self, count: int, timeout: float) -> bool:
+        """Until at least `count` watch streams are open on the server side: a client's
+        reflector says it watches once its request is sent, before the server has it."""
+        with self._lock:
+            return self._lock.wait_for(lambda: len(self._watch_sockets) >= count, timeout)
 
     def requests_matching(
         self, method: str, path_part: str, **query: str
@@ -843,6 +849,7 @@ class FakeKubeAPI:
                 self.close_connection = True
                 with api._lock:
                     api._watch_sockets.add(self.connection)
+                    api._lock.notify_all()
                 try:
                     with store.cond:
                         if since and since < store.oldest_servable_rv:
