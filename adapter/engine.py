@@ -541,6 +541,19 @@ def _log_profile(decision: VariantDecision, before: VariantDecision | None) -> N
             fit.accepted,
             fit.reason,
         )
+    elif now.source == "held":
+        log.info(
+            "VariantAutoscaling %s/%s: sizing with its last trusted learned profile, alpha "
+            "%.4g ms, beta %.4g ms, until the fit is trusted again (%s); the declared %g, %g "
+            "was refuted",
+            decision.namespace,
+            decision.name,
+            now.alpha_ms,
+            now.beta_ms,
+            fit.reason if fit is not None else "no fit",
+            now.declared_alpha_ms,
+            now.declared_beta_ms,
+        )
     else:
         log.info(
             "VariantAutoscaling %s/%s: sizing with its declared profile again (%s)",

@@ -460,8 +460,9 @@ def _profile_families(
     )
     yield family(
         "wva_learned_profile_in_use",
-        "1 when the learned profile sized this cycle (it refutes the declared one), else 0.",
-        lambda d: None if d.profile is None else float(d.profile.source == "learned"),
+        "1 when a learned profile sized this cycle (the current fit refutes the declared"
+        " one, or the last one that did is held while the fit regains trust), else 0.",
+        lambda d: None if d.profile is None else float(d.profile.source != "declared"),
     )
 
 

@@ -215,6 +215,14 @@ def _profile_condition(view: ProfileView) -> tuple[str, bool, str, str]:
             f"sized with alpha {fit.alpha_ms:.3g} ms, beta {fit.beta_ms:.3g} ms learned from"
             f" the pods ({declared})",
         )
+    if view.source == "held":
+        return (
+            PROFILE_LEARNED,
+            True,
+            "LearnedProfileHeld",
+            f"sized with alpha {view.alpha_ms:.3g} ms, beta {view.beta_ms:.3g} ms, the last"
+            f" learned profile that refuted the {declared}, until the fit is trusted again",
+        )
     if fit is None or fit.accepted == 0:
         why = "no observation of the pods under load yet"
     elif not fit.trusted:

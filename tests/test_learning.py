@@ -146,6 +146,44 @@ def test_a_wrong_declaration_is_replaced_and_decisions_follow_the_truth(
     assert sum(a == b for a, b in pairs) >= 0.9 * len(pairs), pairs
 
 
+@pytest.mark.parametrize(
+    ("first", "then", "while_unsure"), [(1.3, 0.9, "held"), (0.7, 1.0, "declared")]
+)
+def test_a_fit_that_loses_trust_sizes_with_the_slower_of_the_last_one_and_the_declaration(
+    setup: SimSetup, first: float, then: float, while_unsure: str
+) -> None:
+    """The pods change mid-run: the fit is not trusted for a cycle or more. A declaration
+    the data refuted does not size again because of that: the last trusted learned
+    profile does, unless the declaration is the slower (the pods were faster)."""
+    pods = TrueProfilePods(setup, (DECLARED[0] * first, DECLARED[1] * first), ready=2)
+    run = engine(setup, pods, learning=ProfileLearning(cycle_s=15.0))
+    va = setup.snapshot.variant_autoscalings[setup.variant]
+    views, reasons = [], []
+    for cycle in range(1, 31):
+        if cycle == 16:
+            pods.truth = (DECLARED[0] * then, DECLARED[1] * then)
+        decision = run.run_cycle().decisions[setup.variant]
+        assert decision.profile is not None
+        views.append(decision.profile)
+        status = desired_status(va, decision, now=0.0, run_time=0.0)
+        reasons += [c["reason"] for c in status["conditions"] if c["type"] == "ProfileLearned"]
+    before = views[14]
+    assert before.source == "learned" and before.learned is not None
+    unsure = [v for v in views[15:] if v.learned is not None and not v.learned.trusted]
+    assert unsure, "the change was not noticed"
+    for view in unsure:
+        assert view.source == while_unsure
+        reason = reasons[views.index(view)]
+        assert reason == (
+            "LearnedProfileHeld" if while_unsure == "held" else "DeclaredProfileInUse"
+        )
+        expected = (before.alpha_ms, before.beta_ms) if while_unsure == "held" else DECLARED
+        assert (view.alpha_ms, view.beta_ms) == pytest.approx(expected, rel=0.01)
+    # trusted again: the new truth, which for `then` 1.0 is the declaration
+    assert views[-1].source == ("declared" if then == 1.0 else "learned")
+    assert views[-1].alpha_ms == pytest.approx(DECLARED[0] * then, rel=0.05)
+
+
 def test_without_learning_the_declared_profile_sizes(setup: SimSetup) -> None:
     truth = (DECLARED[0] * 0.7, DECLARED[1] * 0.7)
     run = engine(setup, TrueProfilePods(setup, truth, ready=2), learning=None)
