@@ -94,15 +94,17 @@ def cmd_optimize(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: Text
 
 
 def cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -> int:
-    """The tutorial's scenario in a closed loop, or (--optimizer-only) its four steps."""
+    """A scenario in a closed loop (the tutorial's, or --scenario misprofiled), or
+    (--optimizer-only) the tutorial's four steps."""
     del err, stdin
     if args.optimizer_only:
         return _optimizer_steps(out)
-    from adapter.loop import LoopError, run_demo, tutorial
+    from adapter.loop import LoopError, misprofiled, run_demo, tutorial
 
     if not (math.isfinite(args.time_factor) and args.time_factor > 0):
         raise InputError(f"demo --time-factor {args.time_factor:g}: must be a finite number > 0")
-    scenario = tutorial(short=args.short, time_factor=args.time_factor, metrics=args.metrics)
+    build = misprofiled if args.scenario == "misprofiled" else tutorial
+    scenario = build(short=args.short, time_factor=args.time_factor, metrics=args.metrics)
     try:
         run_demo(scenario, Path(args.out), out)
     except LoopError as error:
@@ -513,6 +515,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--out", default="demo-out", help="folder for summary.json, demo.png, logs")
     demo.add_argument("--short", action="store_true", help="the compressed CI run (~2.5 min)")
+    demo.add_argument(
+        "--scenario",
+        choices=("tutorial", "misprofiled"),
+        default="tutorial",
+        help="the tutorial's two jobs (default), or its first job on GPUs 1.2 x slower than"
+        " the VA declares, for the adapter to learn the profile",
+    )
     demo.add_argument(
         "--time-factor",
         type=float,

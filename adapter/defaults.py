@@ -35,6 +35,7 @@ SIM_POLICIES: tuple[str, ...] = (
     "wva-tutorial",
     "keda-queue",
     "clairvoyant",
+    "causal-floor",
     "llmd-saturation",
     "llmd-slo",
     "wva-saturation",

@@ -15,8 +15,9 @@ forecast must not take capacity that the load still uses: the scale-down window 
 that). The smoothed rate, not the last sample: sizing for the larger of a forecast and
 a noisy sample would size every dip of a steady load up to the forecast (measured at
 12 req/s: up to +18 %). A real step is not smoothed away: the forecaster takes a jump
-beyond 5 sd as the new level at once. Without a forecast yet (the first cycle), the
-measured rate sizes.
+beyond 5 sd as the new level at once. A climb too steep for the trend (each sample a
+jump: a flash crowd) is extrapolated from the last sample at its slope
+(`Forecast.rising`). Without a forecast yet (the first cycle), the measured rate sizes.
 """
 
 from __future__ import annotations
@@ -100,5 +101,5 @@ class LookAhead:
         forecast = forecaster.forecast(horizon)
         if forecast is None:
             return AheadView(measured_rpm, measured_rpm, horizon, startup)
-        sized = max(forecast.rate, forecast.level) * 60.0
+        sized = max(forecast.rate, forecast.level, forecast.rising or 0.0) * 60.0
         return AheadView(measured_rpm, sized, horizon, startup)

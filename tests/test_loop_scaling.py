@@ -131,6 +131,35 @@ def test_summary_phases_reaction_and_attainment() -> None:
     assert summary.replica_seconds == 10 + 4 + 26 * 2 + 0
 
 
+def test_the_learned_profile_is_read_from_the_adapters_metrics_and_summarized() -> None:
+    from adapter.loop.harness import learned_view
+
+    exposition = (
+        "# TYPE wva_learned_alpha_seconds gauge\n"
+        'wva_learned_alpha_seconds{namespace="vllm-test",variant_name="vllm"} 0.0076\n'
+        "# TYPE wva_learned_beta_seconds gauge\n"
+        'wva_learned_beta_seconds{namespace="vllm-test",variant_name="vllm"} 5.3e-05\n'
+        "# TYPE wva_learned_profile_in_use gauge\n"
+        'wva_learned_profile_in_use{namespace="vllm-test",variant_name="vllm"} 1\n'
+    )
+    view = learned_view(exposition)
+    assert (view.alpha_ms, view.beta_ms, view.in_use) == (7.6, 0.053, True)
+    assert learned_view("# nothing learned yet\n").alpha_ms is None
+    samples = [_sample(t, 8, 1, 9.7) for t in range(5)]
+    samples += [
+        _sample(t, 8, 2, 8.5).model_copy(
+            update={"learned_alpha_ms": 7.6, "learned_beta_ms": 0.053, "learned_in_use": t >= 7}
+        )
+        for t in range(5, 10)
+    ]
+    summary = summarize(
+        "x", samples, 9.0, 1000.0, declared_profile_ms=(6.356, 0.044), gpu_profile_ms=(7.6, 0.05)
+    )
+    assert summary.learned_profile_ms == (7.6, 0.053)
+    assert summary.learned_in_use_from_s == 7
+    assert summary.declared_profile_ms == (6.356, 0.044)
+
+
 def test_observed_span_follows_the_load_the_gateway_got() -> None:
     rates = [8.0] * 20 + [16.0] * 30 + [30.0] + [8.0] * 20 + [0.0] * 5
     samples = [_sample(t, 8, 1, 7.8).model_copy(update={"offered_rps": r}) for t, r in

@@ -73,6 +73,32 @@ def test_a_ramp_is_followed_slice_by_slice() -> None:
     assert plan[1][0] == pytest.approx(770.0 - 60.0)
 
 
+def test_the_causal_floor_starts_no_replica_before_its_climb() -> None:
+    """A step: the clairvoyant is ready at it, the causal floor starts there. A climb in
+    stairs (8 -> 16 req/s over 120 s from 600 s; 10 req/s, where a second replica is
+    needed, at 630 s): the causal floor sees the climb from its first stair and starts
+    the replica then, 30 s before the need, the clairvoyant a start-up before it."""
+    step = PiecewiseTrace("step", 3600.0, (0.0, 1200.0, 2400.0), (8.0, 16.0, 8.0))
+    assert schedule(step, TABLE, 60.0, 1, causal=True) == ((0.0, 1), (1200.0, 2), (2400.0, 1))
+    stairs = tuple(600.0 + 15.0 * i for i in range(8))
+    climb = PiecewiseTrace(
+        "climb", 3600.0, (0.0, *stairs), (8.0, *(8.0 + (i + 1) for i in range(8)))
+    )
+    assert schedule(climb, TABLE, 60.0, 1) == ((0.0, 1), (570.0, 2))
+    assert schedule(climb, TABLE, 60.0, 1, causal=True) == ((0.0, 1), (600.0, 2))
+    # a smooth ramp rises from its start: the causal floor is the clairvoyant there
+    ramp = RampTrace("ramp", 3600.0, 4.0, 32.0)
+    assert schedule(ramp, TABLE, 60.0, 1, causal=True) == schedule(ramp, TABLE, 60.0, 1)
+
+
+def test_headroom_sizes_for_more_than_the_rate() -> None:
+    step = PiecewiseTrace("step", 3600.0, (0.0, 1200.0), (8.0, 16.0))
+    # 8 x 1.3 = 10.4 req/s: two replicas from the start; 16 x 1.3 = 20.8: still two
+    assert schedule(step, TABLE, 60.0, 1, causal=True, headroom=0.3) == ((0.0, 2),)
+    with pytest.raises(ValueError, match="headroom"):
+        schedule(step, TABLE, 60.0, 1, headroom=-0.1)
+
+
 def test_the_policy_scales_the_cluster_by_the_plan() -> None:
     trace = PiecewiseTrace("step", 600.0, (0.0, 300.0), (8.0, 16.0))
     workload = make_workload(trace, 1, RequestShape(128, 512))
@@ -109,6 +135,7 @@ def test_ours_label_takes_a_headroom() -> None:
     assert parse_label(" ours+0% ") == ("ours", None, 0.0, False)
     assert parse_label("ours+ahead") == ("ours", None, 0.0, True)
     assert parse_label("ours@0.95+ahead+20%") == ("ours", 0.95, 0.2, True)
+    assert parse_label("causal-floor+50%") == ("causal-floor", None, 0.5, False)
 
 
 @pytest.mark.parametrize(
@@ -125,8 +152,9 @@ def test_ours_label_takes_a_headroom() -> None:
         ("ours+-5%", "percentage >= 0"),
         ("ours+nan%", "percentage >= 0"),
         ("ours@0.99+", "percentage >= 0"),
-        ("keda-queue@2+50%", "only ours takes"),
-        ("clairvoyant+10%", "only ours takes"),
+        ("keda-queue@2+50%", "only ours"),
+        ("clairvoyant+10%", "only ours"),
+        ("causal-floor+ahead", "only ours looks ahead"),
         ("ours+ahead+ahead", "each option once"),
         ("ours+10%+20%", "each option once"),
     ],

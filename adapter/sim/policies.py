@@ -96,6 +96,8 @@ DESCRIPTIONS = {
     "keda-queue": f"KEDA sum({NUM_REQUESTS_WAITING.name}) AverageValue 5, KEDA/HPA defaults",
     "clairvoyant": "the floor: knows the trace, the true profile and the start-up; the fewest"
     " replicas that hold the share at each moment's rate, each ready when needed",
+    "causal-floor": "the clairvoyant for a policy that sees only the past, perfectly: a"
+    " replica starts a start-up before it is needed but not before its climb began",
     "llmd-saturation": "llm-d keda-epp saturation overlay (llm-d/llm-d guides/workload-"
     "autoscaling/keda-epp): max(EPP pool saturation) AverageValue 0.7 raced with sum(EPP"
     " running) AverageValue 16, 300 s windows; Prometheus scrape 15 s",
@@ -601,6 +603,8 @@ KNOBS: dict[str, str | None] = {
     "wva-tutorial": None,
     "keda-queue": f"waiting requests per replica (default {QUEUE_TARGET:g})",
     "clairvoyant": f"the share of requests held, in (0, 1) (default {DEFAULT_ATTAINMENT})",
+    "causal-floor": f"the share of requests held, in (0, 1) (default {DEFAULT_ATTAINMENT});"
+    " a `+H%` suffix sizes for the rate x (1 + H/100)",
     "llmd-saturation": "the running requests per replica target; the pool-saturation one"
     f" stays {LLMD_SATURATION_TARGET:g} (default {LLMD_RUNNING_TARGET:g})",
     "llmd-slo": f"the scale-up threshold; scale-down at 0.40/0.55 of it (default {SLO_THETA_UP:g})",
@@ -610,25 +614,28 @@ KNOBS: dict[str, str | None] = {
 
 
 class PolicyLabel(NamedTuple):
-    """A parsed policy label: `name`, `name@knob`, and for ours `+H%` and `+ahead`."""
+    """A parsed policy label: `name`, `name@knob`, for ours `+H%` and `+ahead`, for the
+    causal floor `+H%`."""
 
     name: str
     knob: float | None = None
-    headroom: float = 0.0  # ours only: size for the arrival rate x (1 + headroom)
+    headroom: float = 0.0  # ours, causal-floor: size for the arrival rate x (1 + headroom)
     ahead: bool = False  # ours only: size for the load forecast a start-up ahead
 
 
 def parse_label(label: str) -> PolicyLabel:
     """`name` or `name@knob` (e.g. `ours@0.995`), and for ours the options `+H%` (e.g.
     `ours+50%`, `ours@0.99+50%`: sized for 1.5 x the measured rate) and `+ahead` (its
-    `--look-ahead`): checked."""
+    `--look-ahead`), for causal-floor `+H%`: checked."""
     head, *options = label.strip().split("+")
     name, at, raw = head.partition("@")
     if name not in POLICIES:
         raise ValueError(f"unknown policy {name!r}; known: {', '.join(POLICIES)}")
-    if options and name != "ours":
-        raise ValueError(f"{label!r}: only ours takes options (+H%, +ahead)")
+    if options and name not in ("ours", "causal-floor"):
+        raise ValueError(f"{label!r}: only ours (+H%, +ahead) and causal-floor (+H%) take options")
     ahead = "ahead" in options
+    if ahead and name != "ours":
+        raise ValueError(f"{label!r}: only ours looks ahead (+ahead)")
     rest = [o for o in options if o != "ahead"]
     if len(rest) > 1 or options.count("ahead") > 1:
         raise ValueError(f"{label!r}: each option once (+H%, +ahead)")
@@ -641,7 +648,7 @@ def parse_label(label: str) -> PolicyLabel:
         knob = float(raw)
     except ValueError:
         raise ValueError(f"{label!r}: the knob must be a number ({KNOBS[name]})") from None
-    shares = name in ("ours", "clairvoyant")
+    shares = name in ("ours", "clairvoyant", "causal-floor")
     if not math.isfinite(knob) or knob <= 0 or (shares and knob >= 1):
         raise ValueError(f"{label!r}: out of range ({KNOBS[name]})")
     if name == "wva-saturation" and knob > 1:
@@ -681,7 +688,7 @@ def build_policy(
     the bench's steps are). In a cluster that phase is arbitrary.
     `hpa_configurable_tolerance=False`: ours' HPA applies the default 10 % tolerance
     (the cluster lacks HPAConfigurableTolerance; see `ours_scaled_object`).
-    `trace` and `shape`: what `clairvoyant` knows in advance (it needs both).
+    `trace` and `shape`: what `clairvoyant` and `causal-floor` know in advance (both).
     `profile_learning=False`: ours sizes with the VA's declared profile only.
     """
     if not 0.0 <= phase < 1.0:
@@ -736,9 +743,9 @@ def build_policy(
             scale_up_threshold=WVA_SCALE_UP_THRESHOLD if knob is None else knob,
             phase_s=phase * PEER_CYCLE_S,
         )
-    else:
+    else:  # clairvoyant, causal-floor
         if trace is None or shape is None:
-            raise ValueError("clairvoyant needs the trace and the request shape")
+            raise ValueError(f"{name} needs the trace and the request shape")
         state = SteadyState(
             cluster.settings.profile,  # the GPUs' true profile, not the VA's
             shape,
@@ -747,7 +754,14 @@ def build_policy(
             target=DEFAULT_ATTAINMENT if knob is None else knob,
         )
         table = CapacityTable(state, limits.max_replicas)
-        plan = schedule(trace, table, cluster.settings.startup_delay_s, limits.min_replicas)
+        plan = schedule(
+            trace,
+            table,
+            cluster.settings.startup_delay_s,
+            limits.min_replicas,
+            causal=name == "causal-floor",
+            headroom=headroom,
+        )
         policy = ClairvoyantPolicy(cluster, plan)
     policy.name = label.strip()
     return policy
