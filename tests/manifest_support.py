@@ -320,6 +320,34 @@ TRIGGER_AUTHENTICATION_FIELDS: dict[str, Any] = {
         "boundServiceAccountToken": None,
     },
 }
+# monitoring.coreos.com/v1 PrometheusRule (Prometheus Operator API reference: RuleGroup,
+# Rule); the rules themselves are checked by promtool (tests/test_alerts.py)
+PROMETHEUS_RULE_FIELDS: dict[str, Any] = {
+    "apiVersion": None,
+    "kind": None,
+    "metadata": None,
+    "spec": {
+        "groups": [
+            {
+                "name": None,
+                "interval": None,
+                "limit": None,
+                "partial_response_strategy": None,
+                "rules": [
+                    {
+                        "alert": None,
+                        "record": None,
+                        "expr": None,
+                        "for": None,
+                        "keep_firing_for": None,
+                        "labels": None,
+                        "annotations": None,
+                    }
+                ],
+            }
+        ]
+    },
+}
 # monitoring.coreos.com/v1 ServiceMonitor (Prometheus Operator API reference)
 SERVICE_MONITOR_FIELDS: dict[str, Any] = {
     "apiVersion": None,
@@ -541,6 +569,15 @@ def custom_resource_errors(doc: Doc) -> list[str]:
         errors += fields_outside(doc, SERVICE_MONITOR_FIELDS)
         if not doc["spec"].get("endpoints") or "selector" not in doc["spec"]:
             errors.append("spec.selector and spec.endpoints are required")
+        return errors
+    if key == ("monitoring.coreos.com", "PrometheusRule"):
+        errors += fields_outside(doc, PROMETHEUS_RULE_FIELDS)
+        for group_ in doc["spec"].get("groups") or [{}]:
+            if not group_.get("name") or not group_.get("rules"):
+                errors.append("spec.groups[]: name and rules are required")
+            for rule in group_.get("rules", []):
+                if "expr" not in rule or ("alert" in rule) == ("record" in rule):
+                    errors.append(f"rule {rule}: expr and one of alert, record")
         return errors
     if key == ("cert-manager.io", "Certificate"):
         return errors + fields_outside(doc, CERTIFICATE_FIELDS) + _certificate_errors(doc["spec"])

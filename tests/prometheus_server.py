@@ -31,15 +31,24 @@ INSTALL_HINT = (
 T = TypeVar("T")
 
 
-def promtool_test_rules(
-    workdir: Path, tests: list[dict[str, Any]], *, evaluation_interval: str = "1s"
-) -> None:
-    """Run `promtool test rules` on these unit tests (no rule files: each test evaluates
-    its `promql_expr_test` expressions on its `input_series`); fail with promtool's output."""
-    promtool = shutil.which("promtool")
-    if promtool is None:
+def promtool() -> str:
+    found = shutil.which("promtool")
+    if found is None:
         raise RuntimeError(INSTALL_HINT.replace("`prometheus` binary", "`promtool` binary"))
-    (workdir / "rules.yml").write_text("groups: []\n")
+    return found
+
+
+def promtool_test_rules(
+    workdir: Path,
+    tests: list[dict[str, Any]],
+    *,
+    evaluation_interval: str = "1s",
+    groups: list[dict[str, Any]] | None = None,
+) -> None:
+    """Run `promtool test rules` on these unit tests against the rule `groups` (none by
+    default: each test then evaluates its `promql_expr_test` expressions on its
+    `input_series`); fail with promtool's output."""
+    (workdir / "rules.yml").write_text(yaml.safe_dump({"groups": groups or []}))
     suite = {
         "rule_files": ["rules.yml"],
         "evaluation_interval": evaluation_interval,
@@ -47,7 +56,7 @@ def promtool_test_rules(
     }
     (workdir / "test.yml").write_text(yaml.safe_dump(suite))
     result = subprocess.run(
-        [promtool, "test", "rules", "test.yml"],
+        [promtool(), "test", "rules", "test.yml"],
         cwd=workdir,
         capture_output=True,
         text=True,

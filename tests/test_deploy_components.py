@@ -93,6 +93,7 @@ def _example(renders: dict[Path, list[Doc]], name: str) -> list[Doc]:
 def test_the_expected_folders_are_there() -> None:
     names = {d.name for d in component_dirs()}
     assert names >= {
+        "alerts",
         "servicemonitor",
         "sample-config",
         "tls",
@@ -159,6 +160,10 @@ def test_custom_resource_checks_are_not_vacuous() -> None:
     monitor = load_one(COMPONENTS / "servicemonitor" / "servicemonitor.yaml")
     monitor["spec"]["endpoints"][0]["honourLabels"] = True
     assert custom_resource_errors(monitor) != []
+    rule = load_one(COMPONENTS / "alerts" / "prometheusrule.yaml")
+    assert custom_resource_errors(rule) == []
+    rule["spec"]["groups"][0]["rules"][0]["alerts"] = "typo"
+    assert custom_resource_errors(rule) != []
     unknown = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}}
     assert custom_resource_errors(unknown) != []
 
