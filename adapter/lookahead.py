@@ -15,9 +15,10 @@ forecast must not take capacity that the load still uses: the scale-down window 
 that). The smoothed rate, not the last sample: sizing for the larger of a forecast and
 a noisy sample would size every dip of a steady load up to the forecast (measured at
 12 req/s: up to +18 %). A real step is not smoothed away: the forecaster takes a jump
-beyond 5 sd as the new level at once. A climb too steep for the trend (each sample a
-jump: a flash crowd) is extrapolated from the last sample at its slope
-(`Forecast.rising`). Without a forecast yet (the first cycle), the measured rate sizes.
+beyond 5 sd as the new level at once. A climb too fast for the trend (a flash crowd)
+is extrapolated along the line fitted to the last minutes' samples (`Forecast.rising`),
+when the forecaster calls one. Without a forecast yet (the first cycle), the measured
+rate sizes.
 """
 
 from __future__ import annotations
