@@ -55,8 +55,14 @@ def promtool_test_rules(
         "tests": tests,
     }
     (workdir / "test.yml").write_text(yaml.safe_dump(suite))
+    run_promtool(workdir, "test", "rules", "test.yml")
+
+
+def run_promtool(workdir: Path, *args: str) -> str:
+    """Run promtool with `args` in `workdir`; fail with its output unless it succeeds, else
+    return what it printed."""
     result = subprocess.run(
-        [promtool(), "test", "rules", "test.yml"],
+        [promtool(), *args],
         cwd=workdir,
         capture_output=True,
         text=True,
@@ -64,6 +70,7 @@ def promtool_test_rules(
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
 
 
 def poll(
