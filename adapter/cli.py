@@ -30,6 +30,7 @@ from adapter.sim.arguments import SimulateInputError
 from adapter.sim.arguments import add_arguments as add_simulate_arguments
 
 if TYPE_CHECKING:
+    from adapter.collect.gateway import GatewaySource
     from adapter.collect.kube import KubeCache
     from adapter.collect.metrics import MetricsSource
     from adapter.collect.scrape import ScrapeTarget
@@ -241,6 +242,39 @@ class _Cluster:
     cache: KubeCache | None = None
 
 
+def _gateway_source(settings: RunSettings, metrics: MetricsSource) -> GatewaySource | None:
+    """The gateway source the settings name, or None; InputError for a combination that
+    cannot work."""
+    from pydantic import ValidationError
+
+    from adapter.collect.gateway import GatewayEndpoint, GatewayPrometheus, GatewayScrape
+    from adapter.collect.prometheus import PrometheusSource
+
+    if not settings.gateway and not settings.gateway_prometheus:
+        return None
+    if settings.gateway and settings.gateway_prometheus:
+        raise InputError(
+            f"give one gateway source: {settings.given_as('gateway')} or"
+            f" {settings.given_as('gateway_prometheus')}"
+        )
+    if settings.min_replicas != 0:
+        raise InputError(
+            "the gateway's queue wakes variants at zero replicas: it needs --min-replicas 0"
+        )
+    if settings.gateway_prometheus:
+        if not isinstance(metrics, PrometheusSource):
+            raise InputError(
+                f"{settings.given_as('gateway_prometheus')} reads the router's series from"
+                " the --prometheus server: give --prometheus URL"
+            )
+        return GatewayPrometheus(metrics.instant)
+    try:
+        endpoints = [GatewayEndpoint.parse(item) for item in settings.gateway or ()]
+    except ValidationError as error:
+        raise InputError(f"--gateway: {error.errors()[0]['msg']}") from error
+    return GatewayScrape(endpoints)
+
+
 def _cluster_source(settings: RunSettings) -> _Cluster:
     if settings.local is not None:
         from adapter.collect.local import LocalFolder, LocalSourceError
@@ -326,8 +360,9 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -
         cluster = _cluster_source(settings)
         try:
             metrics = _metrics_source(settings, cluster.shared_namespace)
+            gateway = _gateway_source(settings, metrics)
             after_cycle = runtime.SettleAfterCycle()
-            return asyncio.run(_serve(settings, cluster, metrics, tls, after_cycle))
+            return asyncio.run(_serve(settings, cluster, metrics, gateway, tls, after_cycle))
         except WorkerError as error:  # cannot bind the gRPC port, unreadable TLS files
             raise InputError(str(error)) from error
         finally:
@@ -341,6 +376,7 @@ async def _serve(
     settings: RunSettings,
     cluster: _Cluster,
     metrics: MetricsSource,
+    gateway: GatewaySource | None,
     tls: TlsFiles | None,
     after_cycle: Callable[[], None],
 ) -> int:
@@ -359,6 +395,8 @@ async def _serve(
         install_signal_handlers,
         serve_until,
     )
+    from adapter.waker import Waker
+    from adapter.zero import ScaleToZero
 
     clock = WallClock()
     staleness = settings.staleness_s
@@ -435,6 +473,8 @@ async def _serve(
         exporter.observe(snapshot)
         server.publish(snapshot)
 
+    zero = ScaleToZero(settings.scale_to_zero_after) if settings.min_replicas == 0 else None
+
     engine = Engine(
         cluster=cluster.snapshot,
         metrics=metrics,
@@ -454,6 +494,13 @@ async def _serve(
         if settings.no_profile_learning
         else ProfileLearning(cycle_s=settings.interval, window_s=_rate_window_s(settings)),
         look_ahead=LookAhead(cycle_s=settings.interval) if settings.look_ahead else None,
+        gateway=gateway,
+        zero=zero,
+    )
+    waker = (
+        Waker(engine, gateway, zero, clock, poll_s=settings.wake_poll)
+        if gateway is not None and zero is not None
+        else None
     )
     remove_handlers = install_signal_handlers(stop)
     exporter.start()
@@ -484,6 +531,8 @@ async def _serve(
 
         tasks.append(cycles())
         tasks.append(serve_until(server, stop))
+        if waker is not None:
+            tasks.append(waker.run(stop))
         if writer is not None:
             tasks.append(statuses(writer))
         if elector is not None:
@@ -597,6 +646,28 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
     source.add_argument("--prometheus-ca-file")
     source.add_argument("--prometheus-token-file")
     source.add_argument("--prometheus-insecure-skip-verify", action="store_true")
+    gateway = run.add_argument_group("inference gateway (wakes variants at zero)")
+    gateway.add_argument(
+        "--gateway",
+        nargs="+",
+        metavar="[NS=]URL",
+        help="scrape these llm-d router (EPP) /metrics URLs for requests waiting per model",
+    )
+    gateway.add_argument(
+        "--gateway-prometheus",
+        action="store_true",
+        help="read the router's (EPP's) series from the --prometheus server",
+    )
+    gateway.add_argument(
+        "--scale-to-zero-after",
+        metavar="SECONDS",
+        help="with --min-replicas 0: go to zero after this long without traffic (default 600)",
+    )
+    gateway.add_argument(
+        "--wake-poll",
+        metavar="SECONDS",
+        help="how often the gateway is read for a variant at zero (default 0.25)",
+    )
     run.add_argument("--interval", help="seconds between cycles (default 15)")
     run.add_argument("--cycles", help="stop after this many cycles (default: never)")
     run.add_argument(

@@ -33,12 +33,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from adapter.assemble import Assembly, AssemblySettings, ParsedObjects, SloChoice, build_system
 from adapter.clock import Clock, sleep_unless
+from adapter.collect.gateway import GatewayReport, GatewaySource
 from adapter.collect.metrics import (
     LoadKey,
     LoadReport,
@@ -54,6 +56,7 @@ from adapter.model.kube import ClusterSnapshot
 from adapter.model.system import parse_system
 from adapter.optimizer import SizingCache, SizingRule, optimize_parsed
 from adapter.optimizer.solution import Solution
+from adapter.zero import ScaleToZero
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +84,7 @@ class VariantDecision:
     predicted_wait_ms: float | None = None
     max_rpm_per_replica: float | None = None
     cost: float | None = None
+    max_batch: int | None = None  # the batch each replica was sized for
     profile: ProfileView | None = None  # the decode profile sized with (learning on)
     ahead: AheadView | None = None  # the rate sized for a start-up ahead (look-ahead on)
 
@@ -158,6 +162,8 @@ class Engine:
         after_cycle: Callable[[], None] | None = None,
         learning: ProfileLearning | None = None,
         look_ahead: LookAhead | None = None,
+        gateway: GatewaySource | None = None,
+        zero: ScaleToZero | None = None,
     ) -> None:
         """`after_cycle` runs after every cycle of `run`, on the cycle's thread, whatever
         the cycle's outcome: `wva-adapter run` settles the garbage collector and the heap
@@ -165,7 +171,9 @@ class Engine:
         `learning`: learn each VA's decode profile from its pods and size with it once
         the data refute the declared one (`adapter.learning`); None: the declared ones.
         `look_ahead`: size each VA for its load forecast a start-up ahead
-        (`adapter.lookahead`); None: for the measured load."""
+        (`adapter.lookahead`); None: for the measured load.
+        `zero`: scale idle variants to zero after a retention and wake them on the
+        `gateway`'s queue (`adapter.zero`); None: the optimizer's answer as is."""
         self._cluster = cluster
         self._metrics = metrics
         self._clock = clock
@@ -181,6 +189,10 @@ class Engine:
         self._after_cycle = after_cycle
         self._learning = learning
         self._look_ahead = look_ahead
+        self._gateway = gateway
+        self._zero = zero
+        # a cycle and the waker both publish: neither may replace a newer snapshot
+        self._publishing = threading.Lock()
         self._latest: Snapshot | None = None
         self._cycle = 0
         self._last_attempt: float | None = None
@@ -220,6 +232,7 @@ class Engine:
             cluster = self._cluster()
             keys = metric_keys(cluster)
             loads = self._collect(keys)
+            gateway = self._read_gateway(keys)
         except BaselineCycle:
             raise  # not a failure: nothing to count
         except CycleError as error:
@@ -233,11 +246,12 @@ class Engine:
 
         previous = self._latest
         try:
-            snapshot, assembly = self._solve(cluster, loads, started_wall, started)
-            self._latest = snapshot
-            # serve it first: the first cycle after a start logs a line or two per VA
-            if self._on_snapshot is not None:
-                self._on_snapshot(snapshot)
+            snapshot, assembly = self._solve(cluster, loads, gateway, started_wall, started)
+            with self._publishing:
+                self._latest = snapshot
+                # serve it first: the first cycle after a start logs a line or two per VA
+                if self._on_snapshot is not None:
+                    self._on_snapshot(snapshot)
         except Exception as error:
             self._latest = previous  # not (wholly) published: readers keep the old one
             self._count_internal_error(error)
@@ -258,8 +272,43 @@ class Engine:
             log.exception("cycle %d: logging its decisions failed", self._cycle)
         return snapshot
 
+    def publish_woken(
+        self, base: Snapshot, woken: Mapping[VariantKey, VariantDecision]
+    ) -> Snapshot | None:
+        """Publish `base` with `woken`'s decisions in place (the waker's wake-ups between
+        cycles), unless a newer snapshot replaced `base` meanwhile: None then."""
+        with self._publishing:
+            if self._latest is not base:
+                return None
+            snapshot = replace(base, decisions={**base.decisions, **woken})
+            self._latest = snapshot
+            if self._on_snapshot is not None:
+                self._on_snapshot(snapshot)
+        for decision in woken.values():
+            _log_decision(decision, base.decisions.get((decision.namespace, decision.name)))
+        return snapshot
+
+    def _read_gateway(self, keys: Collection[LoadKey]) -> GatewayReport | None:
+        """The gateway's queues (None: no gateway); a failure is in the report, never
+        raised: it leaves only the variants at zero unsolved."""
+        if self._gateway is None:
+            return None
+        try:
+            report = self._gateway.collect(keys)
+        except Exception as error:  # a bug or an answer nobody anticipated
+            log.exception("cycle %d: the gateway source failed unexpectedly", self._cycle)
+            return GatewayReport(error=f"{type(error).__name__}: {error}")
+        if report.error is not None:
+            log.warning("cycle %d: gateway unreadable: %s", self._cycle, report.error)
+        return report
+
     def _solve(
-        self, cluster: ClusterSnapshot, loads: LoadReport, started_wall: float, started: float
+        self,
+        cluster: ClusterSnapshot,
+        loads: LoadReport,
+        gateway: GatewayReport | None,
+        started_wall: float,
+        started: float,
     ) -> tuple[Snapshot, Assembly]:
         """Assemble, optimize and package the decisions of one cycle (its only side
         effect: the look-ahead's forecasters take this cycle's rates)."""
@@ -284,6 +333,8 @@ class Engine:
         decisions = _decisions(
             assembly, solution, loads, _out_of_date(cluster, self.staleness_s), learning, views
         )
+        if self._zero is not None:
+            decisions = self._zero.apply(decisions, gateway, started)
         finished = self._clock.monotonic()
         snapshot = Snapshot(
             cycle=self._cycle,
@@ -512,6 +563,7 @@ def _decisions(
             predicted_wait_ms=allocation.wait_time,
             max_rpm_per_replica=allocation.max_rpm if load.arrival_rate_rpm > 0 else None,
             cost=allocation.cost,
+            max_batch=allocation.max_batch,
             **base,
         )
     return out
@@ -613,7 +665,7 @@ def _log_decision(decision: VariantDecision, before: VariantDecision | None) -> 
         log.log(
             logging.INFO if changed else logging.DEBUG,
             "VariantAutoscaling %s/%s: desired %s x %s (current %s); load %.2f req/min, "
-            "%d tokens/request; predicted ITL %.3f ms, wait %.3f ms",
+            "%d tokens/request; predicted ITL %.3f ms, wait %.3f ms%s",
             decision.namespace,
             decision.name,
             decision.desired_replicas,
@@ -623,6 +675,7 @@ def _log_decision(decision: VariantDecision, before: VariantDecision | None) -> 
             int(load.avg_output_tokens) if load else 0,
             decision.predicted_itl_ms or 0.0,
             decision.predicted_wait_ms or 0.0,
+            "" if decision.reason == "optimized" else f"; {decision.reason}",
         )
         return changed
     log.warning(

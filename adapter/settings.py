@@ -116,11 +116,19 @@ class RunSettings(BaseSettings):
     prometheus_ca_file: str | None = None
     prometheus_token_file: str | None = None
     prometheus_insecure_skip_verify: bool = False
+    # the inference gateway (llm-d router / EPP), whose queue wakes variants at zero:
+    # its /metrics endpoints ([NAMESPACE=]URL), or its series on the --prometheus server
+    gateway: Items = None
+    gateway_prometheus: bool = False
     # the cycle
     interval: PositiveSeconds = 15.0
     cycles: AtLeastOne | None = None  # None: never stop
     staleness: PositiveSeconds | None = None  # None: 3 x interval (`staleness_s`)
     min_replicas: Replicas = 1
+    # with --min-replicas 0: how long a variant sees no traffic before it goes to zero,
+    # and how often the gateway is polled for requests waiting for a variant at zero
+    scale_to_zero_after: NonNegativeSeconds = 600.0
+    wake_poll: PositiveSeconds = 0.25
     unlimited: bool = False
     saturation_policy: SaturationPolicy = "None"
     # size each variant for this % of requests within both SLOs (a class's
@@ -157,7 +165,7 @@ class RunSettings(BaseSettings):
     # the fields whose value came from a variable (`given_as`)
     _from_environment: frozenset[str] = PrivateAttr(default=frozenset())
 
-    @field_validator("namespace", "scrape", mode="before")
+    @field_validator("namespace", "scrape", "gateway", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:
         if isinstance(value, str):

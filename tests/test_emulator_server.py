@@ -375,6 +375,8 @@ async def test_no_replica_answers_503_until_scaled_up() -> None:
             "terminating": [],
             "desired": 0,
             "arrivals_total": 0,
+            "held": 0,
+            "held_total": 0,
         }
         chat = {"messages": [{"role": "user", "content": "x"}]}
         for path, body in (("/v1/completions", {"prompt": "x"}), ("/v1/chat/completions", chat)):

@@ -335,7 +335,7 @@ class PrometheusSource:
             return LoadReport()
         fields: dict[LoadKey, dict[str, float]] = {}
         for query in self.queries:
-            result = self._instant(query.expr)
+            result = self.instant(query.expr)
             try:
                 for key, value in vector_samples(result):
                     if key in wanted:
@@ -347,7 +347,7 @@ class PrometheusSource:
         loads = {key: _model_load(key, values) for key, values in fields.items()}
         return LoadReport(loads=loads, queries=len(self.queries))
 
-    def _instant(self, expr: str) -> object:
+    def instant(self, expr: str) -> object:
         """`data.result` of one instant query, its warnings logged; anything but a success
         answer raises MetricsUnavailable naming the query."""
         url = self.settings.url

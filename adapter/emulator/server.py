@@ -45,6 +45,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from adapter.emulator.batching import ReplicaEngine, Request, ServingProfile, StepOutcome
+from adapter.emulator.gateway import CONTENT_TYPE, GatewayMetrics
 from adapter.emulator.metrics import VllmMetrics
 from adapter.vllm_metrics import DEFAULT_RELEASE, RELEASES, VllmRelease, release
 
@@ -188,6 +189,10 @@ class EmulatorConfig:
     stream_interval_ms: float = 50.0
     startup_delay_s: float = 0.0
     vllm_version: VllmRelease = DEFAULT_RELEASE
+    # how long the gateway holds a request while no replica is ready (an llm-d router's
+    # flow control); 0: answer 503 at once, as a Service with no ready endpoint
+    hold_s: float = 0.0
+    pool: str = "vllm-pool"  # the InferencePool named in the gateway's series
 
     def __post_init__(self) -> None:
         release(self.vllm_version)  # a string from elsewhere than the CLI: still checked
@@ -197,6 +202,8 @@ class EmulatorConfig:
             raise ValueError("stream_interval_ms must be >= 0")
         if self.startup_delay_s < 0:
             raise ValueError("startup_delay_s must be >= 0")
+        if self.hold_s < 0:
+            raise ValueError("hold_s must be >= 0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,6 +340,7 @@ class _Replica:
         self._ready_timer = None
         if self.state == "starting":
             self.state = "ready"
+            self._deployment.replica_ready()
 
     def submit(self, job: _Job) -> None:
         """Queue `job` here as a new request arriving now; ValueError (nothing queued) if
@@ -505,8 +513,11 @@ async def _serve(app: web.Application, host: str, port: int) -> tuple[web.AppRun
 class EmulatedDeployment:
     """A vLLM Deployment of N emulated replicas behind a gateway, scalable at run time.
 
-    - gateway (`gateway_url`): the Kubernetes Service; `/v1/*` requests go, in process,
-      to the ready replica with the fewest outstanding requests (ties in rotation);
+    - gateway (`gateway_url`): the Kubernetes Service, or with `hold_s` an llm-d router;
+      `/v1/*` requests go, in process, to the ready replica with the fewest outstanding
+      requests (ties in rotation). With no ready replica, a request is held up to
+      `hold_s` for one (then 503); `/metrics` exports the EPP's queue and running
+      gauges (adapter/emulator/gateway.py);
     - control (`control_url`): `GET/PUT /replicas`, `GET /health`;
     - each replica: `/v1/completions`, `/v1/chat/completions`, `/v1/models`, `/health`,
       `/metrics` on its own port.
@@ -524,6 +535,18 @@ class EmulatedDeployment:
         self._next_index = 0
         self._rotation = 0
         self.arrivals_total = 0  # requests the gateway received: the offered load
+        self.held = 0  # requests the gateway holds now, waiting for a ready replica
+        self.held_bytes = 0
+        self.held_total = 0  # requests ever held
+        self.gateway_running = 0  # requests the gateway dispatched and not answered yet
+        self._replica_ready: asyncio.Event | None = None
+        self.gateway_metrics = GatewayMetrics(
+            config.model,
+            config.pool,
+            waiting=lambda: self.held,
+            waiting_bytes=lambda: self.held_bytes,
+            running=lambda: self.gateway_running - self.held,
+        )
         self._started = False
         self._gateway: web.AppRunner | None = None
         self._control: web.AppRunner | None = None
@@ -538,12 +561,14 @@ class EmulatedDeployment:
             raise RuntimeError("deployment already started")
         self._started = True
         self._scale_lock = asyncio.Lock()
+        self._replica_ready = asyncio.Event()
         host = self.config.host
         gateway = web.Application()
         gateway.router.add_post("/v1/completions", self._gateway_completions)
         gateway.router.add_post("/v1/chat/completions", self._gateway_chat_completions)
         gateway.router.add_get("/v1/models", self._gateway_models)
         gateway.router.add_get("/health", self._gateway_health)
+        gateway.router.add_get("/metrics", self._gateway_metrics)
         control = web.Application()
         control.router.add_get("/replicas", self._get_replicas)
         control.router.add_put("/replicas", self._put_replicas)
@@ -627,6 +652,35 @@ class EmulatedDeployment:
             self._terminating.remove(replica)
             log.info("replica %s closed", replica.name)
 
+    def replica_ready(self) -> None:
+        """A replica became ready: wake the requests held for one."""
+        if self._replica_ready is not None:
+            self._replica_ready.set()
+            self._replica_ready = asyncio.Event()
+
+    async def _pick_or_hold(self, size: int) -> _Replica | None:
+        """A ready replica now, or, holding the request up to `hold_s`, once one is ready."""
+        replica = self._pick()
+        if replica is not None or self.config.hold_s == 0:
+            return replica
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.hold_s
+        self.held += 1
+        self.held_bytes += size
+        self.held_total += 1
+        try:
+            while replica is None and self._replica_ready is not None:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return None
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._replica_ready.wait(), remaining)
+                replica = self._pick()
+            return replica
+        finally:
+            self.held -= 1
+            self.held_bytes -= size
+
     def _dispatch_again(self, job: _Job) -> None:
         target = self._pick()
         if target is None:
@@ -651,9 +705,15 @@ class EmulatedDeployment:
     # serving
 
     async def generate(
-        self, http: web.Request, *, chat: bool, pick: Callable[[], _Replica | None]
+        self,
+        http: web.Request,
+        *,
+        chat: bool,
+        pick: Callable[[], _Replica | None],
+        hold: bool = False,
     ) -> web.StreamResponse:
-        """Serve one completion or chat completion on the replica `pick` chooses."""
+        """Serve one completion or chat completion on the replica `pick` chooses (through
+        the gateway, `hold`: held while no replica is ready, up to `hold_s`)."""
         body: _GenerationBody
         try:
             raw = await http.read()
@@ -663,7 +723,7 @@ class EmulatedDeployment:
             return _error(400, str(exc), "BadRequestError")
         if body.model is not None and body.model != self.config.model:
             return _error(404, f"The model `{body.model}` does not exist.", "NotFoundError")
-        replica = pick()
+        replica = await self._pick_or_hold(len(raw)) if hold else pick()
         if replica is None:
             return _error(503, "no replica is ready to serve the request", "ServiceUnavailable")
         output_tokens = body.output_tokens()
@@ -770,12 +830,22 @@ class EmulatedDeployment:
         return web.json_response({"object": "list", "data": [model]})
 
     async def _gateway_completions(self, http: web.Request) -> web.StreamResponse:
-        self.arrivals_total += 1
-        return await self.generate(http, chat=False, pick=self._pick)
+        return await self._through_gateway(http, chat=False)
 
     async def _gateway_chat_completions(self, http: web.Request) -> web.StreamResponse:
+        return await self._through_gateway(http, chat=True)
+
+    async def _through_gateway(self, http: web.Request, *, chat: bool) -> web.StreamResponse:
         self.arrivals_total += 1
-        return await self.generate(http, chat=True, pick=self._pick)
+        self.gateway_running += 1
+        try:
+            return await self.generate(http, chat=chat, pick=self._pick, hold=True)
+        finally:
+            self.gateway_running -= 1
+
+    async def _gateway_metrics(self, http: web.Request) -> web.Response:
+        body = self.gateway_metrics.exposition()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
     def _no_replica(self) -> web.Response:
         return _error(503, "no replica is ready", "ServiceUnavailable")
@@ -807,6 +877,8 @@ class EmulatedDeployment:
             "terminating": [r.to_json() for r in self.terminating],
             "desired": self.desired,
             "arrivals_total": self.arrivals_total,
+            "held": self.held,
+            "held_total": self.held_total,
         }
 
     def endpoints(self) -> dict[str, Any]:
@@ -881,6 +953,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="export the metric names of this vLLM release (the per-token latency histogram"
         " differs: 0.10 the old name, 0.11 both, 0.34 the new one)",
     )
+    parser.add_argument(
+        "--hold-s",
+        type=float,
+        default=0.0,
+        help="hold a request at the gateway up to this long while no replica is ready, as an"
+        " llm-d router's flow control does (0: 503 at once, as a Service)",
+    )
+    parser.add_argument("--pool", default="vllm-pool", help="InferencePool name in the series")
     parser.add_argument("--ready-file", type=Path, help="where to write the endpoints JSON")
     return parser
 
@@ -902,6 +982,8 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         stream_interval_ms=args.stream_interval_ms,
         startup_delay_s=args.startup_delay_s,
         vllm_version=release(args.vllm_version),
+        hold_s=args.hold_s,
+        pool=args.pool,
     )
 
 
