@@ -272,7 +272,8 @@ def _gateway_source(settings: RunSettings, metrics: MetricsSource) -> GatewaySou
         endpoints = [GatewayEndpoint.parse(item) for item in settings.gateway or ()]
     except ValidationError as error:
         raise InputError(f"--gateway: {error.errors()[0]['msg']}") from error
-    return GatewayScrape(endpoints)
+    token = settings.gateway_token_file
+    return GatewayScrape(endpoints, bearer_token_file=Path(token) if token else None)
 
 
 def _cluster_source(settings: RunSettings) -> _Cluster:
@@ -652,6 +653,11 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
         nargs="+",
         metavar="[NS=]URL",
         help="scrape these llm-d router (EPP) /metrics URLs for requests waiting per model",
+    )
+    gateway.add_argument(
+        "--gateway-token-file",
+        help="bearer token for the --gateway endpoints, read at every scrape (in a"
+        " cluster: the service account's token)",
     )
     gateway.add_argument(
         "--gateway-prometheus",

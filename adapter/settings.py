@@ -119,6 +119,7 @@ class RunSettings(BaseSettings):
     # the inference gateway (llm-d router / EPP), whose queue wakes variants at zero:
     # its /metrics endpoints ([NAMESPACE=]URL), or its series on the --prometheus server
     gateway: Items = None
+    gateway_token_file: str | None = None  # a bearer token for the --gateway endpoints
     gateway_prometheus: bool = False
     # the cycle
     interval: PositiveSeconds = 15.0

@@ -65,6 +65,7 @@ def test_the_defaults_are_the_documented_ones() -> None:
         "prometheus_token_file": None,
         "prometheus_insecure_skip_verify": False,
         "gateway": None,
+        "gateway_token_file": None,
         "gateway_prometheus": False,
         "interval": 15.0,
         "cycles": None,

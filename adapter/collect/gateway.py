@@ -25,6 +25,7 @@ import math
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import requests
@@ -32,6 +33,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from adapter.collect.metrics import LoadKey, MetricsUnavailable
+from adapter.collect.prometheus import BearerTokenFile
 from adapter.gateway_metrics import (
     FAMILIES,
     MODEL,
@@ -203,13 +205,19 @@ class GatewayScrape:
         endpoints: Sequence[GatewayEndpoint],
         *,
         timeout_s: float = 2.0,
+        bearer_token_file: Path | None = None,
         session: requests.Session | None = None,
     ) -> None:
+        """`bearer_token_file`: sent as `Authorization: Bearer`, read at every scrape (an
+        llm-d EPP serves /metrics only to a token allowed `get` on the `/metrics`
+        non-resource URL: the adapter's service-account token)."""
         if not endpoints:
             raise ValueError("no gateway endpoint to scrape")
         self.endpoints = tuple(endpoints)
         self.timeout_s = timeout_s
         self._session = session if session is not None else requests.Session()
+        if bearer_token_file is not None:
+            self._session.auth = BearerTokenFile(bearer_token_file)
 
     def close(self) -> None:
         self._session.close()
@@ -223,7 +231,7 @@ class GatewayScrape:
                 )
                 response.raise_for_status()
                 samples += parse_gateway_exposition(response.text, endpoint.namespace)
-            except (requests.RequestException, ValueError) as exc:
+            except (requests.RequestException, ValueError, MetricsUnavailable) as exc:
                 return GatewayReport(error=f"{endpoint.url}: {type(exc).__name__}: {exc}")
         return attribute(samples, keys)
 

@@ -251,7 +251,7 @@ def vector_samples(result: object) -> Iterator[tuple[LoadKey, float]]:
             yield (str(labels.get("namespace", "")), str(model)), value
 
 
-class _BearerTokenFile(requests.auth.AuthBase):
+class BearerTokenFile(requests.auth.AuthBase):
     """`Authorization: Bearer <token>` with the token read from its file at every request,
     so a rotated service-account token is picked up without a restart."""
 
@@ -298,7 +298,7 @@ class PrometheusSource:
             log.warning("TLS verification of %s is disabled", settings.url)
             self._session.verify = False
         if settings.bearer_token_file is not None:
-            self._session.auth = _BearerTokenFile(settings.bearer_token_file)
+            self._session.auth = BearerTokenFile(settings.bearer_token_file)
         self._last = _LastResponse()
         self._session.hooks["response"].append(self._last)
         # requests takes float seconds; the client's `int` hint is narrower than its use
