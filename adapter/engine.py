@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
@@ -56,7 +57,7 @@ from adapter.model.kube import ClusterSnapshot
 from adapter.model.system import parse_system
 from adapter.optimizer import SizingCache, SizingRule, optimize_parsed
 from adapter.optimizer.solution import Solution
-from adapter.zero import ScaleToZero
+from adapter.zero import HeldArrivals, ScaleToZero
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,9 @@ class VariantDecision:
     predicted_wait_ms: float | None = None
     max_rpm_per_replica: float | None = None
     cost: float | None = None
-    max_batch: int | None = None  # the batch each replica was sized for
+    # requests one replica can decode at once within the ITL SLO (at most its max batch):
+    # what a backlog at the gateway is divided by on a wake-up (`adapter.zero`)
+    slo_batch: int | None = None
     profile: ProfileView | None = None  # the decode profile sized with (learning on)
     ahead: AheadView | None = None  # the rate sized for a start-up ahead (look-ahead on)
 
@@ -191,6 +194,7 @@ class Engine:
         self._look_ahead = look_ahead
         self._gateway = gateway
         self._zero = zero
+        self._held = HeldArrivals()
         # a cycle and the waker both publish: neither may replace a newer snapshot
         self._publishing = threading.Lock()
         self._latest: Snapshot | None = None
@@ -313,6 +317,8 @@ class Engine:
         """Assemble, optimize and package the decisions of one cycle (its only side
         effect: the look-ahead's forecasters take this cycle's rates)."""
         collected = self._clock.monotonic()
+        if self._zero is not None:
+            loads = self._held.adjust(loads, gateway, started)
         learning = self._learning
         profiles = learning.sizing_profiles() if learning is not None else None
         assembly = build_system(cluster, loads, self._settings, self._parsed, profiles)
@@ -563,10 +569,28 @@ def _decisions(
             predicted_wait_ms=allocation.wait_time,
             max_rpm_per_replica=allocation.max_rpm if load.arrival_rate_rpm > 0 else None,
             cost=allocation.cost,
-            max_batch=allocation.max_batch,
+            slo_batch=_slo_batch(assembly, server, base["profile"], allocation.max_batch),
             **base,
         )
     return out
+
+
+def _slo_batch(
+    assembly: Assembly, server: str, profile: ProfileView | None, max_batch: int
+) -> int | None:
+    """The largest batch whose step time (alpha + beta x batch, the profile sized with)
+    is within the ITL SLO, at most `max_batch`; None if even one request is not."""
+    served = assembly.served.get(server)
+    if served is None:
+        return None
+    if profile is not None:
+        alpha, beta = profile.alpha_ms, profile.beta_ms
+    else:
+        alpha, beta = served.declared.alpha, served.declared.beta
+    if beta <= 0:
+        return max_batch if alpha <= served.slo_itl_ms else None
+    batch = math.floor((served.slo_itl_ms - alpha) / beta)
+    return min(batch, max_batch) if batch >= 1 else None
 
 
 def _withheld_as_stale(decision: VariantDecision) -> bool:

@@ -19,7 +19,7 @@ from dataclasses import replace
 from adapter.clock import Clock, sleep_unless
 from adapter.collect.gateway import GatewaySource
 from adapter.engine import Engine, Snapshot, VariantDecision, VariantKey
-from adapter.zero import ScaleToZero, wake_replicas
+from adapter.zero import ScaleToZero, backlog_replicas
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +68,14 @@ class Waker:
             waiting = report.waiting((decision.namespace, decision.model))
             if not waiting:
                 continue
-            self._zero.wake(key, at)
             woken[key] = replace(
                 decision,
-                desired_replicas=wake_replicas(waiting, decision.max_batch),
+                desired_replicas=backlog_replicas(waiting, decision.slo_batch),
                 cost=None,
                 reason=f"woken from zero between cycles: {waiting:g} requests wait at the"
                 f" gateway for model {decision.model}",
             )
+            self._zero.wake(key, at, woken[key])
         if not woken:
             return None
         published = self._engine.publish_woken(snapshot, woken)

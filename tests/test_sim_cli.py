@@ -110,7 +110,11 @@ def test_simulate_runs_other_gpus_a_small_cache_and_no_configurable_tolerance(
         ),
         (["--samples", "{tmp}/nowhere"], "nowhere: no such file or directory"),
         (["--variant", "vllm"], "error: --variant 'vllm': expected NAMESPACE/NAME"),
-        (["--min-replicas", "3", "--max-replicas", "2"], "need 1 <= min_replicas <= max_replicas"),
+        (["--min-replicas", "3", "--max-replicas", "2"], "need 0 <= min_replicas <= max_replicas"),
+        (
+            ["--min-replicas", "0", "--policies", "ours,keda-queue"],
+            "keda-queue does not scale from zero",
+        ),
         (["--kv-cache-tokens", "20"], "--kv-cache-tokens 20: need at least two blocks of 16"),
         (["--kv-cache-tokens", "600"], "a request of 128 + 512 tokens does not fit a KV cache"),
         (["--true-alpha-ms", "0"], "error: simulate: alpha_ms must be > 0, got 0.0"),

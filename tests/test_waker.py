@@ -116,8 +116,8 @@ def test_the_cycle_itself_wakes_on_the_queue_with_replicas_for_the_waiting_reque
     engine, _ = engine_at_zero(clock, gateway, published)
     gateway.waiting = 1000
     decision = engine.run_cycle().decisions[KEY]
-    assert decision.max_batch is not None and decision.max_batch > 0
-    assert decision.desired_replicas == -(-1000 // decision.max_batch)
+    assert decision.slo_batch is not None and decision.slo_batch > 0
+    assert decision.desired_replicas == -(-1000 // decision.slo_batch)
 
 
 def test_a_wake_up_never_replaces_a_newer_snapshot() -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from adapter.collect.gateway import GatewayQueue, GatewayReport
-from adapter.collect.metrics import ModelLoad
+from adapter.collect.metrics import LoadReport, ModelLoad
 from adapter.engine import VariantDecision
-from adapter.zero import ScaleToZero, wake_replicas
+from adapter.zero import HeldArrivals, ScaleToZero, backlog_replicas
 
 NS, NAME, MODEL = "ns", "vllm", "m"
 KEY = (NS, NAME)
@@ -25,7 +27,7 @@ def decision(desired: int | None, current: int, rpm: float = 0.0) -> VariantDeci
         reason="optimized",
         load=load,
         cost=0.0,
-        max_batch=64,
+        slo_batch=64,
     )
 
 
@@ -62,16 +64,50 @@ def test_requests_waiting_at_the_gateway_wake_a_variant_at_zero(
 ) -> None:
     zero = ScaleToZero(retention_s=60)
     woken = zero.apply({KEY: decision(0, 0)}, gateway(waiting), at=0)[KEY]
-    assert woken.desired_replicas == replicas == wake_replicas(waiting, 64)
+    assert woken.desired_replicas == replicas == backlog_replicas(waiting, 64)
     assert "wait at the gateway" in woken.reason
     # the wake-up counts as traffic: the next cycles hold it until its pods serve
     assert zero.apply({KEY: decision(0, 0)}, gateway(0), at=30)[KEY].desired_replicas == 1
 
 
-def test_the_gateway_queue_does_not_size_a_variant_that_has_replicas() -> None:
+def test_requests_held_at_the_gateway_count_as_arrivals_by_the_queues_growth() -> None:
+    held = HeldArrivals()
+    key = (NS, MODEL)
+    loads = LoadReport(loads={key: ModelLoad(NS, MODEL, 600.0, running=60.0, waiting=5.0)})
+    assert held.adjust(loads, gateway(0), at=0) is loads  # no interval yet
+    grown = held.adjust(loads, gateway(30), at=15)  # +30 held in 15 s: +120 requests/min
+    assert grown.loads[key].arrival_rate_rpm == pytest.approx(720.0)
+    drained = held.adjust(loads, gateway(0), at=30)  # -30 in 15 s: the pods served them
+    assert drained.loads[key].arrival_rate_rpm == pytest.approx(480.0)
+    unknown = held.adjust(loads, GatewayReport(error="down"), at=45)
+    assert unknown is loads
+    assert held.adjust(loads, gateway(50), at=60) is loads  # nothing to compare with
+    assert held.adjust(loads, None, at=75) is loads
+
+
+def test_a_serving_variant_is_sized_by_its_load_whatever_the_gateway_holds() -> None:
     zero = ScaleToZero(retention_s=60)
     out = zero.apply({KEY: decision(3, 2, rpm=100)}, gateway(500), at=0)[KEY]
     assert out.desired_replicas == 3 and out.reason == "optimized"
+
+
+def test_while_the_woken_pods_start_it_keeps_its_wake_replicas() -> None:
+    zero = ScaleToZero(retention_s=60)
+    woken = zero.apply({KEY: decision(0, 0)}, gateway(100), at=0)[KEY]
+    assert woken.desired_replicas == 2  # 100 held / 64 a replica
+    starting = replace(
+        decision(None, 2), model="", reason="metrics missing: no vLLM series", load=None
+    )
+    held = zero.apply({KEY: starting}, gateway(400), at=15)[KEY]
+    assert held.desired_replicas == 2 and "starting from zero" in held.reason
+    assert held.model == MODEL  # from the decision that woke it
+    # another unsolved reason is left alone
+    other = replace(starting, reason="metrics invalid: running=nan")
+    assert zero.apply({KEY: other}, gateway(400), at=30)[KEY] is other
+    # once the pods serve, vLLM's load sizes it again
+    assert zero.apply({KEY: decision(1, 2, rpm=480)}, gateway(0), at=60)[KEY].desired_replicas == 1
+    # and a later unsolved cycle is not a start-up any more
+    assert zero.apply({KEY: starting}, gateway(400), at=75)[KEY] is starting
 
 
 def test_an_unknown_queue_leaves_a_variant_at_zero_unsolved_and_others_alone() -> None:

@@ -72,7 +72,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="VariantAutoscaling, ConfigMaps, Nodes, Deployment as YAML (default deploy/samples)",
     )
     parser.add_argument("--variant", metavar="NS/NAME", help="the VA to run (default: the only)")
-    parser.add_argument("--min-replicas", type=int, default=1)
+    parser.add_argument(
+        "--min-replicas",
+        type=int,
+        default=1,
+        help="0: ours scales to zero and wakes on the gateway's queue (ours only; the"
+        " gateway holds requests while no replica is ready) (default 1)",
+    )
+    parser.add_argument(
+        "--scale-to-zero-after",
+        type=_duration_arg,
+        default=600.0,
+        help="with --min-replicas 0: ours' time without traffic before zero (default 600 s)",
+    )
     parser.add_argument("--max-replicas", type=int, default=8)
     parser.add_argument("--prompt-tokens", type=int, default=128)
     parser.add_argument("--output-tokens", type=int, default=512)
@@ -100,6 +112,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         metavar="P",
         help="the simulated GPUs' prefill time per prompt token, ms (default: the VA's, 0)",
+    )
+    parser.add_argument(
+        "--true-max-batch",
+        type=int,
+        metavar="N",
+        help="the pods' vLLM --max-num-seqs (default: the VA's maxBatchSize, which the"
+        " adapter and the policies still read)",
     )
     parser.add_argument(
         "--kv-cache-tokens",

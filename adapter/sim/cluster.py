@@ -9,7 +9,18 @@ What it models, and where each rule comes from:
 - a new replica holds its GPU from creation and takes `startup_delay_s` (image pull,
   model load) before it is ready and receives work;
 - requests go to the ready replica with the fewest outstanding requests, ties in
-  rotation (the emulator's gateway rule); with no ready replica a request is refused;
+  rotation (the emulator's gateway rule); with no ready replica a request is refused.
+  With `hold_s`, the gateway is an llm-d router with flow control: it holds requests, in
+  arrival order, while the pool is saturated and dispatches them as it stops being so,
+  refusing one held for `hold_s` (checked as requests are dispatched, and at the end of
+  the run). The saturation is the router's utilization detector with its defaults: a
+  pod's is max(waiting / 5, KV-cache usage / 0.8), the pool's their mean over the ready
+  pods (1 with none), saturated at >= 1; a request goes to the pod with the fewest
+  outstanding requests among those under both limits (among all if none is)
+  (llm-d/llm-d-inference-scheduler pkg/epp/framework/plugins/flowcontrol/
+  saturationdetector/utilization/config.go and detector.go @
+  520af47896e5f06e43d09aca281a1149187b0ffd; metrics are read at the instant, not
+  through its 200 ms staleness bound);
 - scaling down removes the newest replica first (a starting one goes at once). A removed
   replica is a pod being deleted:
 
@@ -618,6 +629,11 @@ class Pod:
         return self.batcher.running + self.batcher.waiting
 
 
+# the llm-d router's saturation detector defaults (see the module docstring)
+FLOW_QUEUE_DEPTH = 5
+FLOW_KV_UTILIZATION = 0.8
+
+
 @dataclass(frozen=True, slots=True)
 class ClusterSettings:
     profile: ServingProfile  # what the pods' GPUs really do (may differ from the VA's)
@@ -625,6 +641,9 @@ class ClusterSettings:
     initial_replicas: int = 1  # ready at t = 0
     stepwise: bool = False  # one event per decode step (ReplicaEngine), for checking
     termination_grace_s: float = DEFAULT_TERMINATION_GRACE_S
+    # > 0: the gateway has flow control and holds a request up to this long while the
+    # pool is saturated (no ready replica, or all of them past the detector's limits)
+    hold_s: float = 0.0
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.startup_delay_s) and self.startup_delay_s >= 0):
@@ -633,6 +652,8 @@ class ClusterSettings:
             raise ValueError("initial_replicas must be >= 0")
         if not (math.isfinite(self.termination_grace_s) and self.termination_grace_s >= 0):
             raise ValueError(f"termination_grace_s must be >= 0, got {self.termination_grace_s}")
+        if not (math.isfinite(self.hold_s) and self.hold_s >= 0):
+            raise ValueError(f"hold_s must be >= 0, got {self.hold_s}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -673,8 +694,8 @@ class CacheConfig:
 class GatewayGauges:
     """The gateway's (EPP's) view of the pool.
 
-    `queued`: requests held at the gateway for want of a ready replica; always 0 here,
-    since such requests are refused (`SimCluster.rejected`). `running`: requests the
+    `queued`: requests held at the gateway for want of a ready replica (0 unless the
+    cluster has `hold_s`: they are refused, `SimCluster.rejected`). `running`: requests the
     gateway has sent to the pool's pods and not seen finish (their running and waiting
     requests), as the inference extension's running-requests gauge counts them.
     """
@@ -703,6 +724,11 @@ class SimCluster:
         self.killed: list[Killed] = []
         self.retried: dict[Request, float] = {}  # a retry -> its client's first arrival
         self.history: list[ScaleRecord] = []
+        # with `hold_s`: requests held at the gateway now, and the first one held after
+        # the gateway had none (each wake-up's first request: its TTFT is the wake-up's)
+        self.held: deque[Request] = deque()
+        self.held_ever: set[Request] = set()
+        self.wake_requests: list[Request] = []
         self._pods: list[Pod] = []  # not gone, by creation
         self._ready: list[Pod] = []
         self._heap: list[tuple[float, int, int, Pod, int]] = []
@@ -749,7 +775,7 @@ class SimCluster:
         return CacheConfig(num_gpu_blocks=profile.gpu_blocks, block_size=profile.block_size)
 
     def gateway_gauges(self) -> GatewayGauges:
-        return GatewayGauges(queued=0, running=sum(p.outstanding for p in self._pods))
+        return GatewayGauges(queued=len(self.held), running=sum(p.outstanding for p in self._pods))
 
     def histograms(self) -> tuple[HistogramValues, HistogramValues]:
         """(TTFT, inter-token latency) of the Deployment: every token up to now."""
@@ -804,6 +830,8 @@ class SimCluster:
                 self.now = next_arrival
                 self._arrive(next_arrival)
         self.now = until
+        if self._next_arrival >= count and not heap:
+            self._expire_held()  # nothing will ever serve them now
 
     def scale(self, replicas: int) -> None:
         """Set spec.replicas now: start new pods, or remove the newest ones."""
@@ -870,6 +898,37 @@ class SimCluster:
         self._ready = [p for p in self._pods if p.state == "ready"]
         if record:
             self._record()
+        self._dispatch_held()
+
+    def _dispatch_held(self) -> None:
+        """Flow control: the held requests, oldest first, while the pool is not saturated."""
+        self._expire_held()
+        while self.held and not self._saturated():
+            request = self.held.popleft()
+            self._submit(self._pick(), request, self.now)
+            self._expire_held()
+
+    def _saturated(self) -> bool:
+        """The router's pool saturation (mean over the ready pods) is >= 1."""
+        ready = self._ready
+        if not ready:
+            return True
+        total = 0.0
+        for pod in ready:
+            pod.batcher.advance(self.now)
+            batcher = pod.batcher
+            total += max(
+                batcher.waiting / FLOW_QUEUE_DEPTH,
+                batcher.kv_cache_usage() / FLOW_KV_UTILIZATION,
+            )
+        return total >= len(ready)
+
+    def _expire_held(self) -> None:
+        """Refuse the held requests that waited `hold_s` (the router's answer then)."""
+        limit = self.settings.hold_s
+        while self.held and self.now - self.held[0].arrival >= limit:
+            request = self.held.popleft()
+            self.rejected.append(self.retried.get(request, request.arrival))
 
     def _terminate(self, pod: Pod, retries: list[Request]) -> None:
         """SIGTERM: out of the gateway, queued requests fail (retried once), the running
@@ -922,12 +981,33 @@ class SimCluster:
         self._route(request, at)
 
     def _route(self, request: Request, now: float) -> None:
-        """The ready pod with the fewest outstanding requests, ties in rotation."""
-        ready = self._ready
-        n = len(ready)
-        if n == 0:
+        """The ready pod with the fewest outstanding requests, ties in rotation; with flow
+        control, held while the pool is saturated or older requests are held."""
+        if self.settings.hold_s > 0:
+            if self.held or self._saturated():
+                if not self._ready and not self.held:
+                    self.wake_requests.append(request)
+                self.held.append(request)
+                self.held_ever.add(request)
+                return
+        elif not self._ready:
             self.rejected.append(self.retried.get(request, request.arrival))
             return
+        self._submit(self._pick(), request, now)
+
+    def _pick(self) -> Pod:
+        """The ready pod with the fewest outstanding requests, ties in rotation; with flow
+        control, among those under the detector's limits if any is."""
+        ready = self._ready
+        if self.settings.hold_s > 0:
+            under = [
+                p
+                for p in ready
+                if p.batcher.waiting < FLOW_QUEUE_DEPTH
+                and p.batcher.kv_cache_usage() < FLOW_KV_UTILIZATION
+            ]
+            ready = under or ready
+        n = len(ready)
         self._rotation = (self._rotation + 1) % n
         best = ready[self._rotation]
         best_out = best.outstanding
@@ -936,8 +1016,11 @@ class SimCluster:
             out = candidate.outstanding
             if out < best_out:
                 best, best_out = candidate, out
-        best.batcher.submit(request, now)
-        self._reschedule(best)
+        return best
+
+    def _submit(self, pod: Pod, request: Request, now: float) -> None:
+        pod.batcher.submit(request, now)
+        self._reschedule(pod)
 
     def _step(self, pod: Pod, at: float) -> None:
         pod.scheduled = None
@@ -965,6 +1048,8 @@ class SimCluster:
         self._reschedule(pod)
         if pod.state == "terminating" and pod.outstanding == 0:
             self._end_pod(pod)
+        elif self.held and pod.state == "ready":
+            self._dispatch_held()  # the pod admitted or finished requests
 
     def _end_pod(self, pod: Pod) -> None:
         pod.state = "gone"

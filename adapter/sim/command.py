@@ -124,6 +124,7 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
             termination_grace_s=args.termination_grace,
             hpa_configurable_tolerance=args.hpa_configurable_tolerance,
             profile_learning=args.profile_learning,
+            scale_to_zero_after_s=args.scale_to_zero_after,
         )
     except SimulateInputError:
         raise
@@ -147,8 +148,9 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def served_profile(setup: SimSetup, args: argparse.Namespace) -> ServingProfile:
-    """What the simulated GPUs run: the VA's profile with the --true-* and
-    --kv-cache-tokens values given (ValueError on values a profile refuses)."""
+    """What the simulated GPUs run: the VA's profile with the --true-* (alpha, beta,
+    prefill, max batch) and --kv-cache-tokens values given (ValueError on values a profile
+    refuses)."""
     va = setup.profile
     blocks = va.num_gpu_blocks
     if args.kv_cache_tokens is not None:
@@ -164,6 +166,7 @@ def served_profile(setup: SimSetup, args: argparse.Namespace) -> ServingProfile:
         alpha_ms=va.alpha_ms if alpha is None else alpha,
         beta_ms=va.beta_ms if beta is None else beta,
         prefill_ms_per_token=va.prefill_ms_per_token if prefill is None else prefill,
+        max_batch_size=va.max_batch_size if args.true_max_batch is None else args.true_max_batch,
         num_gpu_blocks=blocks,
     )
 

@@ -592,6 +592,15 @@ class KedaLoop:
             return "deactivated"
         return "inactive"
 
+    def push_active(self, now: float) -> str:
+        """An external-push trigger's stream said active: KEDA activates at once (0 ->
+        max(minReplicaCount, 1)) instead of at its next poll."""
+        self.last_active = now
+        if self.hpa.replicas == 0:
+            self.hpa.replicas = max(self.spec.minReplicaCount, 1)
+            return "activated"
+        return "active"
+
     def advance_to(self, until: float) -> list[KedaStep]:
         """Run every poll and HPA sync due at or before ``until`` (poll first on ties)."""
         steps: list[KedaStep] = []
@@ -636,6 +645,12 @@ class KedaDriven:
 
     def next_time(self) -> float:
         return min(self._next_poll, self._next_sync)
+
+    def push_active(self, now: float) -> None:
+        """The scaler pushed `active` (StreamIsActive): KEDA activates the target now."""
+        self.keda.push_active(now)
+        if self.keda.current_replicas != self._deployment.replicas:
+            self._deployment.scale(self.keda.current_replicas)
 
     def act(self, now: float) -> None:
         self.keda.advance_to(now)

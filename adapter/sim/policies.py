@@ -36,6 +36,7 @@ from types import MappingProxyType
 from typing import Literal, NamedTuple, Protocol
 
 from adapter.assemble import AssemblySettings, build_system
+from adapter.collect.gateway import GatewayQueue, GatewayReport
 from adapter.collect.metrics import LoadKey, LoadReport, MetricsWarmingUp, ModelLoad
 from adapter.collect.scrape import Scrape, ScrapeTotals
 from adapter.defaults import SIM_POLICIES
@@ -86,6 +87,8 @@ from adapter.vllm_metrics import (
     REQUEST_SUCCESS,
     TIME_TO_FIRST_TOKEN,
 )
+from adapter.waker import DEFAULT_POLL_S, Waker, parked
+from adapter.zero import DEFAULT_RETENTION_S, ScaleToZero
 
 POLICIES = SIM_POLICIES  # the CLI lists them
 DESCRIPTIONS = {
@@ -200,12 +203,12 @@ def setup_from_snapshot(
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    min_replicas: int = 1
+    min_replicas: int = 1  # 0: ours scales to zero and is woken by the gateway's queue
     max_replicas: int = 8
 
     def __post_init__(self) -> None:
-        if not 1 <= self.min_replicas <= self.max_replicas:
-            raise ValueError("need 1 <= min_replicas <= max_replicas")
+        if not (0 <= self.min_replicas <= self.max_replicas and self.max_replicas >= 1):
+            raise ValueError("need 0 <= min_replicas <= max_replicas, max_replicas >= 1")
 
     def clamp(self, replicas: int) -> int:
         return min(max(replicas, self.min_replicas), self.max_replicas)
@@ -288,8 +291,8 @@ class ClusterMetrics:
     def collect(self, keys: Collection[LoadKey]) -> LoadReport:
         before, after = self._previous, self._scrape()
         self._previous = after
-        if self._key not in keys:
-            return LoadReport()
+        if self._key not in keys or not self._cluster.pod_gauges():
+            return LoadReport()  # no pod serves: no series (the counters carry on)
         if after.at <= before.at:
             # no window to rate over yet (a cycle at the first scrape): a baseline, as
             # the pod scraper's first scrape
@@ -325,6 +328,20 @@ class ClusterMetrics:
         return Scrape(at=cluster.now, values=values, series=dict.fromkeys(values, 1))
 
 
+class ClusterGateway:
+    """A `GatewaySource` over the simulated gateway: the requests it holds for the model,
+    as the EPP's flow-control queue gauge gives them."""
+
+    def __init__(self, cluster: SimCluster, key: LoadKey) -> None:
+        self._cluster = cluster
+        self._key = key
+
+    def collect(self, keys: Collection[LoadKey]) -> GatewayReport:
+        held = float(self._cluster.gateway_gauges().queued)
+        queues = {self._key: GatewayQueue(*self._key, waiting=held)} if self._key in keys else {}
+        return GatewayReport(queues=queues, exported=True)
+
+
 class Policy(Protocol):
     name: str
     cycle_s: float  # its decision period (reaction times are also counted in these)
@@ -353,13 +370,20 @@ class _AdapterCycle:
         headroom: float = 0.0,
         learn: bool = False,
         look_ahead: bool = False,
+        scale_to_zero_after_s: float = DEFAULT_RETENTION_S,
     ):
         """`attainment`: the share of requests sized for (None: the reference's mean
         rule, as the tutorial-era WVA); `headroom`: sized for the rate x (1 + it);
         `learn`: learn the profile from the pods (`adapter.learning`), as `run` does;
-        `look_ahead`: size for the load a start-up ahead (`adapter.lookahead`)."""
+        `look_ahead`: size for the load a start-up ahead (`adapter.lookahead`). With
+        `limits.min_replicas` 0 it reads the gateway's queue and scales to zero after
+        `scale_to_zero_after_s` without traffic (`adapter.zero`), as `run` does with
+        `--min-replicas 0 --gateway`."""
         self.clock = SimClock()
         self.metrics = ClusterMetrics(cluster, setup.load_key, arrivals=arrivals)
+        from_zero = limits.min_replicas == 0
+        self.gateway = ClusterGateway(cluster, setup.load_key) if from_zero else None
+        self.zero = ScaleToZero(scale_to_zero_after_s) if from_zero else None
         self.engine = Engine(
             cluster=lambda: setup.with_replicas(cluster.replicas, cluster.ready_replicas),
             metrics=self.metrics,
@@ -370,6 +394,8 @@ class _AdapterCycle:
             interval_s=interval_s,
             learning=ProfileLearning(cycle_s=interval_s) if learn else None,
             look_ahead=LookAhead(cycle_s=interval_s) if look_ahead else None,
+            gateway=self.gateway,
+            zero=self.zero,
         )
         self._variant = setup.variant
 
@@ -382,6 +408,12 @@ class _AdapterCycle:
             return None
         decision = snapshot.decisions.get(self._variant)
         return decision.desired_replicas if decision is not None else None
+
+
+# keda/scaledobject-from-zero.yaml's cooldownPeriod: KEDA deactivates 1 -> 0 this long
+# after IsActive turned false; the adapter has held the idle variant at one replica for
+# its own retention before that
+FROM_ZERO_COOLDOWN_S = 60.0
 
 
 def ours_scaled_object(
@@ -469,6 +501,7 @@ class OursPolicy:
         configurable_tolerance: bool = True,
         learn: bool = True,
         look_ahead: bool = False,
+        scale_to_zero_after_s: float = DEFAULT_RETENTION_S,
     ) -> None:
         """`phase_s`: the adapter's first cycle (the loop's phase against the trace);
         `hpa_phase_s`: how long after each cycle the HPA syncs (default half a cycle);
@@ -477,7 +510,11 @@ class OursPolicy:
         `learn`: it learns the profile from the pods (the adapter's default);
         `look_ahead`: it sizes for the load forecast a start-up ahead;
         `configurable_tolerance`: False when the cluster lacks HPAConfigurableTolerance
-        (see `ours_scaled_object`)."""
+        (see `ours_scaled_object`). With `limits.min_replicas` 0: the adapter reads the
+        gateway's queue, goes to zero after `scale_to_zero_after_s` without traffic, and
+        its waker polls the gateway every 0.25 s while the variant is parked; KEDA's
+        external-push trigger activates 0 -> 1 the moment the waker publishes
+        (keda/scaledobject-from-zero.yaml)."""
         self.cycle_s = interval_s
         self.first_cycle_s = _check_phase(phase_s)
         self._adapter = _AdapterCycle(
@@ -490,6 +527,7 @@ class OursPolicy:
             headroom,
             learn,
             look_ahead,
+            scale_to_zero_after_s,
         )
         engine, clock, variant = self._adapter.engine, self._adapter.clock, setup.variant
         scaler = ScalerService(
@@ -506,6 +544,7 @@ class OursPolicy:
                     limits.min_replicas,
                     limits.max_replicas,
                     configurable_tolerance=configurable_tolerance,
+                    cooldown_s=FROM_ZERO_COOLDOWN_S if limits.min_replicas == 0 else 300.0,
                 ),
                 get_metrics=get_metrics,
                 initial_replicas=cluster.replicas,
@@ -516,17 +555,36 @@ class OursPolicy:
         )
         self._cycles = 0
         self._next_cycle = self.first_cycle_s
+        gateway, zero = self._adapter.gateway, self._adapter.zero
+        self._waker = (
+            Waker(engine, gateway, zero, clock)
+            if gateway is not None and zero is not None
+            else None
+        )
+        self._next_wake = math.inf
 
     def next_time(self) -> float:
-        return min(self._next_cycle, self._keda.next_time())
+        return min(self._next_cycle, self._keda.next_time(), self._next_wake)
 
     def act(self, now: float) -> None:
         if self._next_cycle <= now:
             self._adapter.cycle(now)
             self._cycles += 1
             self._next_cycle = self.first_cycle_s + self._cycles * self.cycle_s
+        if self._next_wake <= now and self._waker is not None:
+            self._adapter.clock.t = now
+            if self._waker.poll() is not None:
+                self._keda.push_active(now)  # external-push: StreamIsActive said true
         if self._keda.next_time() <= now:
             self._keda.act(now)
+        self._next_wake = self._wake_poll_after(now)
+
+    def _wake_poll_after(self, now: float) -> float:
+        """The waker's next poll: every 0.25 s while the latest snapshot parks the variant."""
+        latest = self._adapter.engine.latest
+        if self._waker is None or latest is None or not parked(latest):
+            return math.inf
+        return now + DEFAULT_POLL_S
 
 
 class TutorialPolicy:
@@ -680,6 +738,7 @@ def build_policy(
     trace: Trace | None = None,
     shape: RequestShape | None = None,
     profile_learning: bool = True,
+    scale_to_zero_after_s: float = DEFAULT_RETENTION_S,
 ) -> Policy:
     """A fresh policy for `label` (`name` or `name@knob`) bound to `cluster`.
 
@@ -690,10 +749,16 @@ def build_policy(
     (the cluster lacks HPAConfigurableTolerance; see `ours_scaled_object`).
     `trace` and `shape`: what `clairvoyant` and `causal-floor` know in advance (both).
     `profile_learning=False`: ours sizes with the VA's declared profile only.
+    `scale_to_zero_after_s`: with `limits.min_replicas` 0, ours' retention at one replica.
     """
     if not 0.0 <= phase < 1.0:
         raise ValueError(f"phase must be in [0, 1), got {phase}")
     name, knob, headroom, ahead = parse_label(label)
+    if limits.min_replicas == 0 and name != "ours":
+        raise ValueError(
+            f"{label} does not scale from zero (its recipe needs min replicas >= 1); only"
+            " ours, woken by the gateway's queue, runs with min replicas 0"
+        )
     policy: Policy
     if name == "ours":
         policy = OursPolicy(
@@ -707,6 +772,7 @@ def build_policy(
             look_ahead=ahead,
             learn=profile_learning,
             configurable_tolerance=hpa_configurable_tolerance,
+            scale_to_zero_after_s=scale_to_zero_after_s,
         )
     elif name == "wva-tutorial":
         policy = TutorialPolicy(setup, cluster, limits, phase_s=phase * TUTORIAL_INTERVAL_S)

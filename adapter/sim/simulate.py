@@ -59,6 +59,12 @@ from adapter.sim.policies import (
     parse_label,
 )
 from adapter.sim.traces import RequestShape, Trace, Workload, make_workload
+from adapter.zero import DEFAULT_RETENTION_S
+
+# How long the simulated gateway holds a request while no replica is ready (with min
+# replicas 0): longer than a start-up, as an llm-d router's flow-control queue is set up
+# for scale from zero.
+GATEWAY_HOLD_S = 300.0
 
 
 class _Frozen(BaseModel):
@@ -92,6 +98,12 @@ class PolicyResult(_Frozen):
     killed: int = 0  # failed for good when their pod went away
     retried: int = 0  # queued on a removed pod: failed at once, sent again by their client
     preemptions: int = 0  # vllm:num_preemptions over the Deployment (KV cache full)
+    # with min replicas 0: requests the gateway held for want of a ready replica, and
+    # per wake-up (the gateway's first held request after it held none) the seconds from
+    # that request's arrival to its first token
+    held: int = 0
+    held_itl_attainment_pct: float | None = None  # of the held requests that finished
+    wake_ups_s: list[float] = []
 
 
 class Series(_Frozen):
@@ -183,6 +195,8 @@ def simulate(
     termination_grace_s: float = DEFAULT_TERMINATION_GRACE_S,
     hpa_configurable_tolerance: bool = True,
     profile_learning: bool = True,
+    scale_to_zero_after_s: float = DEFAULT_RETENTION_S,
+    gateway_hold_s: float = GATEWAY_HOLD_S,
 ) -> SimReport:
     """Run `trace` under each policy and measure them on the same seeded requests.
 
@@ -191,7 +205,10 @@ def simulate(
     `true_profile`: what the pods' GPUs do (default the VA's, `setup.profile`, which the
     policies read either way); `termination_grace_s`: a removed pod's grace period;
     `hpa_configurable_tolerance=False`: the cluster lacks HPAConfigurableTolerance;
-    `profile_learning=False`: ours keeps the VA's declared profile (`--no-profile-learning`)."""
+    `profile_learning=False`: ours keeps the VA's declared profile (`--no-profile-learning`).
+    With `limits.min_replicas` 0 (ours only): the Deployment starts at 0, the gateway holds
+    requests up to `gateway_hold_s` while no replica is ready, and ours goes to zero after
+    `scale_to_zero_after_s` without traffic."""
     limits = limits or Limits()
     served = true_profile if true_profile is not None else setup.profile
     if not policies:
@@ -216,6 +233,7 @@ def simulate(
                 initial_replicas=limits.min_replicas,
                 stepwise=stepwise,
                 termination_grace_s=termination_grace_s,
+                hold_s=gateway_hold_s if limits.min_replicas == 0 else 0.0,
             ),
             workload,
         )
@@ -230,6 +248,7 @@ def simulate(
             trace=trace,
             shape=shape,
             profile_learning=profile_learning,
+            scale_to_zero_after_s=scale_to_zero_after_s,
         )
         run_policy(cluster, policy, end)
         results.append(_result(setup, trace, cluster, policy))
@@ -358,7 +377,19 @@ def _result(setup: SimSetup, trace: Trace, cluster: SimCluster, policy: Policy) 
         killed=len(killed),
         retried=len(retried),
         preemptions=cluster.preemptions,
+        held=len(cluster.held_ever),
+        held_itl_attainment_pct=_share(
+            [ok for r, ok in zip(done, itl_ok_of, strict=True) if r in cluster.held_ever]
+        ),
+        wake_ups_s=[
+            r.first_token - r.arrival for r in cluster.wake_requests if r.first_token is not None
+        ],
     )
+
+
+def _share(flags: Sequence[bool]) -> float | None:
+    """% of the flags set (None for none)."""
+    return 100.0 * sum(flags) / len(flags) if flags else None
 
 
 def _ttft_since(request: Request, first_arrival: float) -> float:
@@ -446,7 +477,29 @@ def format_table(report: SimReport) -> str:
             f"{r.scale_downs:5d} {r.max_replicas:4d} {r.killed:6d} {r.retried:7d} "
             f"{reaction_text(r):>18}"
         )
+    for r in report.policies:
+        if r.held or r.wake_ups_s:
+            lines.append(wake_text(r))
     return "\n".join(lines)
+
+
+def wake_text(result: PolicyResult) -> str:
+    """From zero: requests held at the gateway, refused, and the wake-ups' times from the
+    first held request to its first token."""
+    times = sorted(result.wake_ups_s)
+    spread = (
+        f"first token {times[len(times) // 2]:.1f} s (median) / {times[-1]:.1f} s (max) after"
+        " the first held request"
+        if times
+        else "no wake-up served"
+    )
+    held_itl = result.held_itl_attainment_pct
+    within = f" ({held_itl:.1f} % of them within the ITL SLO)" if held_itl is not None else ""
+    return (
+        f"{result.policy}: from zero: {len(times)} wake-ups, {result.held} requests held at"
+        f" the gateway{within}, {result.rejected} refused, {result.unfinished} unfinished;"
+        f" {spread}"
+    )
 
 
 def reaction_text(result: PolicyResult) -> str:
