@@ -465,15 +465,28 @@ def _usable_load(
     load = loads.find(namespace, model)
     if load is None:
         if replicas > 0:
+            why = _why_no_series(loads, namespace)
             return None, (
                 f"metrics missing: no vLLM series for model {model} in namespace {namespace}"
-                f" while its Deployment has {replicas} replicas (pods not ready or not"
-                " scraped?); not sized at zero load"
+                f" while its Deployment has {replicas} replicas ({why}); not sized at zero load"
             )
         idle = ModelLoad(namespace=namespace, model=model, running=0.0, waiting=0.0)
         return idle, ""  # scaled to zero: nothing runs, nothing is in flight
     why_not = _unknown_values(load) or _unsizable(load)
     return (None, why_not) if why_not else (load, "")
+
+
+def _why_no_series(loads: LoadReport, namespace: str) -> str:
+    """The likely cause: the pods there serve other model names (a modelID that is not
+    vLLM's --served-model-name leaves a VA inert, llm-d/llm-d#2310), or none answer."""
+    others = sorted(loads.served.get(namespace, ()))
+    if others:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        return (
+            f"the pods in {namespace} serve {shown}: does spec.modelID match vLLM's"
+            " --served-model-name?"
+        )
+    return "pods not ready or not scraped?"
 
 
 def _unknown_values(load: ModelLoad) -> str:

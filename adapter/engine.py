@@ -51,6 +51,7 @@ from adapter.collect.metrics import (
     ModelLoad,
 )
 from adapter.collect.sync import PartitionSync, SyncedClusterSnapshot
+from adapter.gateway_metrics import QUEUE_SIZE
 from adapter.learning import ProfileLearning, ProfileView
 from adapter.lookahead import AheadView, LookAhead
 from adapter.model.kube import ClusterSnapshot
@@ -195,6 +196,7 @@ class Engine:
         self._gateway = gateway
         self._zero = zero
         self._held = HeldArrivals()
+        self._gateway_exported: bool | None = None  # last seen (warned about on change)
         # a cycle and the waker both publish: neither may replace a newer snapshot
         self._publishing = threading.Lock()
         self._latest: Snapshot | None = None
@@ -304,6 +306,15 @@ class Engine:
             return GatewayReport(error=f"{type(error).__name__}: {error}")
         if report.error is not None:
             log.warning("cycle %d: gateway unreadable: %s", self._cycle, report.error)
+        elif report.exported != self._gateway_exported:
+            self._gateway_exported = report.exported
+            if not report.exported:
+                log.warning(
+                    "the gateway exports no flow-control queue (%s): it holds no request"
+                    " now, and wakes no variant at zero unless its flow control is on (the"
+                    " series appears with the first request it holds)",
+                    " or ".join(QUEUE_SIZE.names),
+                )
         return report
 
     def _solve(

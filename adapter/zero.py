@@ -31,8 +31,8 @@ optimizer sizes an idle variant at 0 replicas.
   growth of the gateway's queue over the cycle to the estimate: by conservation, the
   arrival rate at the gateway.
 - **Unknown is never zero.** A variant at 0 whose gateway queue is unknown (gateway
-  unreadable, no flow-control queue exported, series that cannot be told apart between
-  namespaces) is left unsolved, with the reason: nobody can say that nothing waits.
+  unreadable, a garbage value, series that cannot be told apart between namespaces) is
+  left unsolved, with the reason: nobody can say that nothing waits.
 """
 
 from __future__ import annotations

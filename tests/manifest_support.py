@@ -207,6 +207,15 @@ def run_settings(docs: list[Doc]) -> RunSettings:
     return parse_run_settings(["run", *container(docs)["args"]], settings_env(docs))
 
 
+def gateway_source(settings: RunSettings) -> object:
+    """The gateway source `wva-adapter run` builds from these settings (None: none), past
+    the checks of the sources' combination that it makes after parsing; raises
+    adapter.cli.InputError where `run` would exit 2. Nothing is read or connected."""
+    from adapter.cli import _gateway_source, _metrics_source
+
+    return _gateway_source(settings, _metrics_source(settings, None))
+
+
 # ---------------------------------------------------------------- validation
 
 
@@ -471,6 +480,16 @@ FALLBACK_BEHAVIORS = {
     "currentReplicasIfLower",
     "scalingModifiers",
 }
+# Trigger types our ScaledObjects use -> trigger metadata KEDA requires of them. `external`
+# and `external-push` (the same scaler with a StreamIsActive stream) parse the same
+# metadata: kedacore/keda v2.20.2 (68a5b5028f35b22d50597c69819ab32c4e92f21a)
+# pkg/scalers/external_scaler.go, externalScalerMetadata; pkg/scaling/scalers_builder.go.
+TRIGGER_REQUIRED_METADATA: dict[str, set[str]] = {
+    "external": {"scalerAddress"},
+    "external-push": {"scalerAddress"},
+}
+# KEDA's default cooldownPeriod, s (ScaledObject specification)
+KEDA_DEFAULT_COOLDOWN_PERIOD = 300
 # KEDA's external scaler TLS parameters, and the Secret keys cert-manager writes for them
 EXTERNAL_SCALER_TLS_PARAMETERS = {
     "caCert": "ca.crt",
@@ -538,6 +557,53 @@ def _certificate_errors(spec: Doc) -> list[str]:
     return errors
 
 
+def _scaled_object_errors(spec: Doc) -> list[str]:
+    """What KEDA's admission webhook and controller refuse, and what its documentation
+    rules out (kedacore/keda v2.20.2, apis/keda/v1alpha1: CheckReplicaCountBoundsAreValid,
+    CheckFallbackValid in scaledobject_types.go, ValidateTriggers in
+    scaletriggers_types.go), for the trigger types of TRIGGER_REQUIRED_METADATA."""
+    errors = []
+    for field in ("pollingInterval", "cooldownPeriod", "initialCooldownPeriod"):
+        value = spec.get(field, 0)
+        if not (isinstance(value, int) and value >= 0):
+            errors.append(f"spec.{field}: {value!r} is not a number of seconds >= 0")
+    minimum, maximum = spec.get("minReplicaCount", 0), spec.get("maxReplicaCount", 100)
+    if not (isinstance(minimum, int) and isinstance(maximum, int) and 0 <= minimum <= maximum):
+        errors.append(f"minReplicaCount {minimum!r} must be 0..maxReplicaCount {maximum!r}")
+    if "idleReplicaCount" in spec:
+        # documented: only 0 is supported, and it must be below minReplicaCount (the
+        # webhook compares with the HPA's minimum, max(minReplicaCount, 1): laxer)
+        idle = spec["idleReplicaCount"]
+        if idle != 0 or not (isinstance(minimum, int) and idle < minimum):
+            errors.append(f"idleReplicaCount {idle!r}: only 0, below minReplicaCount")
+    triggers = spec.get("triggers", [])
+    names = [t["name"] for t in triggers if t.get("name")]
+    if len(names) != len(set(names)):
+        errors.append(f"trigger names must be unique: {names}")
+    for trigger in triggers:
+        kind = trigger.get("type")
+        if kind not in TRIGGER_REQUIRED_METADATA:
+            errors.append(f"trigger type {kind!r}: no check for it in {Path(__file__).name}")
+            continue
+        missing = TRIGGER_REQUIRED_METADATA[kind] - set(trigger.get("metadata") or {})
+        if missing:
+            errors.append(f"trigger {kind}: metadata {sorted(missing)} required")
+        if trigger.get("metricType", "AverageValue") not in ("AverageValue", "Value"):
+            errors.append(f"trigger {kind}: metricType {trigger['metricType']!r}")
+    fallback = spec.get("fallback")
+    if fallback is not None:
+        if not (fallback.get("failureThreshold", -1) >= 0 and fallback.get("replicas", -1) >= 0):
+            errors.append("spec.fallback: failureThreshold and replicas must be >= 0")
+        # the fallback replaces an AverageValue metric (not cpu or memory) by a count
+        if not any(
+            t.get("type") not in ("cpu", "memory")
+            and t.get("metricType", "AverageValue") == "AverageValue"
+            for t in triggers
+        ):
+            errors.append("spec.fallback needs a trigger with an AverageValue metric")
+    return errors
+
+
 def custom_resource_errors(doc: Doc) -> list[str]:
     """What is wrong with a custom resource, by its fields; [] when nothing is."""
     key = (group(doc), doc["kind"])
@@ -552,6 +618,7 @@ def custom_resource_errors(doc: Doc) -> list[str]:
             errors.append("spec.triggers and spec.scaleTargetRef.name are required")
         if spec.get("fallback", {}).get("behavior", "static") not in FALLBACK_BEHAVIORS:
             errors.append("spec.fallback.behavior")
+        errors += _scaled_object_errors(spec)
         for trigger in spec.get("triggers", []):
             metadata = trigger.get("metadata", {})
             errors += [

@@ -182,6 +182,17 @@ def _with(report: LoadReport, key: tuple[str, str], load: ModelLoad | None) -> L
     return LoadReport(loads, incomplete=report.incomplete)
 
 
+def test_a_model_id_the_pods_do_not_serve_is_told_what_they_serve() -> None:
+    """llm-d/llm-d#2310: a modelID that is not vLLM's --served-model-name leaves the VA
+    inert; the reason names the models the pods in its namespace do serve."""
+    objects = base_objects()
+    loads = _with(served_loads(), ("team-b", "llama0-7b"), None)
+    loads = dataclasses.replace(loads, served={"team-b": frozenset({"llama-7b", "base"})})
+    assembly = build_system(snapshot_of(objects), loads, AssemblySettings(min_num_replicas=0))
+    (problem,) = assembly.problems
+    assert "the pods in team-b serve base, llama-7b: does spec.modelID match" in problem.reason
+
+
 def test_no_series_for_a_model_with_replicas_is_not_sized_at_zero_load(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

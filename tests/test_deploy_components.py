@@ -18,6 +18,7 @@ from types import ModuleType
 
 import pytest
 
+from adapter.collect.gateway import GatewayPrometheus
 from tests.manifest_support import (
     ADAPTER_NS,
     CERT_MANAGER_NS,
@@ -36,6 +37,7 @@ from tests.manifest_support import (
     copy_layout,
     custom_resource_errors,
     example_dirs,
+    gateway_source,
     kubernetes_validate,
     kustomization_dirs,
     kustomize,
@@ -46,6 +48,7 @@ from tests.manifest_support import (
     run_settings,
     settings_env,
 )
+from tests.test_manifests import rbac_table
 
 # YAML files that are not Kubernetes objects
 NOT_MANIFESTS = {KEDA / "prometheus-adapter" / "values.yaml"}  # Helm values
@@ -100,6 +103,7 @@ def test_the_expected_folders_are_there() -> None:
         "cert-manager",
         "networkpolicy",
         "openshift",
+        "scale-from-zero",
     }
     assert {d.name for d in example_dirs()} >= {"overlay", "openshift"}
     for directory in component_dirs():
@@ -348,6 +352,73 @@ def test_openshift_component(renders: dict[Path, list[Doc]], kv: ModuleType) -> 
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": pod["serviceAccountName"], "namespace": ADAPTER_NS}
     ]
+
+
+# ---------------------------------------------------------------- scale from zero
+
+
+def test_every_rendered_setting_is_a_run_variable(renders: dict[Path, list[Doc]]) -> None:
+    """A misspelt variable, in a component or an overlay, would be ignored silently."""
+    from adapter.cli import _subcommand, build_parser, env_variables
+
+    known = set(env_variables(_subcommand(build_parser(), "run")))
+    for directory, docs in renders.items():
+        unknown = set(settings_env(docs)) - known
+        assert not unknown, f"{directory.relative_to(DEPLOY.parent)}: {sorted(unknown)}"
+
+
+def test_scale_from_zero_reads_the_gateway_from_prometheus(
+    renders: dict[Path, list[Doc]],
+) -> None:
+    docs, base = _component(renders, "scale-from-zero"), renders[DEPLOY]
+    settings = run_settings(docs)
+    assert settings.min_replicas == 0
+    assert settings.gateway_prometheus and not settings.gateway
+    assert settings.prometheus == settings_env(base)["WVA_PROMETHEUS"]  # the same server
+    # `run` accepts the combination (it exits 2 on a gateway without --min-replicas 0,
+    # or on two gateway sources) and reads the router's series from Prometheus
+    assert isinstance(gateway_source(settings), GatewayPrometheus)
+    assert gateway_source(run_settings(base)) is None  # the base reads no gateway
+    # only settings: the Deployment is the base's but for the settings' hash suffix, and
+    # the Prometheus path needs no RBAC beyond the base's
+    deployment, base_deployment = (
+        copy.deepcopy(one(d, "Deployment", "wva-adapter")) for d in (docs, base)
+    )
+    for each in (deployment, base_deployment):
+        (source,) = each["spec"]["template"]["spec"]["containers"][0]["envFrom"]
+        source["configMapRef"]["name"] = "wva-adapter-settings"
+    assert deployment == base_deployment
+    assert rbac_table(docs) == rbac_table(base)
+
+
+def test_scale_from_zero_leaves_the_timings_to_the_overlay(layout: Path) -> None:
+    """An overlay sets the timings in its own settings merge (docs/deploy.md): the
+    component must not set them, or its literals would win over the overlay's."""
+    overlay = layout.parent / "overlays" / "scale-from-zero-timings"
+    overlay.mkdir(parents=True)
+    (overlay / "kustomization.yaml").write_text(
+        "resources:\n  - ../../deploy\n"
+        "components:\n  - ../../deploy/components/scale-from-zero\n"
+        "configMapGenerator:\n  - name: wva-adapter-settings\n    behavior: merge\n"
+        "    literals:\n      - WVA_SCALE_TO_ZERO_AFTER=300\n      - WVA_WAKE_POLL=0.5\n"
+        "      - WVA_PROMETHEUS=http://prometheus.example:9090\n",
+        encoding="utf-8",
+    )
+    settings = run_settings(kustomize(overlay))
+    assert (settings.scale_to_zero_after, settings.wake_poll) == (300, 0.5)
+    assert settings.prometheus == "http://prometheus.example:9090"
+    assert settings.min_replicas == 0 and settings.gateway_prometheus
+
+
+def test_scale_from_zero_goes_with_the_from_zero_scaledobject() -> None:
+    """Each side names the other: the adapter's settings alone, or the ScaledObject alone,
+    does not scale from zero."""
+    component = (COMPONENTS / "scale-from-zero" / "kustomization.yaml").read_text()
+    assert "keda/scaledobject-from-zero.yaml" in component
+    scaled_object = (KEDA / "scaledobject-from-zero.yaml").read_text()
+    assert "deploy/components/scale-from-zero" in scaled_object
+    for setting in ("--min-replicas 0", "--gateway-prometheus", "flowControl"):
+        assert setting in scaled_object, setting
 
 
 # ---------------------------------------------------------------- the example overlays

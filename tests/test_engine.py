@@ -430,3 +430,24 @@ def test_cancellation_still_stops_the_loop() -> None:
 
     engine = asyncio.run(asyncio.wait_for(main(), timeout=30))
     assert (engine.stats.cycles_total, engine.stats.cycle_errors_total) == (1, 0)
+
+
+def test_a_va_whose_model_the_pods_do_not_serve_names_what_they_serve(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The pods serve the model under another name (vLLM's --served-model-name): the VA is
+    left unsolved and its reason and log line say which names they serve (llm-d#2310)."""
+    metrics = VllmMetrics("llama-8b-served")
+    with MetricsServer(metrics) as server:
+        clock = ManualClock()
+        engine = make_engine(server, clock)
+        with pytest.raises(CycleError):
+            engine.run_cycle()  # the baseline scrape
+        record(metrics, 10)
+        clock.advance(15)
+        with caplog.at_level(logging.WARNING):
+            decision = engine.run_cycle().decisions[(NAMESPACE, "vllm")]
+    assert not decision.solved
+    assert f"no vLLM series for model {MODEL}" in decision.reason
+    assert "serve llama-8b-served: does spec.modelID match" in decision.reason
+    assert any("llama-8b-served" in r.getMessage() for r in caplog.records)

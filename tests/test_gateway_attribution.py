@@ -107,12 +107,13 @@ def test_a_namespaced_series_is_never_ambiguous() -> None:
     assert (report.waiting(("aaa", MODEL)), report.waiting(("zzz", MODEL))) == (0, 2)
 
 
-def test_no_queue_family_at_all_is_unknown_not_zero() -> None:
+def test_no_queue_family_means_nothing_held_and_says_the_queue_is_not_exported() -> None:
+    # the EPP creates the series at the first request it holds; without flow control it
+    # holds nothing: either way nothing waits
     running = GatewaySample(RUNNING.alias, {"model_name": MODEL}, 4.0)
     report = attribute([running], [("ns", MODEL)])
-    assert report.waiting(("ns", MODEL)) is None
-    assert "flow control" in report.why_unknown(("ns", MODEL))
-    assert attribute([], [("ns", MODEL)]).waiting(("ns", MODEL)) is None
+    assert report.waiting(("ns", MODEL)) == 0 and not report.exported
+    assert attribute([queue(0, namespace="ns")], [("ns", MODEL)]).exported
 
 
 @pytest.mark.parametrize("bad", [math.nan, -1.0, math.inf])

@@ -34,12 +34,14 @@ from tests.manifest_support import (
     FALLBACK_BEHAVIORS,
     K8S_VERSION,
     KEDA,
+    KEDA_DEFAULT_COOLDOWN_PERIOD,
     SAMPLES,
     SCALED_OBJECT_FIELDS,
     TRIGGER_AUTHENTICATION_FIELDS,
     Doc,
     by_kind,
     container,
+    custom_resource_errors,
     fields_outside,
     find_kubectl,
     group,
@@ -47,6 +49,7 @@ from tests.manifest_support import (
     kubernetes_validate,
     kustomize,
     kustomize_version,
+    load_all,
     load_one,
     one,
     render_component,
@@ -594,9 +597,14 @@ def test_bad_status_is_rejected(field: str, value: Any, va_schema: Doc) -> None:
 # ---------------------------------------------------------------- keda/
 
 
-@pytest.fixture(scope="module")
-def scaled_object() -> Doc:
-    return load_one(KEDA / "scaledobject.yaml")
+# every ScaledObject we ship: the plain one, with mTLS, and with scale to zero
+SCALED_OBJECTS = ("scaledobject.yaml", "scaledobject-mtls.yaml", "scaledobject-from-zero.yaml")
+
+
+@pytest.fixture(scope="module", params=SCALED_OBJECTS)
+def scaled_object(request: pytest.FixtureRequest) -> Doc:
+    name: str = request.param
+    return load_one(KEDA / name)
 
 
 def test_scaledobject_uses_only_keda_fields(scaled_object: Doc) -> None:
@@ -615,7 +623,9 @@ def test_scaledobject_targets_the_tutorials_deployment_and_va(scaled_object: Doc
         "name": deployment["metadata"]["name"],
     }
     (trigger,) = scaled_object["spec"]["triggers"]
-    assert trigger["type"] == "external"
+    # from zero, KEDA must hear the adapter's wake-up at once: StreamIsActive, pushed
+    at_zero = scaled_object["spec"].get("minReplicaCount", 0) == 0
+    assert trigger["type"] == ("external-push" if at_zero else "external")
     assert trigger["metricType"] == "AverageValue"
     metadata = trigger["metadata"]
     assert metadata["variantAutoscalingName"] == va["metadata"]["name"]
@@ -635,8 +645,8 @@ def test_scaledobject_scaler_address_is_the_adapter_service(
     assert int(port) in [p["port"] for p in service["spec"]["ports"]]
 
 
-def test_scaledobject_replicas_and_fallback(scaled_object: Doc) -> None:
-    spec = scaled_object["spec"]
+def test_scaledobject_replicas_and_fallback() -> None:
+    spec = load_one(KEDA / "scaledobject.yaml")["spec"]
     assert spec["minReplicaCount"] == 1
     assert spec["maxReplicaCount"] > spec["minReplicaCount"]
     assert spec["pollingInterval"] == 15
@@ -668,12 +678,86 @@ def test_scaledobject_hpa_behavior_is_a_valid_hpa_behavior(
         "metadata": {"name": "keda-hpa-vllm", "namespace": "vllm-test"},
         "spec": {
             "scaleTargetRef": scaled_object["spec"]["scaleTargetRef"],
-            "minReplicas": 1,
-            "maxReplicas": 8,
+            # KEDA's HPA: minReplicaCount, or 1 when it is 0 (0 <-> 1 is KEDA's own)
+            "minReplicas": max(scaled_object["spec"]["minReplicaCount"], 1),
+            "maxReplicas": scaled_object["spec"]["maxReplicaCount"],
             "behavior": behavior,
         },
     }
     validate_builtin(kv, hpa)
+
+
+def test_from_zero_scaledobject_is_the_plain_one_but_for_scale_to_zero() -> None:
+    """Same name (it replaces the plain one), target, fallback, HPA behavior and trigger
+    metadata; only what scale to zero needs differs."""
+    plain = load_one(KEDA / "scaledobject.yaml")
+    zero = load_one(KEDA / "scaledobject-from-zero.yaml")
+    spec = zero["spec"]
+    assert spec["minReplicaCount"] == 0
+    assert "idleReplicaCount" not in spec  # min 0 deactivates to 0 already
+    (trigger,) = spec["triggers"]
+    assert trigger["type"] == "external-push"
+    # back to the plain object: what is left must be identical
+    spec["minReplicaCount"] = plain["spec"]["minReplicaCount"]
+    del spec["cooldownPeriod"]  # only relevant with minReplicaCount 0
+    trigger["type"] = "external"
+    assert zero == plain
+
+
+def test_from_zero_cooldown_leaves_the_retention_to_the_adapter() -> None:
+    """KEDA deactivates only after IsActive has been false for cooldownPeriod; the adapter
+    has already held the idle variant for --scale-to-zero-after. The cooldown rides out
+    at least one poll's false answer, and is shorter than the adapter's hold (and than
+    KEDA's default), which would otherwise keep an idle GPU replica longer for nothing."""
+    from adapter.settings import RunSettings
+
+    spec = load_one(KEDA / "scaledobject-from-zero.yaml")["spec"]
+    polling, cooldown = spec["pollingInterval"], spec["cooldownPeriod"]
+    assert polling <= cooldown < KEDA_DEFAULT_COOLDOWN_PERIOD
+    assert cooldown < RunSettings().scale_to_zero_after
+    assert "idleReplicaCount" not in spec
+
+
+def test_from_zero_scaledobject_names_a_variant_autoscaling_of_the_samples() -> None:
+    zero = load_one(KEDA / "scaledobject-from-zero.yaml")
+    samples = [d for path in sorted(SAMPLES.glob("*.yaml")) for d in load_all(path)]
+    variants = {
+        (d["metadata"]["namespace"], d["metadata"]["name"]): d
+        for d in samples
+        if d["kind"] == "VariantAutoscaling"
+    }
+    (trigger,) = zero["spec"]["triggers"]
+    metadata = trigger["metadata"]
+    key = (metadata["variantAutoscalingNamespace"], metadata["variantAutoscalingName"])
+    assert key in variants, f"no VariantAutoscaling {key} in deploy/samples"
+    # the VA sizes the Deployment of its name, in its namespace: the one this object scales
+    assert key == (zero["metadata"]["namespace"], zero["spec"]["scaleTargetRef"]["name"])
+    deployments = {
+        (d["metadata"]["namespace"], d["metadata"]["name"])
+        for d in samples
+        if d["kind"] == "Deployment"
+    }
+    assert key in deployments
+
+
+def test_scaledobject_checks_follow_kedas_validation() -> None:
+    """tests/manifest_support.py refuses what KEDA refuses for these objects."""
+    good = load_one(KEDA / "scaledobject-from-zero.yaml")
+    assert custom_resource_errors(good) == []
+
+    def broken(change: Any) -> list[str]:
+        doc = copy.deepcopy(good)
+        change(doc["spec"])
+        return custom_resource_errors(doc)
+
+    assert broken(lambda s: s.update(idleReplicaCount=0))  # not below minReplicaCount 0
+    assert broken(lambda s: s.update(minReplicaCount=9))  # above maxReplicaCount
+    assert broken(lambda s: s.update(cooldownPeriod=-1))
+    assert broken(lambda s: s["triggers"][0]["metadata"].pop("scalerAddress"))
+    assert broken(lambda s: s["triggers"][0].update(type="external-pull"))
+    assert broken(lambda s: s["triggers"][0].update(metricType="Value"))  # no fallback then
+    assert broken(lambda s: s["triggers"].append(copy.deepcopy(s["triggers"][0])))
+    assert broken(lambda s: s["fallback"].update(replicas=-1))
 
 
 def test_trigger_authentication_for_tls() -> None:

@@ -225,6 +225,8 @@ def test_idle_model_has_zero_rate_and_no_nan(served: list[Pod], source: Promethe
     report = source.collect([IDLE, ("wva-it-b", "unscraped")])
     # an idle pod is present with zeros; a model no pod serves is absent, not zero
     assert report.find("wva-it-b", "unscraped") is None
+    # what the namespace's pods serve instead, unwanted keys included (llm-d#2310)
+    assert {"m2", "m3"} <= report.served["wva-it-b"]
     idle = report.find(*IDLE)
     assert idle is not None
     # 0/0 means in PromQL are NaN: dropped, never passed on

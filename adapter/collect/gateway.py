@@ -12,10 +12,15 @@ matched on the model name alone: to the only namespace with a VA for that model,
 to none when several have one (GIE #2309, WVA #246: the EPP's series name no
 namespace). Those VAs' queues are then unknown, not zero, and say why.
 
-Unknown is never zero: a gateway that cannot be read, or that exports no flow-control
-queue at all (an EPP without the flowControl feature), knows nothing about any model;
-one that exports the queue but no series for a model has nothing queued for it (the
-EPP creates a series at a model's first queued request).
+Unknown is never zero: a gateway that cannot be read knows nothing about any model, and
+a series whose value is garbage or cannot be placed leaves its models unknown. A gateway
+that answers without a series for a model holds nothing for it: the EPP creates a
+queue series at the first request it holds for a model (llm-d/llm-d-inference-scheduler
+pkg/epp/flowcontrol/controller/controller.go, IncFlowControlQueueSize, @
+520af47896e5f06e43d09aca281a1149187b0ffd), and an EPP without flow control holds
+nothing at all (it refuses what no pod can take). `exported` says whether the queue
+family was in the answer: without it, whether the router would hold (and so wake) at
+all is not known, which the engine warns about.
 """
 
 from __future__ import annotations
@@ -80,13 +85,13 @@ class GatewayQueue:
 @dataclass(frozen=True, slots=True)
 class GatewayReport:
     queues: Mapping[LoadKey, GatewayQueue] = field(default_factory=dict)
-    exported: bool = False  # the answer held the flow-control queue family at all
+    exported: bool = False  # the answer had the flow-control queue family at all
     unknown: Mapping[LoadKey, str] = field(default_factory=dict)  # keys not told, why
     error: str | None = None  # the gateway could not be read: nothing is known
 
     def waiting(self, key: LoadKey) -> float | None:
         """Requests held at the gateway for this model; None when that is not known."""
-        if self.error is not None or not self.exported or key in self.unknown:
+        if self.error is not None or key in self.unknown:
             return None
         queue = self.queues.get(key)
         return queue.waiting if queue is not None else 0.0
@@ -95,11 +100,6 @@ class GatewayReport:
         """Why `waiting(key)` is None ("" when it is known)."""
         if self.error is not None:
             return f"gateway unreadable: {self.error}"
-        if not self.exported:
-            return (
-                f"the gateway exports no {QUEUE_SIZE.name} (nor {QUEUE_SIZE.alias}): is its"
-                " flow control on?"
-            )
         return self.unknown.get(key, "")
 
 

@@ -13,7 +13,7 @@ loudly instead of scaling a service to zero.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -66,6 +66,9 @@ class LoadReport:
     # keys whose load is known to be partial this cycle (e.g. a pod failed to scrape),
     # with why; their loads, if any, must not be sized on
     incomplete: Mapping[LoadKey, str] = field(default_factory=dict)
+    # every model name the pods' series carried, by namespace (wanted or not): what a VA
+    # whose modelID matches none of them is told the pods serve instead (llm-d/llm-d#2310)
+    served: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
     def find(self, namespace: str, model: str) -> ModelLoad | None:
         """The load for a key, or None if no series at all named it."""
@@ -75,6 +78,14 @@ class LoadReport:
         """The load for a key, or a zero load if absent (for display; sizing uses `find`)."""
         found = self.loads.get((namespace, model))
         return found if found is not None else ModelLoad(namespace=namespace, model=model)
+
+
+def served_models(keys: Iterable[LoadKey]) -> dict[str, frozenset[str]]:
+    """The model names of these keys, by namespace (`LoadReport.served`)."""
+    served: dict[str, set[str]] = {}
+    for namespace, model in keys:
+        served.setdefault(namespace, set()).add(model)
+    return {namespace: frozenset(models) for namespace, models in served.items()}
 
 
 class MetricsSource(Protocol):

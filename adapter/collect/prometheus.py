@@ -47,7 +47,13 @@ from prometheus_api_client.prometheus_connect import PrometheusConnect
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from urllib3.util import Retry
 
-from adapter.collect.metrics import LoadKey, LoadReport, MetricsUnavailable, ModelLoad
+from adapter.collect.metrics import (
+    LoadKey,
+    LoadReport,
+    MetricsUnavailable,
+    ModelLoad,
+    served_models,
+)
 from adapter.vllm_metrics import (
     ITL_FAMILIES,
     KV_CACHE_USAGE,
@@ -334,10 +340,12 @@ class PrometheusSource:
         if not wanted:
             return LoadReport()
         fields: dict[LoadKey, dict[str, float]] = {}
+        seen: set[LoadKey] = set()
         for query in self.queries:
             result = self.instant(query.expr)
             try:
                 for key, value in vector_samples(result):
+                    seen.add(key)
                     if key in wanted:
                         fields.setdefault(key, {})[query.field] = value * query.scale
             except AnswerError as exc:
@@ -345,7 +353,7 @@ class PrometheusSource:
                     f"Prometheus at {self.settings.url} answered {exc} to {query.expr}"
                 ) from None
         loads = {key: _model_load(key, values) for key, values in fields.items()}
-        return LoadReport(loads=loads, queries=len(self.queries))
+        return LoadReport(loads=loads, queries=len(self.queries), served=served_models(seen))
 
     def instant(self, expr: str) -> object:
         """`data.result` of one instant query, its warnings logged; anything but a success

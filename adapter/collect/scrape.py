@@ -50,6 +50,7 @@ from adapter.collect.metrics import (
     MetricsUnavailable,
     MetricsWarmingUp,
     ModelLoad,
+    served_models,
 )
 from adapter.vllm_metrics import (
     ITL_FAMILIES,
@@ -330,11 +331,14 @@ class ScrapeSource:
             log.info("%d new vLLM metrics targets have no rate yet", warming)
 
         wanted = set(keys)
-        loads = {key: load for key, load in totals.loads().items() if key in wanted}
+        every = totals.loads()
+        loads = {key: load for key, load in every.items() if key in wanted}
         incomplete = self._incomplete(targets, results, errors, wanted)
         for key, reason in _odd_values(targets, results, wanted).items():
             incomplete.setdefault(key, reason)
-        return LoadReport(loads=loads, queries=len(targets), incomplete=incomplete)
+        return LoadReport(
+            loads=loads, queries=len(targets), incomplete=incomplete, served=served_models(every)
+        )
 
     def _incomplete(
         self,
