@@ -26,6 +26,7 @@ from adapter.emulator.metrics import MetricsServer
 from adapter.sim.cluster import ClusterSettings, SimCluster
 from adapter.sim.hpa import HPAScalingPolicy
 from adapter.sim.policies import (
+    FROM_ZERO_COOLDOWN_S,
     ClusterMetrics,
     Limits,
     OursPolicy,
@@ -59,10 +60,17 @@ def test_setup_reads_the_variant_as_the_adapter_does(setup: SimSetup) -> None:
         setup_from_snapshot(setup.snapshot, ("other", "nope"))
 
 
-def test_ours_is_configured_like_the_shipped_scaled_object() -> None:
-    doc = yaml.safe_load((ROOT / "keda" / "scaledobject.yaml").read_text())["spec"]
-    spec = ours_scaled_object(doc["minReplicaCount"], doc["maxReplicaCount"])
+@pytest.mark.parametrize("shipped", ["scaledobject.yaml", "scaledobject-from-zero.yaml"])
+def test_ours_is_configured_like_the_shipped_scaled_object(shipped: str) -> None:
+    doc = yaml.safe_load((ROOT / "keda" / shipped).read_text())["spec"]
+    from_zero = doc["minReplicaCount"] == 0
+    spec = ours_scaled_object(
+        doc["minReplicaCount"],
+        doc["maxReplicaCount"],
+        cooldown_s=FROM_ZERO_COOLDOWN_S if from_zero else 300.0,
+    )
     assert spec.pollingInterval == doc["pollingInterval"]
+    assert spec.cooldownPeriod == doc.get("cooldownPeriod", 300)  # KEDA's default 300
     assert spec.fallback is not None
     assert (spec.fallback.failureThreshold, spec.fallback.replicas, spec.fallback.behavior) == (
         doc["fallback"]["failureThreshold"],
