@@ -58,6 +58,7 @@ from adapter.model.kube import ClusterSnapshot
 from adapter.model.system import parse_system
 from adapter.optimizer import SizingCache, SizingRule, optimize_parsed
 from adapter.optimizer.solution import Solution
+from adapter.variants import share_loads, shared_groups
 from adapter.zero import HeldArrivals, ScaleToZero
 
 log = logging.getLogger(__name__)
@@ -270,8 +271,14 @@ class Engine:
         if self._learning is not None:
             # after the decisions: a cycle sizes with what the cycles before it taught;
             # not from a VA whose replica counts come from an out-of-date view
-            stale = [k for k, d in snapshot.decisions.items() if _withheld_as_stale(d)]
-            self._learning.observe(assembly, at=started, skip=stale)
+            skip = {k for k, d in snapshot.decisions.items() if _withheld_as_stale(d)}
+            # nor from variants sharing a model's series: their pods' ITL is a mix of theirs
+            skip.update(
+                (assembly.servers[s].namespace, assembly.servers[s].name)
+                for servers in shared_groups(_served_keys(assembly)).values()
+                for s in servers
+            )
+            self._learning.observe(assembly, at=started, skip=skip)
         try:
             self._log_cycle(snapshot, previous)
         except Exception:  # the snapshot is published and served: only log lines are lost
@@ -346,9 +353,19 @@ class Engine:
         target, headroom = self._settings.attainment, self._settings.headroom
         reference = target is None and headroom == 0 and not ahead
         rule = None if reference else SizingRule(target, headroom, ahead)
+        groups = shared_groups(_served_keys(assembly))
+        shares: dict[str, float] = {}
+        if groups:  # variants of one model share its load: split it, cheapest first
+            parsed, shares = share_loads(parsed, groups, self._cache, rule)
         solution = optimize_parsed(parsed, self._cache, rule)
         decisions = _decisions(
-            assembly, solution, loads, _out_of_date(cluster, self.staleness_s), learning, views
+            assembly,
+            solution,
+            loads,
+            _out_of_date(cluster, self.staleness_s),
+            learning,
+            views,
+            shares,
         )
         if self._zero is not None:
             decisions = self._zero.apply(decisions, gateway, started)
@@ -520,6 +537,11 @@ def _stale_reason(behind: list[tuple[PartitionSync, float]], limit_s: float) -> 
     )
 
 
+def _served_keys(assembly: Assembly) -> dict[str, LoadKey]:
+    """Each server's (namespace, model): the vLLM series it is sized on."""
+    return {server: (va.namespace, va.spec.model_id) for server, va in assembly.servers.items()}
+
+
 def _decisions(
     assembly: Assembly,
     solution: Solution,
@@ -527,7 +549,10 @@ def _decisions(
     stale: Callable[[str], str | None] = lambda _namespace: None,
     learning: ProfileLearning | None = None,
     ahead: Mapping[VariantKey, AheadView] | None = None,
+    shares: Mapping[str, float] | None = None,
 ) -> dict[VariantKey, VariantDecision]:
+    """The decisions of the assembled VAs and the VAs left out. `shares`: the arrival
+    rate each server sharing its model's load was sized for (`adapter.variants`)."""
     out: dict[VariantKey, VariantDecision] = {}
     for problem in assembly.problems:
         out[(problem.namespace, problem.name)] = VariantDecision(
@@ -546,6 +571,8 @@ def _decisions(
         current = server_doc.get("currentAlloc", {}) if server_doc else {}
         decision = by_name.get(server)
         load = loads.get(va.namespace, va.spec.model_id)
+        if shares and server in shares:
+            load = replace(load, arrival_rate_rpm=shares[server])
         base: dict[str, Any] = {
             "namespace": va.namespace,
             "name": va.name,

@@ -60,9 +60,9 @@ def test_setup_reads_the_variant_as_the_adapter_does(setup: SimSetup) -> None:
         setup_from_snapshot(setup.snapshot, ("other", "nope"))
 
 
-@pytest.mark.parametrize("shipped", ["scaledobject.yaml", "scaledobject-from-zero.yaml"])
-def test_ours_is_configured_like_the_shipped_scaled_object(shipped: str) -> None:
-    doc = yaml.safe_load((ROOT / "keda" / shipped).read_text())["spec"]
+@pytest.mark.parametrize("manifest", ["scaledobject.yaml", "scaledobject-from-zero.yaml"])
+def test_ours_is_configured_like_the_shipped_scaled_object(manifest: str) -> None:
+    doc = yaml.safe_load((ROOT / "keda" / manifest).read_text())["spec"]
     from_zero = doc["minReplicaCount"] == 0
     spec = ours_scaled_object(
         doc["minReplicaCount"],

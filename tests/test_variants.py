@@ -1,0 +1,149 @@
+"""Several variants of one model (adapter/variants.py): an H100 and an A100 Deployment of
+the tutorial's model in one namespace share its load, split cheapest first within the
+GPUs each kind has, through the real Engine. Every case runs with the A100 variant's
+name sorted before and after the H100 one, and the VAs listed in both orders."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Collection
+from typing import Any
+
+import pytest
+
+from adapter.assemble import AssemblySettings
+from adapter.clock import ManualClock
+from adapter.collect.local import load_snapshot
+from adapter.collect.metrics import LoadKey, LoadReport, ModelLoad
+from adapter.engine import Engine, Snapshot
+from adapter.model.kube import ClusterSnapshot
+from adapter.variants import Offer, split
+from tests.kube_helpers import MODEL, SAMPLES
+
+NS = "vllm-test"
+H100 = (NS, "vllm")
+# an A100 that serves the model slower but cheaper per request: its SLO batch is
+# (9 - 7) / 0.06 = 33 requests at a step of 9 ms, against the H100's 60, at 40 % the cost
+A100_PROFILE = {"acc": "A100", "accCount": 1, "alpha": "7.0", "beta": "0.06", "maxBatchSize": 512}
+
+
+def a100_node(name: str, gpus: int) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": name,
+            "labels": {"nvidia.com/gpu.product": "NVIDIA-A100-PCIE-80GB"},
+        },
+        "status": {"allocatable": {"nvidia.com/gpu": str(gpus)}},
+    }
+
+
+def two_variants(a100_name: str, a100_gpus: int, order: str) -> ClusterSnapshot:
+    base = load_snapshot(SAMPLES)
+    h100 = base.variant_autoscalings[H100]
+    a100 = copy.deepcopy(dict(h100))
+    a100["metadata"] = {
+        **h100["metadata"],
+        "name": a100_name,
+        "labels": {
+            **h100["metadata"]["labels"],
+            "inference.optimization/acceleratorName": "A100",
+        },
+    }
+    a100["spec"] = {**h100["spec"], "modelProfile": {"accelerators": [A100_PROFILE]}}
+    deployment = copy.deepcopy(dict(base.deployments[H100]))
+    deployment["metadata"] = {**deployment["metadata"], "name": a100_name}
+    vas = {H100: h100, (NS, a100_name): a100}
+    listed = dict(sorted(vas.items(), reverse=order == "reversed"))
+    nodes = dict(base.nodes)
+    if a100_gpus:
+        nodes["a100-node"] = a100_node("a100-node", a100_gpus)
+    return ClusterSnapshot(
+        variant_autoscalings=listed,
+        config_maps=base.config_maps,
+        nodes=nodes,
+        deployments={**base.deployments, (NS, a100_name): deployment},
+        config_namespace=base.config_namespace,
+    )
+
+
+class PoolLoad:
+    """The model's load as the pods of both Deployments report it: one series."""
+
+    def __init__(self, rpm: float) -> None:
+        self.rpm = rpm
+
+    def collect(self, keys: Collection[LoadKey]) -> LoadReport:
+        load = ModelLoad(NS, MODEL, self.rpm, 128.0, 512.0, running=40.0, waiting=0.0)
+        return LoadReport({(NS, MODEL): load})
+
+
+def decide(a100_name: str, a100_gpus: int, rpm: float, order: str) -> Snapshot:
+    cluster = two_variants(a100_name, a100_gpus, order)
+    engine = Engine(
+        cluster=lambda: cluster,
+        metrics=PoolLoad(rpm),
+        clock=ManualClock(),
+        settings=AssemblySettings(min_num_replicas=0),
+    )
+    return engine.run_cycle()
+
+
+CASES = [(name, order) for name in ("aaa-a100", "zzz-a100") for order in ("sorted", "reversed")]
+
+
+@pytest.mark.parametrize(("a100_name", "order"), CASES)
+def test_the_cheap_variant_is_filled_first_and_the_other_is_not_used(
+    a100_name: str, order: str
+) -> None:
+    decisions = decide(a100_name, a100_gpus=8, rpm=480.0, order=order).decisions
+    a100, h100 = decisions[(NS, a100_name)], decisions[H100]
+    assert a100.accelerator == "A100" and h100.accelerator == "H100"
+    assert (a100.desired_replicas, h100.desired_replicas) == (2, 0)
+    assert a100.load is not None and a100.load.arrival_rate_rpm == 480.0
+    assert h100.load is not None and h100.load.arrival_rate_rpm == 0.0
+
+
+@pytest.mark.parametrize(("a100_name", "order"), CASES)
+def test_when_the_cheap_kinds_gpus_run_out_the_other_takes_the_rest(
+    a100_name: str, order: str
+) -> None:
+    decisions = decide(a100_name, a100_gpus=1, rpm=480.0, order=order).decisions
+    a100, h100 = decisions[(NS, a100_name)], decisions[H100]
+    assert a100.desired_replicas == 1  # the one A100 there is, full
+    assert h100.desired_replicas == 1 and h100.load is not None
+    assert 0 < h100.load.arrival_rate_rpm < 480.0
+    assert a100.load is not None
+    assert a100.load.arrival_rate_rpm + h100.load.arrival_rate_rpm == pytest.approx(480.0)
+
+
+@pytest.mark.parametrize(("a100_name", "order"), CASES)
+def test_without_a100s_the_h100_variant_serves_everything(a100_name: str, order: str) -> None:
+    decisions = decide(a100_name, a100_gpus=0, rpm=480.0, order=order).decisions
+    assert decisions[H100].desired_replicas == 1
+    assert decisions[(NS, a100_name)].desired_replicas == 0
+
+
+def test_the_split_is_cheapest_per_request_first_within_the_room_each_has() -> None:
+    inf = float("inf")
+    offers = [
+        Offer("h100", cost_per_rpm=0.2, room_rpm=inf),
+        Offer("a100", cost_per_rpm=0.16, room_rpm=500.0),
+        Offer("pricey", cost_per_rpm=1.0, room_rpm=inf),
+    ]
+    servers = ["a100", "h100", "pricey", "unsized"]
+    assert split(400.0, offers, servers) == {
+        "a100": 400.0,
+        "h100": 0.0,
+        "pricey": 0.0,
+        "unsized": 0.0,
+    }
+    assert split(700.0, offers, servers) == {
+        "a100": 500.0,
+        "h100": 200.0,
+        "pricey": 0.0,
+        "unsized": 0.0,
+    }
+    # nobody has room: the cheapest is asked for the rest
+    full = [Offer("a100", 0.16, 250.0), Offer("h100", 0.2, 0.0)]
+    assert split(600.0, full, ["a100", "h100"]) == {"a100": 600.0, "h100": 0.0}
+    assert split(0.0, offers, servers) == dict.fromkeys(servers, 0.0)
