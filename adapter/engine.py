@@ -90,6 +90,9 @@ class VariantDecision:
     # requests one replica can decode at once within the ITL SLO (at most its max batch):
     # what a backlog at the gateway is divided by on a wake-up (`adapter.zero`)
     slo_batch: int | None = None
+    # requests the inference gateway held for the model when the cycle read it (with a
+    # gateway source and --min-replicas 0; None: not read, or not known)
+    gateway_waiting: float | None = None
     profile: ProfileView | None = None  # the decode profile sized with (learning on)
     ahead: AheadView | None = None  # the rate sized for a start-up ahead (look-ahead on)
 

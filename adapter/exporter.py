@@ -23,6 +23,10 @@ for an unsolved VA, or `unresolved` when unknown):
   `wva_learned_profile_observations`, `wva_learned_profile_trusted`;
 - with look-ahead on: `wva_sized_arrival_rate_requests_per_second` (the forecast a
   start-up ahead it was sized for) and `wva_startup_seconds` (the start-up planned with);
+- solved: `wva_slo_batch_requests` (the batch whose decode step is the ITL SLO: what
+  vLLM's `--max-num-seqs` should not exceed for the SLO to hold under a backlog);
+- with a gateway source (`--min-replicas 0`): `wva_gateway_waiting_requests` (requests
+  the inference gateway held for the variant's model);
 - always: `wva_decision_info{reason=...} 1`, `reason` one of `REASONS` (a small enum;
   the free-text reason goes to the logs and the VA's status, never into a label).
 
@@ -405,6 +409,18 @@ class SnapshotCollector(Collector):
             "Start-up the look-ahead plans with: learned from the Deployment's scale-ups,"
             " or the default until two are seen.",
             lambda d: None if d.ahead is None else d.ahead.startup.seconds,
+        )
+        yield family(
+            "wva_slo_batch_requests",
+            "Requests one replica decodes at once within the ITL SLO (the batch whose step"
+            " time is the SLO, at most its max batch).",
+            solved(lambda d: d.slo_batch),
+        )
+        yield family(
+            "wva_gateway_waiting_requests",
+            "Requests the inference gateway (llm-d router flow control) holds for the"
+            " variant's model.",
+            lambda d: d.gateway_waiting,
         )
         info = InfoMetricFamily(
             "wva_decision",

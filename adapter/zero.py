@@ -132,7 +132,10 @@ class ScaleToZero:
             del self._last_active[key]  # the VA is gone
         for key in self._starting.keys() - decisions.keys():
             del self._starting[key]
-        return {key: self._decide(key, d, gateway, at) for key, d in decisions.items()}
+        return {
+            key: _with_gateway(self._decide(key, d, gateway, at), gateway)
+            for key, d in decisions.items()
+        }
 
     def _decide(
         self, key: VariantKey, decision: VariantDecision, gateway: GatewayReport | None, at: float
@@ -199,3 +202,10 @@ class ScaleToZero:
             reason=f"starting from zero: {waiting:g} requests wait at the gateway while no"
             f" pod serves yet ({decision.reason})",
         )
+
+
+def _with_gateway(decision: VariantDecision, gateway: GatewayReport | None) -> VariantDecision:
+    """The decision with what the gateway held for its model, when known."""
+    if gateway is None or not decision.model:
+        return decision
+    return replace(decision, gateway_waiting=gateway.waiting((decision.namespace, decision.model)))

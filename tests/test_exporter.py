@@ -160,6 +160,25 @@ def test_the_learned_profile_and_the_look_ahead_are_exported() -> None:
     }
 
 
+def test_the_slo_batch_and_the_gateway_queue_are_exported() -> None:
+    out = decisions()
+    key = ("llm", "granite-h100")
+    out[key] = replace(out[key], slo_batch=60, gateway_waiting=3.0)
+    snapshot = Snapshot(cycle=1, timestamp=0.0, monotonic=0.0, duration_s=0.1, decisions=out)
+    collector = SnapshotCollector(lambda: snapshot, EngineStats(), ManualClock(), max_age_s=None)
+    got = {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in collector.collect()
+        for s in family.samples
+        if s.name in ("wva_slo_batch_requests", "wva_gateway_waiting_requests")
+    }
+    labels = va("granite-h100", "llm", "H100")
+    assert got == {
+        ("wva_slo_batch_requests", labels): 60,
+        ("wva_gateway_waiting_requests", labels): 3.0,
+    }
+
+
 def make_snapshot(
     clock: ManualClock,
     cycle: int = 7,

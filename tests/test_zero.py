@@ -127,7 +127,8 @@ def test_without_a_gateway_a_variant_at_zero_stays_at_zero() -> None:
 def test_an_unsolved_decision_passes_through_and_a_deleted_va_is_forgotten() -> None:
     zero = ScaleToZero(retention_s=60)
     unsolved = decision(None, 2)
-    assert zero.apply({KEY: unsolved}, gateway(5), at=0)[KEY] is unsolved
+    passed = zero.apply({KEY: unsolved}, gateway(5), at=0)[KEY]
+    assert passed == replace(unsolved, gateway_waiting=5)  # the queue read, nothing decided
     zero.apply({KEY: decision(1, 1, rpm=10)}, None, at=0)
     assert zero.last_active(KEY) == 0
     zero.apply({}, None, at=1)
