@@ -19,11 +19,12 @@ optimizer runs (`share_loads`), and each variant is sized for its share:
 The GPUs counted are all of the type: other models using them are the optimizer's to
 arbitrate afterwards, as for any variant. Pure: no I/O.
 
-The pool's router (llm-d's EPP) sends each request to the least loaded endpoint
-(adapter/sim/cluster.py has the same rule): it does not split by cost. The split is what
-the adapter sizes for, not a routing rule: the replicas it asks for carry the pool's
-load whichever pods serve which request, since each variant's capacity is counted at
-the SLO.
+The pool's router (llm-d's EPP) sends each request to the least loaded endpoint: it
+does not split by cost, and it evens out the requests in flight per pod, so pods of a
+slower variant run about the batch the faster ones do. The split is what the adapter
+sizes for, not a routing rule. Where both variants serve, a slower variant's pods may
+then run past their own SLO batch while the faster ones run below theirs; the simulator
+does not yet run two kinds of pods in one pool to measure it (issue 16's next step).
 """
 
 from __future__ import annotations
