@@ -284,7 +284,31 @@ def _assemble_variants(
         except _Skip as skip:
             problems.append(VAProblem(namespace, name, str(skip)))
             log.warning("VariantAutoscaling %s/%s skipped: %s", namespace, name, skip)
-    return variants, problems
+    return _one_per_deployment(variants, problems)
+
+
+def _one_per_deployment(
+    variants: list[_Variant], problems: list[VAProblem]
+) -> tuple[list[_Variant], list[VAProblem]]:
+    """VAs sizing the same Deployment (a scaleTargetRef naming another VA's) would give it
+    two answers: all of them are left out, whatever their names or listing order."""
+    by_target: dict[tuple[str, str], list[_Variant]] = {}
+    for v in variants:
+        by_target.setdefault((v.va.namespace, v.va.deployment_name()), []).append(v)
+    shared = {id(v): key for key, group in by_target.items() if len(group) > 1 for v in group}
+    if not shared:
+        return variants, problems
+    for v in variants:
+        if id(v) in shared:
+            namespace, target = shared[id(v)]
+            names = ", ".join(sorted(o.va.name for o in by_target[namespace, target]))
+            reason = (
+                f"Deployment {namespace}/{target} is the target of several VariantAutoscalings"
+                f" ({names}); one VariantAutoscaling per Deployment, none of them is sized"
+            )
+            problems.append(VAProblem(namespace, v.va.name, reason))
+            log.warning("VariantAutoscaling %s/%s skipped: %s", namespace, v.va.name, reason)
+    return [v for v in variants if id(v) not in shared], problems
 
 
 def _variant(
@@ -300,7 +324,7 @@ def _variant(
     unit = _unit_cost(accelerator, config)
     profile = va.profile_for(accelerator)
     if profile is None:
-        raise _Skip(f"no modelProfile entry for accelerator {accelerator!r}")
+        raise _Skip(va.no_profile_reason(accelerator))
     choice = _slo(va, config)
     deployment = _deployment(va, snapshot, parse)
     replicas = deployment.replicas
@@ -341,10 +365,16 @@ def _unit_cost(accelerator: str, config: _Config) -> AcceleratorCost:
 
 
 def _deployment(va: VariantAutoscaling, snapshot: ClusterSnapshot, parse: _Parse) -> Deployment:
-    """The VA's Deployment (same namespace and name)."""
-    raw = snapshot.deployments.get((va.namespace, va.name))
+    """The VA's Deployment: its spec.scaleTargetRef's, else the one of its name (same
+    namespace either way)."""
+    try:
+        name = va.deployment_name()
+    except ShapeError as error:
+        raise _Skip(str(error)) from None
+    raw = snapshot.deployments.get((va.namespace, name))
     if raw is None:
-        raise _Skip(f"Deployment {va.namespace}/{va.name} not found")
+        ref = " (spec.scaleTargetRef)" if va.spec.scale_target_ref is not None else ""
+        raise _Skip(f"Deployment {va.namespace}/{name}{ref} not found")
     try:
         return parse(raw, parse_deployment)
     except ShapeError as error:
@@ -617,18 +647,23 @@ def _target_doc(
 
 
 def _server_doc(v: _Variant, model_name: str, settings: AssemblySettings) -> dict[str, Any]:
+    # the newer shape's bounds and cost per replica (absent: the adapter's, the unit cost)
+    floor, ceiling = v.va.replica_bounds(settings.min_num_replicas)
+    per_replica = v.va.spec.variant_cost
     return {
         "name": v.server,
         "class": v.slo.class_name,
         "model": model_name,
         "keepAccelerator": True,
-        "minNumReplicas": settings.min_num_replicas,
+        "minNumReplicas": floor,
+        **({} if ceiling is None else {"maxNumReplicas": ceiling}),
+        **({} if per_replica is None else {"replicaCost": _number(per_replica)}),
         "maxBatchSize": v.profile.max_batch_size,
         "currentAlloc": {
             "accelerator": v.accelerator,
             "numReplicas": v.replicas,
             "maxBatch": settings.current_max_batch,
-            "cost": _number(v.replicas * v.unit.cost),
+            "cost": _number(v.replicas * (v.unit.cost if per_replica is None else per_replica)),
             "itlAverage": _measured(v.load.itl_ms),
             "waitAverage": _measured(v.load.queue_time_ms),
             "load": {

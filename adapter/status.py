@@ -15,18 +15,24 @@ What is written (through the `/status` subresource, so `spec` is never touched):
   the HPA actuate), so it never claims it applied anything. Any `true` left by another
   controller is corrected.
 - conditions `MetricsAvailable` (MetricsFound / MetricsMissing) and `OptimizationReady`
-  (OptimizationSucceeded / OptimizationFailed / InvalidConfiguration / KubernetesStale:
+  (OptimizationSucceeded, its message saying when the decision is the VA's
+  `spec.maxReplicas` / OptimizationFailed / InvalidConfiguration / KubernetesStale:
   the VA's objects were last known in sync with the API server longer ago than the
   staleness limit, so its decision is withheld; written when the API server takes
   writes, e.g. while only the watches fail), with
   `observedGeneration` = the object's `metadata.generation`. Other condition types are
-  kept as they are. A snapshot older than `max_age_s` (cycles failing) turns both False
-  and leaves the allocations alone; so does having no snapshot at all `max_age_s` after
-  the writer started (no cycle has succeeded since this process started).
+  kept as they are (an upstream WVA's `TargetResolved`, say). A snapshot older than
+  `max_age_s` (cycles failing) turns both False and leaves the allocations alone; so
+  does having no snapshot at all `max_age_s` after the writer started (no cycle has
+  succeeded since this process started).
 - with profile learning on, condition `ProfileLearned`: True (LearnedProfileInUse) when
   the profile learned from the pods sizes the VA, with it and the declared one in the
   message; False (DeclaredProfileInUse) otherwise, saying whether the fit is not known
   well enough yet or agrees with the declaration.
+
+Every field written is in both shapes the CRD serves (deploy/crd-variantautoscalings.yaml):
+a VA an upstream WVA controller wrote (desiredOptimizedAlloc without accelerator,
+`actuation.applied: true`, its own conditions) validates before and after our write.
 
 Writes happen only when the status changes. `lastTransitionTime` is kept while a
 condition's status stays the same, and `lastRunTime` is the start of the cycle that
@@ -142,7 +148,7 @@ def _condition(
 
 
 def _conditions(
-    decision: VariantDecision | None, stale_after: float | None
+    decision: VariantDecision | None, stale_after: float | None, cap: int | None = None
 ) -> list[tuple[str, bool, str, str]]:
     if decision is None:  # stale snapshot
         age = f" in the last {stale_after:g}s" if stale_after is not None else ""
@@ -188,7 +194,8 @@ def _conditions(
                 OPTIMIZATION_READY,
                 True,
                 "OptimizationSucceeded",
-                f"desired {decision.desired_replicas} replica(s) of {decision.accelerator}",
+                f"desired {decision.desired_replicas} replica(s) of {decision.accelerator}"
+                + (", its spec.maxReplicas" if decision.desired_replicas == cap else ""),
             )
         )
     elif code in ("InvalidConfiguration", "KubernetesStale"):
@@ -309,13 +316,20 @@ def desired_status(
         type_: _condition(
             type_, ok, reason, message, meta.get("generation"), by_type.get(type_), stamp
         )
-        for type_, ok, reason, message in _conditions(decision, stale_after)
+        for type_, ok, reason, message in _conditions(decision, stale_after, _max_replicas(obj))
     }
     conditions = [ours.pop(str(c.get("type")), dict(c)) for c in old_conditions]  # keep order
     ordered = (METRICS_AVAILABLE, OPTIMIZATION_READY, PROFILE_LEARNED)
     conditions.extend(ours[t] for t in ordered if t in ours)
     new["conditions"] = conditions
     return new
+
+
+def _max_replicas(obj: Mapping[str, Any]) -> int | None:
+    """The VA's spec.maxReplicas (newer upstream shape), if it has a usable one."""
+    spec = obj.get("spec")
+    cap = spec.get("maxReplicas") if isinstance(spec, Mapping) else None
+    return cap if isinstance(cap, int) and not isinstance(cap, bool) else None
 
 
 def merge_patch(old: Any, new: Any) -> Any:

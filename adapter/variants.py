@@ -9,9 +9,10 @@ optimizer runs (`share_loads`), and each variant is sized for its share:
 1. each variant sized for the whole load alone, as the optimizer sizes it (same rule):
    its cost per request is what that costs over the load;
 2. the variants in order of that cost, cheapest first, ties by name;
-3. each takes the load its GPUs can serve: all of what is left if that fits in the
-   replicas its accelerator type has (its GPUs over its GPUs per replica; without limit
-   with `--unlimited`), else the most that does, found by bisection on the same sizing;
+3. each takes the load its replicas can serve: all of what is left if that fits in the
+   replicas it may have (its accelerator type's GPUs over its GPUs per replica, without
+   limit with `--unlimited`, and at most its VA's `spec.maxReplicas`), else the most that
+   does, found by bisection on the same sizing;
    a variant whose SLO is unattainable takes none;
 4. load nobody has room for goes to the cheapest, whose allocation then says the
    capacity is exhausted.
@@ -108,8 +109,10 @@ class _Sizing:
         self._rule = rule
 
     def allocation(self, server: ServerSpec, rpm: float) -> Allocation | None:
-        """Its allocation on its accelerator for `rpm`, or None if the SLO is unattainable."""
-        alone = replace(self._spec, servers=(_with_rate(server, rpm),))
+        """Its allocation on its accelerator for `rpm` (the replicas it needs, above its
+        cap if it has one), or None if the SLO is unattainable."""
+        uncapped = _with_rate(server, rpm).model_copy(update={"max_num_replicas": 0})
+        alone = replace(self._spec, servers=(uncapped,))
         (sized,) = build_candidates(alone, self._cache, self._rule)
         return sized.candidates[0] if sized.candidates else None
 
@@ -125,6 +128,15 @@ class _Sizing:
         return Offer(server.name, whole.cost / total_rpm, room)
 
     def _replicas_available(self, server: ServerSpec, accelerator_name: str) -> int | None:
+        """The replicas its GPUs allow (None: no limit), and at most its own cap (a VA's
+        spec.maxReplicas)."""
+        gpus = self._replicas_of_gpus(server, accelerator_name)
+        cap = server.max_num_replicas or None
+        if gpus is None or cap is None:
+            return cap if gpus is None else gpus
+        return min(gpus, cap)
+
+    def _replicas_of_gpus(self, server: ServerSpec, accelerator_name: str) -> int | None:
         spec = self._spec
         if spec.optimizer.unlimited:
             return None

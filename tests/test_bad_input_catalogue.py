@@ -166,6 +166,18 @@ def _va(o: Objects) -> dict[str, Any]:
     return va
 
 
+def _spec(o: Objects) -> dict[str, Any]:
+    spec: dict[str, Any] = _va(o)["spec"]
+    return spec
+
+
+def spec_update(**fields: Any) -> Edit:
+    def edit(o: Objects) -> None:
+        _spec(o).update(fields)
+
+    return edit
+
+
 def _acc(o: Objects) -> dict[str, Any]:
     entry: dict[str, Any] = _va(o)["spec"]["modelProfile"]["accelerators"][0]
     return entry
@@ -301,6 +313,21 @@ CATALOGUE: list[Bad] = [
         put(_va, "status", {"conditions": [{"type": "Ready", "status": "Maybe"}]})),
     Bad("va-not-an-object", "va", "VariantAutoscaling team-b/other", "valid dictionary",
         replace_va(["not", "an", "object"])),
+    # -- the newer upstream shape's fields (tests/test_va_shapes.py has them first and last)
+    Bad("va-target-another-kind", "va", "spec.scaleTargetRef", "LeaderWorkerSet 'other' is"
+        " not supported", put(_spec, "scaleTargetRef",
+                              {"apiVersion": "leaderworkerset.x-k8s.io/v1",
+                               "kind": "LeaderWorkerSet", "name": "other"})),
+    Bad("va-target-deployment-missing", "va", "Deployment team-b/ghost (spec.scaleTargetRef)",
+        "not found", put(_spec, "scaleTargetRef", {"kind": "Deployment", "name": "ghost"})),
+    Bad("va-min-above-max-replicas", "va", "spec", "minReplicas 5 is above maxReplicas 2",
+        spec_update(minReplicas=5, maxReplicas=2)),
+    Bad("va-max-replicas-zero", "va", "spec.maxReplicas", "greater than or equal to 1",
+        put(_spec, "maxReplicas", 0)),
+    Bad("va-variant-cost-word", "va", "spec.variantCost", "'ten' is not a decimal",
+        put(_spec, "variantCost", "ten")),
+    Bad("va-no-model-profile", "va", "spec.modelProfile", "sizing needs the decode profile",
+        drop(_spec, "modelProfile")),
     Bad("deployment-replicas-string", "va", "Deployment team-b/other", "spec.replicas",
         put(lambda o: o["deps"][OTHER]["spec"], "replicas", "three"), without=NO_DEPLOYMENT),
     Bad("deployment-ready-boolean", "va", "Deployment team-b/other", "status.readyReplicas",

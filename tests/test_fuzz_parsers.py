@@ -116,6 +116,13 @@ VA_PATHS: list[tuple[Any, ...]] = [
     ("spec", "modelProfile", "accelerators", 0, "beta"),
     ("spec", "modelProfile", "accelerators", 0, "maxBatchSize"),
     ("spec", "modelProfile", "accelerators", 0, "atTokens"),
+    # the newer upstream shape's fields
+    ("spec", "scaleTargetRef"),
+    ("spec", "scaleTargetRef", "kind"),
+    ("spec", "scaleTargetRef", "name"),
+    ("spec", "minReplicas"),
+    ("spec", "maxReplicas"),
+    ("spec", "variantCost"),
     ("status",),
     ("status", "currentAlloc"),
     ("status", "currentAlloc", "numReplicas"),
@@ -146,9 +153,18 @@ def test_va_parser_raises_only_shape_errors(changes: list[tuple[tuple[Any, ...],
         assert str(error), "a ShapeError names at least one field"
         return
     assert isinstance(va, VariantAutoscaling)
-    for entry in va.spec.model_profile.accelerators:
+    profile = va.spec.model_profile
+    for entry in profile.accelerators if profile is not None else ():
         assert math.isfinite(entry.alpha) and entry.alpha >= 0
         assert math.isfinite(entry.beta) and entry.beta >= 0
+    cost = va.spec.variant_cost
+    assert cost is None or (math.isfinite(cost) and cost >= 0)
+    floor, ceiling = va.replica_bounds(1)
+    assert floor >= 0 and (ceiling is None or floor <= ceiling)
+    try:
+        assert va.deployment_name()
+    except ShapeError as error:  # a scale target of another kind: named
+        assert "spec.scaleTargetRef" in str(error)
 
 
 @FUZZ

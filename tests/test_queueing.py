@@ -131,6 +131,26 @@ def test_batch_model_equals_sequential_bitwise(queue: tuple[float, float, int, i
         assert_same_stats(fast, exact, (queue, float(rate)))
 
 
+OVERLOADS = (1.0005, 1.01, 1.2, 2.0, 50.0, 1000.0)  # rate / mu_N
+
+
+@pytest.mark.parametrize(
+    "queue", SEEDED_QUEUES + _random_queues(20261206, 6), ids=lambda q: "-".join(map(str, q))
+)
+def test_an_overloaded_replica_equals_sequential_bitwise(queue: Queue) -> None:
+    """Rates beyond mu_N, which sizing never probes but a VA held at its maxReplicas
+    carries: r^M overflows float64 in the closed-form tail from r ~ 1.17 at N = 512 (NaN,
+    and an overflow warning); summed over r^M instead, the figures are the reference
+    recurrence's, bit for bit, and finite."""
+    alpha, beta, batch, tokens = queue
+    mus = service_rates(alpha, beta, batch, tokens)
+    rates = [mus[-1] * F32(factor) for factor in OVERLOADS]
+    for rate, fast in zip(rates, batch_solve(*queue, rates), strict=True):
+        exact = solve_sequential(mus, float(rate))
+        assert_same_stats(fast, exact, (queue, float(rate)))
+        assert all(math.isfinite(float(value)) for value in fast)
+
+
 @st.composite
 def queues(draw: st.DrawFn) -> tuple[float, float, int, int, float]:
     alpha = draw(st.sampled_from([0.0, 0.5, 3.0]) | st.floats(0.01, 60.0))

@@ -37,7 +37,9 @@ def a100_node(name: str, gpus: int) -> dict[str, Any]:
     }
 
 
-def two_variants(a100_name: str, a100_gpus: int, order: str) -> ClusterSnapshot:
+def two_variants(
+    a100_name: str, a100_gpus: int, order: str, a100_max: int | None = None
+) -> ClusterSnapshot:
     base = load_snapshot(SAMPLES)
     h100 = base.variant_autoscalings[H100]
     a100 = copy.deepcopy(dict(h100))
@@ -50,6 +52,8 @@ def two_variants(a100_name: str, a100_gpus: int, order: str) -> ClusterSnapshot:
         },
     }
     a100["spec"] = {**h100["spec"], "modelProfile": {"accelerators": [A100_PROFILE]}}
+    if a100_max is not None:  # the newer upstream shape's bound
+        a100["spec"]["maxReplicas"] = a100_max
     deployment = copy.deepcopy(dict(base.deployments[H100]))
     deployment["metadata"] = {**deployment["metadata"], "name": a100_name}
     vas = {H100: h100, (NS, a100_name): a100}
@@ -77,8 +81,10 @@ class PoolLoad:
         return LoadReport({(NS, MODEL): load})
 
 
-def decide(a100_name: str, a100_gpus: int, rpm: float, order: str) -> Snapshot:
-    cluster = two_variants(a100_name, a100_gpus, order)
+def decide(
+    a100_name: str, a100_gpus: int, rpm: float, order: str, a100_max: int | None = None
+) -> Snapshot:
+    cluster = two_variants(a100_name, a100_gpus, order, a100_max)
     engine = Engine(
         cluster=lambda: cluster,
         metrics=PoolLoad(rpm),
@@ -114,6 +120,17 @@ def test_when_the_cheap_kinds_gpus_run_out_the_other_takes_the_rest(
     assert 0 < h100.load.arrival_rate_rpm < 480.0
     assert a100.load is not None
     assert a100.load.arrival_rate_rpm + h100.load.arrival_rate_rpm == pytest.approx(480.0)
+
+
+@pytest.mark.parametrize(("a100_name", "order"), CASES)
+def test_a_cheap_variant_at_its_max_replicas_leaves_the_rest_to_the_other(
+    a100_name: str, order: str
+) -> None:
+    decisions = decide(a100_name, 8, 480.0, order, a100_max=1).decisions
+    a100, h100 = decisions[(NS, a100_name)], decisions[H100]
+    assert (a100.desired_replicas, h100.desired_replicas) == (1, 1)
+    assert a100.load is not None and h100.load is not None
+    assert 0 < h100.load.arrival_rate_rpm < 480.0
 
 
 @pytest.mark.parametrize(("a100_name", "order"), CASES)

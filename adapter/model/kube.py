@@ -1,7 +1,10 @@
 """Kubernetes objects the adapter reads: VariantAutoscaling, two ConfigMaps, Nodes, Deployments.
 
-Pure shapes and parsers, no I/O. The VariantAutoscaling model accepts the tutorial's YAML
-unchanged (Aug-2025 CRD plus the optional `atTokens`). ConfigMaps and Nodes are parsed
+Pure shapes and parsers, no I/O. The VariantAutoscaling model accepts both released
+shapes of `llmd.ai/v1alpha1` (deploy/crd-variantautoscalings.yaml serves them as one
+schema): the tutorial's YAML unchanged (Aug-2025 CRD plus the optional `atTokens`), and
+the last upstream WVA shape before the CRD's removal (`scaleTargetRef`, `minReplicas`,
+`maxReplicas`, `variantCost`; `modelProfile` optional). ConfigMaps and Nodes are parsed
 entry by entry: a bad entry becomes an `EntryProblem` naming the object, the key and the
 field, and every other entry is still used.
 """
@@ -18,7 +21,14 @@ from datetime import datetime
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 # in adapter.defaults: `wva-adapter --help` shows it without importing this module
 from adapter.defaults import DEFAULT_CONFIG_NAMESPACE as DEFAULT_CONFIG_NAMESPACE
@@ -122,10 +132,48 @@ class ModelProfile(_Shape):
     accelerators: tuple[AcceleratorProfile, ...] = Field(min_length=1)
 
 
+class ScaleTargetRef(_Shape):
+    """autoscaling's CrossVersionObjectReference, as the newer upstream shape carries it."""
+
+    api_version: str = Field("", alias="apiVersion")
+    kind: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+
+
+# the one kind of scale target the adapter reads replicas from
+TARGET_KIND = "Deployment"
+TARGET_API_VERSIONS = ("", "apps/v1")  # apiVersion is optional in scaleTargetRef
+
+
 class VariantAutoscalingSpec(_Shape):
+    """Both shapes in one: the tutorial's (modelID, sloClassRef, modelProfile) and the
+    newer upstream one (scaleTargetRef, modelID, minReplicas, maxReplicas, variantCost).
+
+    Every field but modelID is optional, without defaults: an absent scaleTargetRef is
+    the Deployment of the VA's own name, absent bounds are the adapter's (--min-replicas,
+    no maximum), an absent variantCost is the accelerator's unit cost. A VA without
+    modelProfile parses, and is left unsized with the reason (`no_profile_reason`).
+    """
+
     model_id: str = Field(min_length=1, alias="modelID")
     slo_class_ref: SloClassRef | None = Field(None, alias="sloClassRef")
-    model_profile: ModelProfile = Field(alias="modelProfile")
+    model_profile: ModelProfile | None = Field(None, alias="modelProfile")
+    scale_target_ref: ScaleTargetRef | None = Field(None, alias="scaleTargetRef")
+    min_replicas: int | None = Field(None, ge=0, le=2**31 - 1, alias="minReplicas")
+    max_replicas: int | None = Field(None, ge=1, le=2**31 - 1, alias="maxReplicas")
+    variant_cost: float | None = Field(
+        None, alias="variantCost", description="cost of one replica, a decimal string"
+    )
+
+    _check_cost = field_validator("variant_cost", mode="before")(_optional_decimal)
+
+    @model_validator(mode="after")
+    def _bounds_in_order(self) -> VariantAutoscalingSpec:
+        # the CRD's x-kubernetes-validations rule, which the API server enforces
+        low, high = self.min_replicas, self.max_replicas
+        if low is not None and high is not None and low > high:
+            raise ValueError(f"minReplicas {low} is above maxReplicas {high}")
+        return self
 
 
 def _status_decimal(value: Any) -> str:
@@ -157,9 +205,12 @@ class CurrentAlloc(_Shape):
 
 
 class DesiredOptimizedAlloc(_Shape):
+    """Both fields optional: the newest upstream controller omits the accelerator and, until
+    its first decision, the replicas; the adapter always writes both."""
+
     last_run_time: datetime | None = Field(None, alias="lastRunTime")
-    accelerator: str = Field(min_length=2)
-    num_replicas: int = Field(ge=0, alias="numReplicas")
+    accelerator: str | None = Field(None, min_length=2)
+    num_replicas: int | None = Field(None, ge=0, alias="numReplicas")
 
 
 class Actuation(_Shape):
@@ -211,10 +262,48 @@ class VariantAutoscaling(_Shape):
         return self.metadata.labels.get(ACCELERATOR_LABEL) or None
 
     def profile_for(self, accelerator: str) -> AcceleratorProfile | None:
-        for entry in self.spec.model_profile.accelerators:
+        profile = self.spec.model_profile
+        for entry in profile.accelerators if profile is not None else ():
             if entry.acc == accelerator:
                 return entry
         return None
+
+    def no_profile_reason(self, accelerator: str) -> str:
+        """Why `profile_for(accelerator)` is None, for the VA's unsolved reason."""
+        if self.spec.model_profile is None:
+            return (
+                "no spec.modelProfile: sizing needs the decode profile of the model on"
+                f" {accelerator!r} (modelProfile.accelerators[] with acc, accCount, alpha,"
+                " beta, maxBatchSize), which the newer upstream shape does not carry; add"
+                " it to this VariantAutoscaling (the adapter learns a profile only for a VA"
+                " it already sizes)"
+            )
+        return f"no modelProfile entry for accelerator {accelerator!r}"
+
+    def deployment_name(self) -> str:
+        """The Deployment this VA sizes: `spec.scaleTargetRef.name`, or the VA's own name
+        without a scaleTargetRef. Raises ShapeError for a target of another kind."""
+        ref = self.spec.scale_target_ref
+        if ref is None:
+            return self.name
+        if ref.kind != TARGET_KIND or ref.api_version not in TARGET_API_VERSIONS:
+            kind = f"{ref.api_version} {ref.kind}" if ref.api_version else ref.kind
+            raise ShapeError(
+                f"spec.scaleTargetRef: {kind} {ref.name!r} is not supported; the adapter"
+                " sizes apps/v1 Deployments only (their replicas and pods are what it reads)"
+            )
+        return ref.name
+
+    def replica_bounds(self, default_min: int) -> tuple[int, int | None]:
+        """(floor, ceiling or None) of this VA's replicas.
+
+        The floor is `spec.minReplicas` but never below `default_min` (--min-replicas):
+        a VA asking for 0 where the adapter runs without scale from zero would be parked
+        with nothing to wake it. `spec.maxReplicas` caps both: it is the VA's own word.
+        """
+        floor = max(default_min, self.spec.min_replicas or 0)
+        ceiling = self.spec.max_replicas
+        return (floor if ceiling is None else min(floor, ceiling)), ceiling
 
 
 class ShapeError(ValueError):

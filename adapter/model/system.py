@@ -50,6 +50,10 @@ def _finite(value: float) -> float:
     return value
 
 
+def _optional_finite(value: float | None) -> float | None:
+    return None if value is None else _finite(value)
+
+
 class PowerSpec(_Shape):
     idle: float = 0
     full: float = 0
@@ -196,9 +200,31 @@ class ServerSpec(_Shape):
     model: str = Field(min_length=1)
     keep_accelerator: bool = Field(False, alias="keepAccelerator")
     min_num_replicas: int = Field(0, ge=0, alias="minNumReplicas")
+    # not in optimizer-light v0.3.0: a VariantAutoscaling's spec.maxReplicas and
+    # spec.variantCost (the newer upstream shape), absent from the reference's documents
+    max_num_replicas: int = Field(
+        0, ge=0, alias="maxNumReplicas", description="0: no upper bound; else a hard cap"
+    )
+    replica_cost: float | None = Field(
+        None,
+        ge=0,
+        alias="replicaCost",
+        description="cost of one replica; None: the accelerator's cost x the model's accCount",
+    )
     max_batch_size: int = Field(0, ge=0, alias="maxBatchSize", description="0: derive from profile")
     current_alloc: AllocationData = Field(AllocationData(), alias="currentAlloc")
     desired_alloc: AllocationData = Field(AllocationData(), alias="desiredAlloc")
+
+    _check_cost = field_validator("replica_cost")(_optional_finite)
+
+    @model_validator(mode="after")
+    def _bounds_in_order(self) -> ServerSpec:
+        if 0 < self.max_num_replicas < self.min_num_replicas:
+            raise ValueError(
+                f"minNumReplicas {self.min_num_replicas} is above maxNumReplicas"
+                f" {self.max_num_replicas}"
+            )
+        return self
 
     @property
     def load(self) -> LoadSpec:

@@ -168,7 +168,10 @@ def _zero_load(server: ServerSpec, accelerator: AcceleratorSpec, perf: ModelPerf
     replicas = server.min_num_replicas
     batch = server.max_batch_size if server.max_batch_size > 0 else perf.max_batch_size
     alpha, beta = F32(perf.alpha), F32(perf.beta)
-    cost = float(F32(accelerator.cost) * F32(perf.acc_count * replicas))
+    if server.replica_cost is not None:
+        cost = float(F32(server.replica_cost) * F32(replicas))
+    else:
+        cost = float(F32(accelerator.cost) * F32(perf.acc_count * replicas))
     return Allocation(
         accelerator=accelerator.name,
         num_replicas=replicas,
@@ -253,6 +256,8 @@ def build_candidates(
             server.model,
             server.keep_accelerator,
             server.min_num_replicas,
+            server.max_num_replicas,
+            server.replica_cost,
             server.max_batch_size,
             current.accelerator,
             current.num_replicas,
@@ -357,10 +362,20 @@ def _size(
         if goal is not None:
             rps = float(demand[j]) * 1000.0
             replicas[j] = _replicas_for_share(profiles[i], rps, goal, int(replicas[j]), minimum[j])
+    # a server's maxNumReplicas is a hard cap, as an HPA's maxReplicas: the allocation at
+    # the cap carries more load per replica, and its predicted ITL and wait say so
+    maximum = np.array([spec.servers[owner[i]].max_num_replicas for i in pick], dtype=np.int64)
+    replicas = np.where(maximum > 0, np.minimum(replicas, maximum), replicas)
     per_replica = demand / replicas.astype(np.float32)
     unit_cost = np.array([accelerators[i].cost for i in pick], dtype=np.float32)
     acc_count = np.array([perfs[i].acc_count for i in pick], dtype=np.int64)
     cost = unit_cost * (acc_count * replicas).astype(np.float32)
+    # a server's replicaCost (a VA's spec.variantCost) replaces unit cost x accCount
+    own = [spec.servers[owner[i]].replica_cost for i in pick]
+    if any(c is not None for c in own):
+        per_replica_cost = np.array([c or 0.0 for c in own], dtype=np.float32)
+        has_own = np.array([c is not None for c in own], dtype=bool)
+        cost = np.where(has_own, per_replica_cost * replicas.astype(np.float32), cost)
 
     # the solver's value: the transition penalty from the current allocation
     current = [spec.servers[owner[i]].current_alloc for i in pick]

@@ -251,9 +251,13 @@ class BatchModel:
         tail_len = (OCCUPANCY_PER_BATCH - 1) * batch.astype(np.float64)
         log_r = log_lam - self.log_mu_last[rows]
         r = np.exp(log_r)
-        r_pow = np.exp(tail_len * log_r)  # r^M
         one_minus_r = -np.expm1(log_r)
         near_one = np.abs(one_minus_r) < 1e-12
+        # an overloaded replica (r > 1, a rate beyond what the optimizer's sizing probes,
+        # e.g. at a VA's maxReplicas): r^M overflows float64 from r ~ 1.17 at N = 512, so
+        # its sums are taken divided by r^M below; other rows exactly as the reference
+        over = (log_r > 0) & ~near_one
+        r_pow = np.exp(np.where(over, 0.0, tail_len * log_r))  # r^M
         safe = np.where(near_one, 1.0, one_minus_r)
         g1 = np.where(near_one, tail_len, r * (1 - r_pow) / safe)
         g2 = np.where(
@@ -268,6 +272,23 @@ class BatchModel:
         mean_in_service = head_moment / total + (1 - head_mass / total) * nb
         p0 = weight_zero / total
         p_full = weight_last * r_pow / total
+        if over.any():
+            # the same sums over r^M: with s = r^-M (underflows to 0 harmlessly),
+            # g1 / r^M = r (1 - s) / (r - 1), g2 / r^M = r (s - (M + 1) + M r) / (r - 1)^2
+            s = np.exp(-np.where(over, tail_len * log_r, 0.0))
+            above = np.where(over, -one_minus_r, 1.0)  # r - 1
+            g1_s = r * (1 - s) / above
+            g2_s = r * (s - (tail_len + 1) + tail_len * r) / (above * above)
+            total_s = head_mass * s + weight_last * g1_s
+            moment_s = head_moment * s + weight_last * (nb * g1_s + g2_s)
+            mean_in_system = np.where(over, moment_s / total_s, mean_in_system)
+            mean_in_service = np.where(
+                over,
+                head_moment * s / total_s + (1 - head_mass * s / total_s) * nb,
+                mean_in_service,
+            )
+            p0 = np.where(over, weight_zero * s / total_s, p0)
+            p_full = np.where(over, weight_last / total_s, p_full)
         lam32 = rate.astype(np.float32)
         throughput = lam32 * (F32(1) - p_full.astype(np.float32))
         resp = mean_in_system.astype(np.float32) / throughput
