@@ -95,17 +95,22 @@ def cmd_optimize(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: Text
 
 
 def cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -> int:
-    """A scenario in a closed loop (the tutorial's, or --scenario misprofiled), or
-    (--optimizer-only) the tutorial's four steps."""
+    """A scenario in a closed loop (the tutorial's, or --scenario misprofiled or
+    from-zero), or (--optimizer-only) the tutorial's four steps."""
     del err, stdin
     if args.optimizer_only:
         return _optimizer_steps(out)
-    from adapter.loop import LoopError, misprofiled, run_demo, tutorial
+    from adapter.loop import LoopError, from_zero, misprofiled, run_demo, tutorial
 
     if not (math.isfinite(args.time_factor) and args.time_factor > 0):
         raise InputError(f"demo --time-factor {args.time_factor:g}: must be a finite number > 0")
-    build = misprofiled if args.scenario == "misprofiled" else tutorial
-    scenario = build(short=args.short, time_factor=args.time_factor, metrics=args.metrics)
+    builds = {"tutorial": tutorial, "misprofiled": misprofiled, "from-zero": from_zero}
+    try:
+        scenario = builds[args.scenario](
+            short=args.short, time_factor=args.time_factor, metrics=args.metrics
+        )
+    except ValueError as error:  # a combination the scenario refuses
+        raise InputError(f"demo --scenario {args.scenario}: {error}") from error
     try:
         run_demo(scenario, Path(args.out), out)
     except LoopError as error:
@@ -567,10 +572,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--short", action="store_true", help="the compressed CI run (~2.5 min)")
     demo.add_argument(
         "--scenario",
-        choices=("tutorial", "misprofiled"),
+        choices=("tutorial", "misprofiled", "from-zero"),
         default="tutorial",
-        help="the tutorial's two jobs (default), or its first job on GPUs 1.2 x slower than"
-        " the VA declares, for the adapter to learn the profile",
+        help="the tutorial's two jobs (default); misprofiled: its first job on GPUs 1.2 x"
+        " slower than the VA declares, for the adapter to learn the profile; from-zero: the"
+        " Deployment starts at 0 replicas behind a gateway that holds requests, the first"
+        " one wakes it (StreamIsActive pushed to KEDA), a second job takes it to 2, and"
+        " after the load an idle tail parks it at 0 again (--metrics scrape only)",
     )
     demo.add_argument(
         "--time-factor",

@@ -13,8 +13,11 @@ optimizer sizes an idle variant at 0 replicas.
   (at least one), `slo_batch` being the batch whose step time is the SLO. The `Waker`
   (adapter/waker.py) checks the queue between cycles, so a wake-up does not wait for
   the next cycle: it sees the first request, and wakes one replica.
-- **While the woken pods start.** They serve no series yet, so the cycle cannot size the
-  variant from vLLM (its decision is "metrics missing"). A variant this policy woke
+- **While the woken pods start.** They serve no series yet, then series without a rate
+  (requests in flight, none completed in the window), so the cycle cannot size the
+  variant from vLLM (its decision is "metrics missing", then "metrics incomplete"), and
+  an UNAVAILABLE answer would end KEDA's StreamIsActive stream at every wake-up (KEDA
+  backs off its reconnects after an error, up to a minute). A variant this policy woke
   keeps the replicas it was woken to, as a decision (not UNAVAILABLE), until its pods
   serve and vLLM's measured load sizes it. Not more for the backlog that builds
   meanwhile: its requests have missed the TTFT SLO already, and replicas started for
@@ -49,8 +52,10 @@ if TYPE_CHECKING:  # types only: this module imports nothing that does I/O
     from adapter.engine import VariantDecision, VariantKey
 
 DEFAULT_RETENTION_S = 600.0  # WVA's scale-to-zero enforcer held idle variants 10 minutes
-# how the engine's reason starts for a VA whose pods serve no series while it has replicas
-METRICS_MISSING = "metrics missing"
+# how the engine's reasons start for a VA whose pods serve no series yet while it has
+# replicas, and for one whose first series have no rate yet (requests in flight, no
+# completion in the window): both are a woken variant's first cycles
+STARTING_REASONS = ("metrics missing", "metrics incomplete")
 
 
 def backlog_replicas(requests: float, slo_batch: int | None) -> int:
@@ -185,7 +190,7 @@ class ScaleToZero:
         """An unsolved decision: sized from the queue if it is a variant woken from zero
         whose pods serve no series yet; left as it is otherwise."""
         starting = self._starting.get(key)
-        if starting is None or gateway is None or not decision.reason.startswith(METRICS_MISSING):
+        if starting is None or gateway is None or not decision.reason.startswith(STARTING_REASONS):
             return decision
         woken_to, solved = starting
         waiting = gateway.waiting((solved.namespace, solved.model))

@@ -86,8 +86,8 @@ def test_keda_activates_at_once_on_a_pushed_active() -> None:
     )
     keda.advance_to(1.0)
     assert keda.current_replicas == 0
-    assert keda.push_active(3.0) == "activated" and keda.current_replicas == 1
-    assert keda.push_active(4.0) == "active"
+    assert keda.push(3.0, True) == "activated" and keda.current_replicas == 1
+    assert keda.push(4.0, True) == "active"
     keda.advance_to(60.0)  # inactive since the push at 4 s: not yet the cooldown
     assert keda.current_replicas == 1
     keda.advance_to(80.0)

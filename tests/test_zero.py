@@ -101,6 +101,9 @@ def test_while_the_woken_pods_start_it_keeps_its_wake_replicas() -> None:
     held = zero.apply({KEY: starting}, gateway(400), at=15)[KEY]
     assert held.desired_replicas == 2 and "starting from zero" in held.reason
     assert held.model == MODEL  # from the decision that woke it
+    # the pods' first series, without a rate yet: still starting
+    no_rate = replace(starting, reason="metrics incomplete: 12 requests in flight but no ...")
+    assert zero.apply({KEY: no_rate}, gateway(0), at=20)[KEY].desired_replicas == 2
     # another unsolved reason is left alone
     other = replace(starting, reason="metrics invalid: running=nan")
     assert zero.apply({KEY: other}, gateway(400), at=30)[KEY] is other

@@ -237,7 +237,15 @@ class _Job:
     every token). Wake-ups may be spurious: the handler re-reads the state.
     """
 
-    __slots__ = ("error", "output_tokens", "prompt_tokens", "replica", "request", "waiter")
+    __slots__ = (
+        "answered",
+        "error",
+        "output_tokens",
+        "prompt_tokens",
+        "replica",
+        "request",
+        "waiter",
+    )
 
     def __init__(self, prompt_tokens: int, output_tokens: int) -> None:
         self.prompt_tokens = prompt_tokens
@@ -246,6 +254,7 @@ class _Job:
         self.replica: _Replica | None = None
         self.waiter: asyncio.Future[None] | None = None
         self.error: str | None = None
+        self.answered = False  # its response went out whole: every token, 200
 
     @property
     def current(self) -> Request:
@@ -518,7 +527,8 @@ class EmulatedDeployment:
       requests (ties in rotation). With no ready replica, a request is held up to
       `hold_s` for one (then 503); `/metrics` exports the EPP's queue and running
       gauges (adapter/emulator/gateway.py);
-    - control (`control_url`): `GET/PUT /replicas`, `GET /health`;
+    - control (`control_url`): `GET/PUT /replicas`, `GET /gateway` (the requests the
+      gateway received, held and answered whole), `GET /health`;
     - each replica: `/v1/completions`, `/v1/chat/completions`, `/v1/models`, `/health`,
       `/metrics` on its own port.
 
@@ -539,6 +549,7 @@ class EmulatedDeployment:
         self.held_bytes = 0
         self.held_total = 0  # requests ever held
         self.gateway_running = 0  # requests the gateway dispatched and not answered yet
+        self.answered_total = 0  # requests through the gateway answered whole (200)
         self._replica_ready: asyncio.Event | None = None
         self.gateway_metrics = GatewayMetrics(
             config.model,
@@ -571,6 +582,7 @@ class EmulatedDeployment:
         gateway.router.add_get("/metrics", self._gateway_metrics)
         control = web.Application()
         control.router.add_get("/replicas", self._get_replicas)
+        control.router.add_get("/gateway", self._get_gateway)
         control.router.add_put("/replicas", self._put_replicas)
         control.router.add_get("/health", self._control_health)
         self._gateway, self.gateway_port = await _serve(gateway, host, self.config.gateway_port)
@@ -740,6 +752,8 @@ class EmulatedDeployment:
             owner = job.replica
             if owner is not None and job.current.finished is None:
                 owner.cancel(job)
+            if hold and job.answered:
+                self.answered_total += 1
 
     async def _complete(self, job: _Job, *, chat: bool) -> web.Response:
         while job.current.finished is None:
@@ -747,6 +761,7 @@ class EmulatedDeployment:
                 return _error(503, job.error, "ServiceUnavailable")
             await job.wait(None)
         n = job.output_tokens
+        job.answered = True
         text = TOKEN_TEXT * n
         choice: dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": "length"}
         if chat:
@@ -813,6 +828,7 @@ class EmulatedDeployment:
                 await response.write(_sse({**head, "choices": [], "usage": _usage(job)}))
             await response.write(b"data: [DONE]\n\n")
             await response.write_eof()
+            job.answered = True
         except ConnectionError:
             pass  # the client went away; `generate` aborts the request
         return response
@@ -881,6 +897,16 @@ class EmulatedDeployment:
             "held_total": self.held_total,
         }
 
+    def gateway_account(self) -> dict[str, int]:
+        """The gateway's own account of the requests it received: how many, how many it
+        held for a replica, how many it answered whole (200, every token: a streamed one
+        once its last event is written, another once its body is handed over)."""
+        return {
+            "arrivals_total": self.arrivals_total,
+            "held_total": self.held_total,
+            "answered_total": self.answered_total,
+        }
+
     def endpoints(self) -> dict[str, Any]:
         """What the CLI prints once serving: where the gateway, control and replicas are."""
         return {
@@ -891,6 +917,9 @@ class EmulatedDeployment:
 
     async def _get_replicas(self, http: web.Request) -> web.Response:
         return web.json_response(self.status())
+
+    async def _get_gateway(self, http: web.Request) -> web.Response:
+        return web.json_response(self.gateway_account())
 
     async def _put_replicas(self, http: web.Request) -> web.Response:
         try:

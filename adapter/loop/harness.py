@@ -10,6 +10,12 @@ With `metrics="prometheus"` the metrics path is the deployed one: a real Prometh
 (file_sd, as Kubernetes service discovery would), and the adapter runs `run --local
 --prometheus URL --window` over the scrape window.
 
+With `gateway_hold_s` (scale from zero) the emulator's gateway holds requests while no
+replica is ready, as an llm-d router does, and the adapter runs with `--min-replicas 0
+--gateway NS=URL --scale-to-zero-after S`: it reads the gateway's queue to wake a
+variant at zero. The KEDA side then also keeps StreamIsActive open, as KEDA's
+external-push trigger does, and activates on a pushed `true` at once (adapter.loop.push).
+
 The harness itself is the cluster: it owns the processes, plays the KEDA operator and
 HPA controller in real time (adapter.sim.hpa) and records one Sample per period. Every
 process it starts is stopped on every way out (SIGTERM, then SIGKILL).
@@ -42,6 +48,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from adapter._proto import externalscaler_pb2 as pb
 from adapter._proto import externalscaler_pb2_grpc as pb_grpc
 from adapter.collect.scrape import itl_family, parse_exposition
+from adapter.loop.push import PushedActivity, apply_push
 from adapter.loop.record import Sample
 from adapter.loop.scenario import Scenario, Stream
 from adapter.loop.workspace import Workspace
@@ -60,6 +67,14 @@ _GUIDELLM_ENV = {
     # the machine's cores are for the emulator and the adapter
     "GUIDELLM__MAX_WORKER_PROCESSES": "1",
 }
+
+
+# guidellm's start-up to its first request, guessed to launch a stream that follows an idle
+# start (measured here: 6-8 s); the first request then fixes the plan's offset
+GUIDELLM_LEAD_GUESS_S = 8.0
+WAKE_POLL_S = 0.25  # the adapter's --wake-poll: how often it reads the gateway at zero
+STREAM_EXIT_GRACE_S = 30.0  # how long a stream that answers every request may outlast the run
+_SCALED = ("activated", "deactivated")  # KEDA's own scalings, to and from zero
 
 
 class LoopError(RuntimeError):
@@ -274,6 +289,16 @@ def _guidellm() -> str:
     return str(path)
 
 
+@dataclass(frozen=True)
+class KedaEvent:
+    """KEDA scaled to or from zero at `t`, on a pushed value or in its polling loop."""
+
+    t: float
+    source: str  # "push" or "poll"
+    detail: str  # apply_push's / KedaLoop.poll's word: activated, deactivated, active...
+    replicas: int
+
+
 @dataclass
 class LoopRun:
     """The recorded run: samples, where the logs and guidellm reports are."""
@@ -287,6 +312,13 @@ class LoopRun:
     guidellm_reports: dict[str, Path]
     guidellm_lead_s: float  # launch to first request
     prometheus_queries: int | None = None  # instant queries answered during the run
+    wall_start: float | None = None  # time.time() at the run's t = 0
+    keda_events: list[KedaEvent] = field(default_factory=list)  # activations, deactivations
+    gateway_arrived: int | None = None  # requests the gateway received
+    gateway_held: int | None = None  # of which held, waiting for a ready replica
+    gateway_answered: int | None = None  # of which answered whole (200, every token)
+    push_streams: int | None = None  # StreamIsActive streams KEDA opened (None: no push)
+    push_stream_errors: list[str] = field(default_factory=list)  # how they ended
 
 
 def promql_duration(seconds: float) -> str:
@@ -402,6 +434,7 @@ def run_loop(
     reports = {s.name: workdir / f"guidellm-{s.name}.json" for s in scenario.streams}
     for stale in (ready_file, *reports.values()):  # a previous run's, in a reused folder
         stale.unlink(missing_ok=True)
+    from_zero = scenario.gateway_hold_s > 0
     with ExitStack() as stack:
         processes = stack.enter_context(started(workdir))
         emulator = processes.start(
@@ -424,6 +457,7 @@ def run_loop(
                 f"{scenario.stream_interval_ms:g}",
                 "--startup-delay-s",
                 f"{scenario.startup_delay_s:g}",
+                *(["--hold-s", f"{scenario.gateway_hold_s:g}"] if from_zero else []),
                 "--ready-file",
                 str(ready_file),
             ],
@@ -474,6 +508,7 @@ def run_loop(
                 f"{scenario.cycle_s:g}",
                 "--min-replicas",
                 str(scenario.min_replicas),
+                *_zero_arguments(scenario, workspace.namespace, gateway),
                 "--grpc-host",
                 "127.0.0.1",
                 "--grpc-port",
@@ -493,43 +528,69 @@ def run_loop(
             30,
             adapter,
         )
+        pushed: PushedActivity | None = None
+        if from_zero:  # KEDA's external-push trigger: StreamIsActive, opened at once
+            pushed = PushedActivity(
+                f"127.0.0.1:{grpc_port}", workspace.namespace, workspace.va_name
+            )
+            pushed.start()
+            stack.callback(pushed.close)
         observed = _Observed(scenario.itl_window_s)
         pending = sorted(scenario.streams, key=lambda s: s.start_s)
 
+        load: list[tuple[str, subprocess.Popen[bytes]]] = []  # guidellm runs, by stream
+
         def launch(stream: Stream) -> subprocess.Popen[bytes]:
-            return processes.start(
+            process = processes.start(
                 f"guidellm-{stream.name}",
-                _guidellm_argv(guidellm, tokenizer, gateway, scenario, stream, reports),
+                _guidellm_argv(
+                    guidellm, tokenizer, gateway, scenario, stream, reports, workspace.model
+                ),
                 env=_GUIDELLM_ENV,
                 # the emulated GPU must not stall while guidellm imports torch (seconds
                 # of CPU on a 2-core machine): the load generator yields, not the server
                 niceness=10,
             )
+            load.append((stream.name, process))
+            return process
 
         def arrivals() -> float:
             return float(session.get(f"{control}/replicas", timeout=5).json()["arrivals_total"])
 
-        # guidellm needs tens of seconds (torch, tokenizer) before its first request: the
-        # run's clock starts at the first request, and later streams are launched that
-        # much ahead of their start.
+        # guidellm needs seconds to tens of seconds (torch, tokenizer) before its first
+        # request. Without an idle start the run's clock starts at the first request,
+        # and later streams are launched that much ahead of their start. With one (the
+        # first stream starts after 0) the clock starts now, with the loop running, the
+        # first stream is launched a guessed lead ahead of its start, and its first
+        # request fixes the plan's offset: the planned load and the later launches move
+        # by as much as the guess was off.
+        offset = 0.0  # the run's clock minus the plan's
+        first_arrival: float | None = None
         launched = time.monotonic()
-        first = [launch(pending.pop(0))]
-        while pending and pending[0].start_s == 0:
-            first.append(launch(pending.pop(0)))
-        if prometheus is not None:  # the first answers must not read as no load
-            url, process = prometheus
-            _wait_for(
-                "prometheus' first scrape", lambda: prometheus_scrapes(session, url), 30, process
-            )
-        _wait_for("guidellm's first request", lambda: arrivals() > 0, 180, first[0])
-        lead_s = time.monotonic() - launched
+        if scenario.idle_start:
+            lead_s = GUIDELLM_LEAD_GUESS_S
+        else:
+            first = [launch(pending.pop(0))]
+            while pending and pending[0].start_s == 0:
+                first.append(launch(pending.pop(0)))
+            if prometheus is not None:  # the first answers must not read as no load
+                url, process = prometheus
+                _wait_for(
+                    "prometheus' first scrape",
+                    lambda: prometheus_scrapes(session, url),
+                    30,
+                    process,
+                )
+            _wait_for("guidellm's first request", lambda: arrivals() > 0, 180, first[0])
+            lead_s = time.monotonic() - launched
+            log.info("guidellm took %.1f s to send its first request", lead_s)
         queries_before = queries_answered(session, prometheus[0]) if prometheus is not None else 0
-        log.info("guidellm took %.1f s to send its first request", lead_s)
         samples: list[Sample] = []
         replicas = scenario.initial_replicas
         ready = replicas
         arrivals_before: tuple[float, float] | None = None
         start = time.monotonic()
+        wall_start = time.time()
         next_sample = 0.0
         keda = KedaLoop(
             spec=scaled_object(scenario),
@@ -538,16 +599,40 @@ def run_loop(
             initial_replicas=scenario.initial_replicas,
             hpa_sync_period=scenario.hpa_sync_s,
         )
+        events: list[KedaEvent] = []
+        launches: dict[str, float] = {}
         while True:
             t = time.monotonic() - start
-            if t >= scenario.end_s:
+            if t >= scenario.end_s + offset:
                 break
-            while pending and pending[0].start_s - lead_s <= t:
-                launch(pending.pop(0))
+            while (
+                pending
+                and pending[0].start_s + offset - lead_s <= t
+                # after an idle start, the others wait for the first stream's first
+                # request: its lead is then known, and two start-ups do not share the CPU
+                and (first_arrival is not None or len(pending) == len(scenario.streams))
+            ):
+                stream = pending.pop(0)
+                launch(stream)
+                launches[stream.name] = t
             for name, proc in watched:
                 if proc.poll() is not None:
                     raise LoopError(f"{name} exited with status {proc.returncode} at {t:.0f} s")
-            keda.advance_to(t)
+            if scenario.complete_requests:  # every request is to be answered: none may fail
+                for name, proc in load:
+                    if proc.poll() not in (None, 0):
+                        raise LoopError(
+                            f"guidellm's {name} exited with status {proc.returncode} at"
+                            f" {t:.0f} s (guidellm-{name}.log)"
+                        )
+            for push in pushed.drain() if pushed is not None else ():
+                at = push.at - start
+                detail = apply_push(keda, at, push.active)
+                if detail in _SCALED:
+                    events.append(KedaEvent(round(at, 3), "push", detail, keda.current_replicas))
+            for step in keda.advance_to(t):
+                if step.kind == "poll" and step.detail in _SCALED:
+                    events.append(KedaEvent(round(step.now, 3), "poll", step.detail, step.replicas))
             if keda.current_replicas != replicas:
                 replicas = keda.current_replicas
                 session.put(f"{control}/replicas", json={"count": replicas}, timeout=10)
@@ -561,6 +646,13 @@ def run_loop(
                     workspace.write_replicas(replicas, ready)
                 observed.scrape(t, [f"{r['url']}/metrics" for r in body["replicas"]])
                 arrived = float(body["arrivals_total"])
+                if first_arrival is None and arrived > 0:
+                    first_arrival = t
+                    if scenario.idle_start:
+                        first_start = min(s.start_s for s in scenario.streams)
+                        offset = t - first_start
+                        lead_s = t - launches.get(_first_stream(scenario).name, 0.0)
+                        log.info("guidellm took %.1f s to send its first request", lead_s)
                 offered = (
                     (arrived - arrivals_before[1]) / (t - arrivals_before[0])
                     if arrivals_before is not None and t > arrivals_before[0]
@@ -574,7 +666,7 @@ def run_loop(
                 learned = _learned(session, f"http://127.0.0.1:{metrics_port}/metrics")
                 sample = Sample(
                     t=round(t, 3),
-                    planned_rps=scenario.offered_rps(t),
+                    planned_rps=scenario.offered_rps(t - offset),
                     offered_rps=round(offered, 3),
                     completed_rps=round(observed.completed_rps(), 3),
                     itl_ms=_round(observed.itl_ms()),
@@ -586,15 +678,31 @@ def run_loop(
                     learned_alpha_ms=learned.alpha_ms,
                     learned_beta_ms=learned.beta_ms,
                     learned_in_use=learned.in_use,
+                    held=int(body.get("held", 0)),
+                    pods=len(body["replicas"]) + len(body.get("terminating", ())),
                 )
                 samples.append(sample)
                 if on_sample is not None:
                     on_sample(sample)
                 next_sample += scenario.sample_s
-            time.sleep(max(0.0, min(0.2, next_sample - (time.monotonic() - start))))
+            pause = max(0.0, min(0.2, next_sample - (time.monotonic() - start)))
+            if pushed is not None:
+                pushed.wait(pause)  # a pushed value is acted on at once, as KEDA does
+            else:
+                time.sleep(pause)
+        if scenario.complete_requests:  # let them answer: guidellm writes its report last
+            for _, process in load:
+                with suppress(subprocess.TimeoutExpired):
+                    process.wait(timeout=STREAM_EXIT_GRACE_S)
         queries = None
         if prometheus is not None:
             queries = queries_answered(session, prometheus[0]) - queries_before
+        account = session.get(f"{control}/gateway", timeout=5).json()
+    if offset:  # the plan, where the first request put it (known only then)
+        samples = [
+            s.model_copy(update={"planned_rps": scenario.offered_rps(s.t - offset)})
+            for s in samples
+        ]
     return LoopRun(
         scenario=scenario,
         samples=samples,
@@ -605,7 +713,36 @@ def run_loop(
         guidellm_reports={k: v for k, v in reports.items() if v.exists()},
         guidellm_lead_s=lead_s,
         prometheus_queries=queries,
+        wall_start=wall_start,
+        keda_events=events,
+        gateway_arrived=int(account["arrivals_total"]),
+        gateway_held=int(account["held_total"]),
+        gateway_answered=int(account["answered_total"]),
+        push_streams=pushed.opened if pushed is not None else None,
+        push_stream_errors=[
+            f"{e.at - start:.1f} s: {e.code}" for e in (pushed.ends if pushed else []) if e.code
+        ],
     )
+
+
+def _first_stream(scenario: Scenario) -> Stream:
+    return min(scenario.streams, key=lambda s: s.start_s)
+
+
+def _zero_arguments(scenario: Scenario, namespace: str, gateway: str) -> list[str]:
+    """The adapter's scale-to-zero flags: the retention with --min-replicas 0, and the
+    gateway whose queue wakes a variant at zero (its EPP series, for the namespace)."""
+    if scenario.min_replicas != 0:
+        return []
+    arguments = ["--scale-to-zero-after", f"{scenario.scale_to_zero_after_s:g}"]
+    if scenario.gateway_hold_s > 0:
+        arguments += [
+            "--gateway",
+            f"{namespace}={gateway}/metrics",
+            "--wake-poll",
+            f"{WAKE_POLL_S:g}",
+        ]
+    return arguments
 
 
 def _round(value: float | None) -> float | None:
@@ -626,18 +763,29 @@ def _guidellm_argv(
     scenario: Scenario,
     stream: Stream,
     reports: Mapping[str, Path],
+    model: str,
 ) -> list[str]:
+    backend = f"kind=openai_http,target={gateway},request_format=/v1/completions"
+    if scenario.gateway_hold_s > 0:
+        # a gateway with no ready replica answers /health and /v1/models 503, and guidellm
+        # checks /health and asks /v1/models for the model before its first request: it
+        # is told the model, and not to check, as a client of a parked model would be
+        backend += f",model={model},validate_backend=false"
     return [
         guidellm,
         "run",
         "--backend",
-        f"kind=openai_http,target={gateway},request_format=/v1/completions",
+        backend,
         "--tokenizer",
         f"kind=huggingface_auto,model={tokenizer}",
         "--profile",
         f"kind=constant,rate={stream.rate_rps:g}",
         "--constraint",
-        f"kind=max_duration,seconds={stream.duration_s:g}",
+        (
+            f"kind=max_requests,count={round(stream.rate_rps * stream.duration_s)}"
+            if scenario.complete_requests
+            else f"kind=max_duration,seconds={stream.duration_s:g}"
+        ),
         "--data",
         f"kind=synthetic_text,prompt_tokens={scenario.prompt_tokens},"
         f"output_tokens={scenario.output_tokens}",

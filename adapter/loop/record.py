@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import itertools
+import json
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -31,6 +32,10 @@ class Sample(BaseModel):
     learned_alpha_ms: float | None = None
     learned_beta_ms: float | None = None
     learned_in_use: bool | None = None
+    held: int = 0  # requests the gateway holds, waiting for a ready replica
+    # replicas that hold a GPU: starting, ready and terminating (finishing their running
+    # requests); None in recordings made before it was sampled
+    pods: int | None = None
 
 
 HEADER = (
@@ -80,6 +85,89 @@ class Phase(BaseModel):
     first_replica_change_s: float | None  # seconds after the phase began
 
 
+class Requests(BaseModel):
+    """Every request the load generator sent, as its reports (guidellm, client side) tell."""
+
+    sent: int  # answered, errored or cut in flight
+    completed: int  # answered with every token
+    errored: int
+    incomplete: int  # in flight when the stream stopped (guidellm cancels them)
+    # sent, and still "processing" in the report's final state, so with no outcome in it:
+    # guidellm at times writes its report before the last answer is recorded (its
+    # progress had counted that one processed)
+    unrecorded: int = 0
+    missing_reports: list[str]  # streams whose report was not written
+    itl_within_slo: int  # completed requests whose mean ITL met the SLO
+    first_sent_s: float | None = None  # the run's first request, on the run's clock
+    first_token_s: float | None = None  # when its first token came back
+
+    @property
+    def failed(self) -> int:
+        """Sent and not answered in full, as guidellm saw: errors, requests cut in flight."""
+        return self.errored + self.incomplete
+
+    @property
+    def itl_attainment_pct(self) -> float | None:
+        return 100.0 * self.itl_within_slo / self.completed if self.completed else None
+
+
+def read_requests(
+    reports: Mapping[str, Path],
+    streams: Iterable[str],
+    slo_itl_ms: float,
+    wall_start: float | None,
+) -> Requests:
+    """The requests in guidellm's JSON reports (one benchmark each), for `streams`:
+    counts, the share within the ITL SLO (each request's mean inter-token latency, as
+    guidellm measures it: from its first token to its last), and the first request's
+    send and first-token times (`wall_start`: the wall clock at the run's t = 0)."""
+    sent = completed = errored = incomplete = within = unrecorded = 0
+    first: tuple[float, float | None] | None = None  # sent at, first token at (wall)
+    missing: list[str] = []
+    for name in streams:
+        path = reports.get(name)
+        if path is None or not path.exists():
+            missing.append(name)
+            continue
+        document = json.loads(path.read_text(encoding="utf-8"))
+        for benchmark in document["benchmarks"]:
+            found = benchmark["requests"]
+            for status in ("successful", "errored", "incomplete"):
+                for request in found.get(status) or ():
+                    sent += 1
+                    started = request.get("request_start_time")
+                    ttft = request.get("time_to_first_token_ms")
+                    if started is not None and (first is None or started < first[0]):
+                        token = started + ttft / 1000.0 if ttft is not None else None
+                        first = (started, token)
+                    if status != "successful":
+                        continue
+                    completed += 1
+                    itl = request.get("inter_token_latency_ms")
+                    if itl is not None and itl <= slo_itl_ms:
+                        within += 1
+            errored += len(found.get("errored") or ())
+            incomplete += len(found.get("incomplete") or ())
+            processing = int(benchmark.get("scheduler_state", {}).get("processing_requests", 0))
+            unrecorded += processing
+            sent += processing
+
+    def clock(at: float | None) -> float | None:
+        return round(at - wall_start, 3) if at is not None and wall_start is not None else None
+
+    return Requests(
+        sent=sent,
+        completed=completed,
+        errored=errored,
+        incomplete=incomplete,
+        unrecorded=unrecorded,
+        missing_reports=missing,
+        itl_within_slo=within,
+        first_sent_s=clock(first[0]) if first else None,
+        first_token_s=clock(first[1]) if first else None,
+    )
+
+
 class Summary(BaseModel):
     scenario: str
     duration_s: float
@@ -94,6 +182,19 @@ class Summary(BaseModel):
     gpu_profile_ms: tuple[float, float] | None = None
     learned_profile_ms: tuple[float, float] | None = None
     learned_in_use_from_s: float | None = None  # first sample sized with a learned profile
+    # scale to and from zero, and what it saves
+    requests: Requests | None = None  # every request sent, from guidellm's reports
+    itl_attainment_requests_pct: float | None = None  # completed requests within the ITL SLO
+    # a run from zero: the first request's wait at the gateway to its first token
+    wake_up_s: float | None = None
+    activated_at_s: float | None = None  # KEDA's first activation from zero
+    activated_by: str | None = None  # "push" (StreamIsActive) or "poll" (IsActive)
+    gateway_arrived: int | None = None  # requests the gateway received
+    gateway_held: int | None = None  # of which it held, waiting for a ready replica
+    gateway_answered: int | None = None  # of which it answered whole (200, every token)
+    gpu_seconds: float | None = None  # pods (starting, ready, terminating) x time
+    held_at_one_gpu_seconds: float | None = None  # 1 replica x the run's length
+    gpu_seconds_ratio: float | None = None  # gpu_seconds / held_at_one_gpu_seconds
 
 
 def observed_span(
@@ -159,13 +260,29 @@ def summarize(
     *,
     declared_profile_ms: tuple[float, float] | None = None,
     gpu_profile_ms: tuple[float, float] | None = None,
+    requests: Requests | None = None,
+    from_zero: bool = False,
+    activation: tuple[float, str] | None = None,
+    gateway: tuple[int, int, int] | None = None,
 ) -> Summary:
+    """`requests`: guidellm's account of them; `from_zero`: the run started at 0
+    replicas, so its first request's time to first token is the wake-up; `activation`:
+    (when, how) KEDA first activated; `gateway`: requests it received, held and
+    answered whole."""
     path: list[int] = []
     for s in samples:
         if not path or path[-1] != s.replicas:
             path.append(s.replicas)
     itls = [s.itl_ms for s in samples if s.itl_ms is not None]
     seconds = sum(a.replicas * (b.t - a.t) for a, b in itertools.pairwise(samples))
+    gpu = held_at_one = None
+    if samples and all(s.pods is not None for s in samples):
+        gpu = sum((a.pods or 0) * (b.t - a.t) for a, b in itertools.pairwise(samples))
+        held_at_one = samples[-1].t - samples[0].t
+    wake_up = None
+    if from_zero and requests is not None and requests.first_token_s is not None:
+        assert requests.first_sent_s is not None
+        wake_up = round(requests.first_token_s - requests.first_sent_s, 3)
     return Summary(
         scenario=scenario,
         duration_s=samples[-1].t if samples else 0.0,
@@ -181,6 +298,23 @@ def summarize(
         gpu_profile_ms=gpu_profile_ms,
         learned_profile_ms=_last_learned(samples),
         learned_in_use_from_s=next((s.t for s in samples if s.learned_in_use), None),
+        requests=requests,
+        itl_attainment_requests_pct=(
+            round(requests.itl_attainment_pct, 2)
+            if requests is not None and requests.itl_attainment_pct is not None
+            else None
+        ),
+        wake_up_s=wake_up,
+        activated_at_s=activation[0] if activation else None,
+        activated_by=activation[1] if activation else None,
+        gateway_arrived=gateway[0] if gateway else None,
+        gateway_held=gateway[1] if gateway else None,
+        gateway_answered=gateway[2] if gateway else None,
+        gpu_seconds=round(gpu, 1) if gpu is not None else None,
+        held_at_one_gpu_seconds=round(held_at_one, 1) if held_at_one is not None else None,
+        gpu_seconds_ratio=(
+            round(gpu / held_at_one, 3) if gpu is not None and held_at_one else None
+        ),
     )
 
 
@@ -198,9 +332,14 @@ def plot(
     title: str,
     *,
     profiles: Mapping[str, tuple[float, float]] | None = None,
+    wake_up: tuple[float, float] | None = None,
+    note: str = "",
 ) -> None:
     """Load, ITL against the SLO, desired and actual replicas over time (PNG); with
-    `profiles` ((alpha, beta) by name: the VA's, the GPUs'), the learned step time too."""
+    `profiles` ((alpha, beta) by name: the VA's, the GPUs'), the learned step time too.
+    `wake_up`: (first request sent, its first token) of a run from zero: shaded on every
+    panel, with the requests the gateway held and the pods that hold a GPU drawn too;
+    `note`: a line under the title."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -214,7 +353,14 @@ def plot(
     load.plot(t, [s.offered_rps for s in samples], label="offered (gateway)")
     load.plot(t, [s.completed_rps for s in samples], label="completed")
     load.set_ylabel("requests/s")
-    load.legend(loc="upper right", fontsize="small")
+    load.legend(loc="upper left" if wake_up is not None else "upper right", fontsize="small")
+    if wake_up is not None:
+        held = load.twinx()
+        held.plot(t, [s.held for s in samples], ":", color="black",
+                  label="held at the gateway (requests)")  # fmt: skip
+        held.set_ylabel("requests held")
+        held.set_ylim(bottom=0)
+        held.legend(loc="upper right", fontsize="small")
     itl.plot(t, [s.itl_ms if s.itl_ms is not None else float("nan") for s in samples],
              label="observed ITL")  # fmt: skip
     itl.axhline(slo_itl_ms, color="red", linestyle="--", label=f"SLO {slo_itl_ms:g} ms")
@@ -223,13 +369,20 @@ def plot(
     replicas.step(t, [s.desired if s.desired is not None else float("nan") for s in samples],
                   where="post", label="desired (adapter)")  # fmt: skip
     replicas.step(t, [s.replicas for s in samples], where="post", label="actual (KEDA/HPA)")
+    if wake_up is not None:
+        replicas.step(t, [s.pods if s.pods is not None else float("nan") for s in samples],
+                      ":", where="post", label="pods holding a GPU")  # fmt: skip
+        for axis in axes:
+            axis.axvspan(*wake_up, color="orange", alpha=0.25, linewidth=0)
+        replicas.plot([], [], color="orange", alpha=0.4, linewidth=6,
+                      label=f"wake-up: {wake_up[1] - wake_up[0]:.1f} s")  # fmt: skip
     replicas.set_ylabel("replicas")
     replicas.set_ylim(bottom=-0.2)
     replicas.legend(loc="upper right", fontsize="small")
     if profiles:
         _plot_profiles(axes[3], samples, profiles)
     axes[-1].set_xlabel("seconds")
-    figure.suptitle(title)
+    figure.suptitle(f"{title}\n{note}" if note else title)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

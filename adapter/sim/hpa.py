@@ -576,6 +576,13 @@ class KedaLoop:
             active = True
         else:
             self.failures = 0
+        return self.push(now, active)
+
+    def push(self, now: float, active: bool) -> str:
+        """KEDA's handling of the trigger's activity: what a poll does with IsActive's
+        answer, and what an external-push trigger's StreamIsActive value gets at once
+        (KEDA's RequestScale). Activation sets max(minReplicaCount, 1); deactivation to 0
+        only after ``cooldownPeriod`` of inactivity (and the initial cooldown)."""
         if active:
             self.last_active = now
             if self.hpa.replicas == 0:
@@ -591,15 +598,6 @@ class KedaLoop:
             self.hpa.replicas = 0
             return "deactivated"
         return "inactive"
-
-    def push_active(self, now: float) -> str:
-        """An external-push trigger's stream said active: KEDA activates at once (0 ->
-        max(minReplicaCount, 1)) instead of at its next poll."""
-        self.last_active = now
-        if self.hpa.replicas == 0:
-            self.hpa.replicas = max(self.spec.minReplicaCount, 1)
-            return "activated"
-        return "active"
 
     def advance_to(self, until: float) -> list[KedaStep]:
         """Run every poll and HPA sync due at or before ``until`` (poll first on ties)."""
@@ -648,7 +646,7 @@ class KedaDriven:
 
     def push_active(self, now: float) -> None:
         """The scaler pushed `active` (StreamIsActive): KEDA activates the target now."""
-        self.keda.push_active(now)
+        self.keda.push(now, True)
         if self.keda.current_replicas != self._deployment.replicas:
             self._deployment.scale(self.keda.current_replicas)
 
