@@ -66,6 +66,7 @@ bench: $(STAMP) system-tools
 	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/misprofile.py
 	$(BIN)/python bench/from_zero.py
+	$(BIN)/python bench/variants.py
 
 bench-smoke: $(STAMP) system-tools
 	$(BIN)/python bench/optimizer.py --smoke
@@ -77,6 +78,7 @@ bench-smoke: $(STAMP) system-tools
 	$(BIN)/python bench/startup.py --smoke
 	$(BIN)/python bench/misprofile.py --smoke
 	$(BIN)/python bench/from_zero.py --smoke
+	$(BIN)/python bench/variants.py --smoke
 
 # Re-resolve both locks from pyproject.toml (newest versions the indexes serve), with
 # pip-tools in a throw-away venv. The dev lock is constrained by the runtime lock, so the

@@ -15,17 +15,24 @@ optimizer runs (`share_loads`), and each variant is sized for its share:
    does, found by bisection on the same sizing;
    a variant whose SLO is unattainable takes none;
 4. load nobody has room for goes to the cheapest, whose allocation then says the
-   capacity is exhausted.
+   capacity is exhausted;
+5. where two or more variants then serve, the batch cap below, and the split again;
+6. that plan, or one variant carrying the whole load alone if it can and costs less
+   (the batch cap can make a mix dearer than the faster variant alone).
 
 The GPUs counted are all of the type: other models using them are the optimizer's to
 arbitrate afterwards, as for any variant. Pure: no I/O.
 
 The pool's router (llm-d's EPP) sends each request to the least loaded endpoint: it
-does not split by cost, and it evens out the requests in flight per pod, so pods of a
-slower variant run about the batch the faster ones do. The split is what the adapter
-sizes for, not a routing rule. Where both variants serve, a slower variant's pods may
-then run past their own SLO batch while the faster ones run below theirs; the simulator
-does not yet run two kinds of pods in one pool to measure it (issue 16's next step).
+does not split by cost, and it evens out the requests in flight per pod, so the pods of
+every variant run about one batch. Where two or more variants serve, the slowest (the
+smallest SLO batch) keeps its SLO batch as its max batch and every other serving variant
+is sized with its max batch capped at the slowest one's mean batch as sized for its
+share, where the slowest one holds the attainment (5). With the SLO batch as the others'
+cap instead, the slow pods held 97.7-98.6 % within the ITL SLO in `bench/variants.py`;
+without a cap, 84 %. A mix is then dearer than it looks from the variants' costs alone,
+and where the cheap variant's GPUs run short the faster variant alone can be cheaper:
+the plans are compared (6).
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from adapter.collect.metrics import LoadKey
-from adapter.model.system import ParsedSystem, ServerSpec
+from adapter.model.system import ModelPerfSpec, ParsedSystem, ServerSpec
 from adapter.optimizer.allocation import Allocation
 from adapter.optimizer.candidates import SizingCache, SizingRule, build_candidates
 
@@ -83,19 +90,62 @@ def share_loads(
     spec = parsed.spec
     by_name = {server.name: server for server in spec.servers}
     shares: dict[str, float] = {}
+    sizing = _Sizing(parsed, cache, rule)
     for names in groups.values():
         group = [by_name[name] for name in names if name in by_name]
-        if not group:
-            continue
-        total = group[0].load.arrival_rate
-        sizing = _Sizing(parsed, cache, rule)
-        offers = [offer for server in group if (offer := sizing.offer(server, total))]
-        shares |= split(total, offers, [server.name for server in group])
+        if group:
+            plan = _plan(sizing, group, group[0].load.arrival_rate)
+            for server in plan.servers:
+                by_name[server.name] = server
+            shares |= plan.shares
     servers = tuple(
-        _with_rate(server, shares[server.name]) if server.name in shares else server
+        _with_rate(by_name[server.name], shares[server.name]) if server.name in shares else server
         for server in spec.servers
     )
     return replace(parsed, spec=replace(spec, servers=servers)), shares
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    servers: tuple[ServerSpec, ...]  # the group's, batch-capped where variants mix
+    shares: dict[str, float]
+    cost: float
+
+
+def _plan(sizing: _Sizing, group: Sequence[ServerSpec], total: float) -> _Plan:
+    """The cheapest of: the cheapest-first split (with the batch cap where variants mix)
+    and each variant that can carry the whole load alone."""
+    plans = [_mixed(sizing, group, total)]
+    for server in group:
+        alone = {s.name: (total if s is server else 0.0) for s in group}
+        offer = sizing.offer(server, total)
+        if offer is not None and offer.room_rpm >= total:
+            plans.append(_Plan(tuple(group), alone, sizing.cost(group, alone)))
+    return min(plans, key=lambda p: p.cost)
+
+
+def _mixed(sizing: _Sizing, group: Sequence[ServerSpec], total: float) -> _Plan:
+    shares = _split_group(sizing, group, total)
+    serving = [server for server in group if shares[server.name] > 0]
+    batches = [b for server in serving if (b := sizing.slo_batch(server)) is not None]
+    if len(serving) > 1 and batches:
+        # the router evens out the requests in flight per pod: every serving variant
+        # runs about one batch, the slowest one's at its share. Each other variant's
+        # batch is capped at that variant's mean batch as sized for its share (where it
+        # holds the attainment), the slowest one's at its SLO batch
+        slowest = min(serving, key=lambda s: sizing.slo_batch(s) or 0)
+        cap = min(batches)
+        mean = sizing.mean_batch(_with_batch(slowest, cap), shares[slowest.name]) or cap
+        group = [
+            _with_batch(s, cap if s is slowest else mean) if s in serving else s for s in group
+        ]
+        shares = _split_group(sizing, group, total)
+    return _Plan(tuple(group), shares, sizing.cost(group, shares))
+
+
+def _split_group(sizing: _Sizing, group: Sequence[ServerSpec], total: float) -> dict[str, float]:
+    offers = [offer for server in group if (offer := sizing.offer(server, total))]
+    return split(total, offers, [server.name for server in group])
 
 
 class _Sizing:
@@ -126,6 +176,51 @@ class _Sizing:
         else:
             room = self._room(server, total_rpm, available)
         return Offer(server.name, whole.cost / total_rpm, room)
+
+    def cost(self, group: Sequence[ServerSpec], shares: Mapping[str, float]) -> float:
+        """What sizing the group for these shares costs (inf if a share is unattainable)."""
+        total = 0.0
+        for server in group:
+            share = shares.get(server.name, 0.0)
+            if share <= 0:
+                continue
+            sized = self.allocation(server, share)
+            if sized is None:
+                return math.inf
+            total += sized.cost
+        return total
+
+    def mean_batch(self, server: ServerSpec, rpm: float) -> int | None:
+        """The mean batch its sizing predicts at `rpm` (from the predicted ITL), at least 1."""
+        sized = self.allocation(server, rpm)
+        perf = self._perf(server)
+        if sized is None or perf is None or perf.beta <= 0:
+            return None
+        return max(1, math.floor((sized.serv_time - perf.alpha) / perf.beta))
+
+    def _perf(self, server: ServerSpec) -> ModelPerfSpec | None:
+        accelerator = server.current_alloc.accelerator
+        return next(
+            (m for m in self._spec.models if (m.name, m.acc) == (server.model, accelerator)), None
+        )
+
+    def slo_batch(self, server: ServerSpec) -> int | None:
+        """The largest batch whose decode step is within the server's ITL SLO, at most its
+        max batch; None when not even one request is."""
+        spec = self._spec
+        accelerator = server.current_alloc.accelerator
+        perf = next(
+            (m for m in spec.models if (m.name, m.acc) == (server.model, accelerator)), None
+        )
+        served = next((c for c in spec.service_classes if c.name == server.service_class), None)
+        target = served.target_for(server.model) if served is not None else None
+        if perf is None or target is None:
+            return None
+        largest = server.max_batch_size or perf.max_batch_size
+        if perf.beta <= 0:
+            return largest if perf.alpha <= target.slo_itl else None
+        batch = math.floor((target.slo_itl - perf.alpha) / perf.beta)
+        return min(batch, largest) if batch >= 1 else None
 
     def _replicas_available(self, server: ServerSpec, accelerator_name: str) -> int | None:
         """The replicas its GPUs allow (None: no limit), and at most its own cap (a VA's
@@ -163,6 +258,10 @@ class _Sizing:
             else:
                 high = middle
         return low
+
+
+def _with_batch(server: ServerSpec, batch: int) -> ServerSpec:
+    return server.model_copy(update={"max_batch_size": batch})
 
 
 def _with_rate(server: ServerSpec, rpm: float) -> ServerSpec:

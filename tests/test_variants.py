@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Collection
-from typing import Any
 
 import pytest
 
@@ -17,55 +16,31 @@ from adapter.collect.local import load_snapshot
 from adapter.collect.metrics import LoadKey, LoadReport, ModelLoad
 from adapter.engine import Engine, Snapshot
 from adapter.model.kube import ClusterSnapshot
+from adapter.sim.pool import A100_DEVICE, A100_PROFILE, add_variant
 from adapter.variants import Offer, split
 from tests.kube_helpers import MODEL, SAMPLES
 
 NS = "vllm-test"
 H100 = (NS, "vllm")
-# an A100 that serves the model slower but cheaper per request: its SLO batch is
-# (9 - 7) / 0.06 = 33 requests at a step of 9 ms, against the H100's 60, at 40 % the cost
-A100_PROFILE = {"acc": "A100", "accCount": 1, "alpha": "7.0", "beta": "0.06", "maxBatchSize": 512}
-
-
-def a100_node(name: str, gpus: int) -> dict[str, Any]:
-    return {
-        "metadata": {
-            "name": name,
-            "labels": {"nvidia.com/gpu.product": "NVIDIA-A100-PCIE-80GB"},
-        },
-        "status": {"allocatable": {"nvidia.com/gpu": str(gpus)}},
-    }
+# the A100 variant: slower than the H100, cheaper per request (adapter/sim/pool.py)
 
 
 def two_variants(
     a100_name: str, a100_gpus: int, order: str, a100_max: int | None = None
 ) -> ClusterSnapshot:
-    base = load_snapshot(SAMPLES)
-    h100 = base.variant_autoscalings[H100]
-    a100 = copy.deepcopy(dict(h100))
-    a100["metadata"] = {
-        **h100["metadata"],
-        "name": a100_name,
-        "labels": {
-            **h100["metadata"]["labels"],
-            "inference.optimization/acceleratorName": "A100",
-        },
-    }
-    a100["spec"] = {**h100["spec"], "modelProfile": {"accelerators": [A100_PROFILE]}}
+    base = add_variant(
+        load_snapshot(SAMPLES), H100, a100_name, A100_PROFILE, a100_gpus, A100_DEVICE
+    )
+    vas = dict(base.variant_autoscalings)
     if a100_max is not None:  # the newer upstream shape's bound
+        a100 = copy.deepcopy(dict(vas[(NS, a100_name)]))
         a100["spec"]["maxReplicas"] = a100_max
-    deployment = copy.deepcopy(dict(base.deployments[H100]))
-    deployment["metadata"] = {**deployment["metadata"], "name": a100_name}
-    vas = {H100: h100, (NS, a100_name): a100}
-    listed = dict(sorted(vas.items(), reverse=order == "reversed"))
-    nodes = dict(base.nodes)
-    if a100_gpus:
-        nodes["a100-node"] = a100_node("a100-node", a100_gpus)
+        vas[(NS, a100_name)] = a100
     return ClusterSnapshot(
-        variant_autoscalings=listed,
+        variant_autoscalings=dict(sorted(vas.items(), reverse=order == "reversed")),
         config_maps=base.config_maps,
-        nodes=nodes,
-        deployments={**base.deployments, (NS, a100_name): deployment},
+        nodes=base.nodes,
+        deployments=base.deployments,
         config_namespace=base.config_namespace,
     )
 
@@ -113,24 +88,37 @@ def test_the_cheap_variant_is_filled_first_and_the_other_is_not_used(
 def test_when_the_cheap_kinds_gpus_run_out_the_other_takes_the_rest(
     a100_name: str, order: str
 ) -> None:
+    decisions = decide(a100_name, a100_gpus=2, rpm=960.0, order=order).decisions
+    a100, h100 = decisions[(NS, a100_name)], decisions[H100]
+    assert a100.desired_replicas == 2  # the two A100s there are
+    assert h100.desired_replicas == 1 and h100.load is not None
+    assert 0 < h100.load.arrival_rate_rpm < 960.0
+    assert a100.load is not None
+    assert a100.load.arrival_rate_rpm + h100.load.arrival_rate_rpm == pytest.approx(960.0)
+
+
+@pytest.mark.parametrize(("a100_name", "order"), CASES)
+def test_the_other_carries_everything_when_a_mix_would_cost_more(
+    a100_name: str, order: str
+) -> None:
+    # one A100 takes 5 req/s of 8; mixed, the H100 pods run at the A100's SLO batch (the
+    # router evens the batch out), and the A100 plus an H100 cost 140 against 100 for
+    # the H100 alone, which carries the 8 req/s on one replica
     decisions = decide(a100_name, a100_gpus=1, rpm=480.0, order=order).decisions
     a100, h100 = decisions[(NS, a100_name)], decisions[H100]
-    assert a100.desired_replicas == 1  # the one A100 there is, full
-    assert h100.desired_replicas == 1 and h100.load is not None
-    assert 0 < h100.load.arrival_rate_rpm < 480.0
-    assert a100.load is not None
-    assert a100.load.arrival_rate_rpm + h100.load.arrival_rate_rpm == pytest.approx(480.0)
+    assert (a100.desired_replicas, h100.desired_replicas) == (0, 1)
+    assert h100.load is not None and h100.load.arrival_rate_rpm == 480.0
 
 
 @pytest.mark.parametrize(("a100_name", "order"), CASES)
 def test_a_cheap_variant_at_its_max_replicas_leaves_the_rest_to_the_other(
     a100_name: str, order: str
 ) -> None:
-    decisions = decide(a100_name, 8, 480.0, order, a100_max=1).decisions
+    decisions = decide(a100_name, 8, 960.0, order, a100_max=2).decisions
     a100, h100 = decisions[(NS, a100_name)], decisions[H100]
-    assert (a100.desired_replicas, h100.desired_replicas) == (1, 1)
+    assert (a100.desired_replicas, h100.desired_replicas) == (2, 1)
     assert a100.load is not None and h100.load is not None
-    assert 0 < h100.load.arrival_rate_rpm < 480.0
+    assert 0 < h100.load.arrival_rate_rpm < 960.0
 
 
 @pytest.mark.parametrize(("a100_name", "order"), CASES)

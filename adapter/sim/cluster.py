@@ -10,6 +10,11 @@ What it models, and where each rule comes from:
   model load) before it is ready and receives work;
 - requests go to the ready replica with the fewest outstanding requests, ties in
   rotation (the emulator's gateway rule); with no ready replica a request is refused.
+  With `members`, several Deployments of the model (say H100 and A100 pods, each with
+  its own profile) serve behind the one gateway, which routes over all their ready pods
+  by the same rule, whatever the Deployment: as llm-d's endpoint picker balances one
+  InferencePool by load, not by cost. Deployment 0 is `profile`'s; `scale`, `replicas`,
+  `history` and `replica_seconds` take the Deployment's index (default 0).
   With `hold_s`, the gateway is an llm-d router with flow control: it holds requests, in
   arrival order, while the pool is saturated and dispatches them as it stops being so,
   refusing one held for `hold_s` (checked as requests are dispatched, and at the end of
@@ -620,6 +625,7 @@ class Pod:
     batcher: Batcher
     created: float
     state: PodState = "starting"
+    deployment: int = 0  # which of the pool's Deployments it belongs to
     ended: float | None = None
     version: int = 0  # bumped when its pending step event is replaced
     scheduled: float | None = None
@@ -635,6 +641,14 @@ FLOW_KV_UTILIZATION = 0.8
 
 
 @dataclass(frozen=True, slots=True)
+class PoolMember:
+    """Another Deployment of the model behind the same gateway."""
+
+    profile: ServingProfile
+    initial_replicas: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class ClusterSettings:
     profile: ServingProfile  # what the pods' GPUs really do (may differ from the VA's)
     startup_delay_s: float = 60.0
@@ -644,6 +658,7 @@ class ClusterSettings:
     # > 0: the gateway has flow control and holds a request up to this long while the
     # pool is saturated (no ready replica, or all of them past the detector's limits)
     hold_s: float = 0.0
+    members: tuple[PoolMember, ...] = ()  # Deployments 1, 2, ... of the pool
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.startup_delay_s) and self.startup_delay_s >= 0):
@@ -654,6 +669,15 @@ class ClusterSettings:
             raise ValueError(f"termination_grace_s must be >= 0, got {self.termination_grace_s}")
         if not (math.isfinite(self.hold_s) and self.hold_s >= 0):
             raise ValueError(f"hold_s must be >= 0, got {self.hold_s}")
+        if any(m.initial_replicas < 0 for m in self.members):
+            raise ValueError("a member's initial_replicas must be >= 0")
+
+    def profile_of(self, deployment: int) -> ServingProfile:
+        return self.profile if deployment == 0 else self.members[deployment - 1].profile
+
+    @property
+    def deployments(self) -> int:
+        return 1 + len(self.members)
 
 
 @dataclass(frozen=True, slots=True)
@@ -714,7 +738,10 @@ class SimCluster:
             # every request must fit the pods' KV cache (vLLM refuses longer ones)
             sizes = list(map(operator.add, workload.prompt_tokens, workload.output_tokens))
             i = sizes.index(max(sizes))
-            settings.profile.check_fits(workload.prompt_tokens[i], workload.output_tokens[i])
+            for d in range(settings.deployments):
+                settings.profile_of(d).check_fits(
+                    workload.prompt_tokens[i], workload.output_tokens[i]
+                )
         self.now = 0.0
         self.counters = Counters()
         self.stats = EngineStats()  # shared by the pods' batchers
@@ -723,11 +750,15 @@ class SimCluster:
         self.rejected: list[float] = []  # first arrival of requests with no ready replica
         self.killed: list[Killed] = []
         self.retried: dict[Request, float] = {}  # a retry -> its client's first arrival
-        self.history: list[ScaleRecord] = []
+        # (spec, ready) over time, per Deployment; `history` is Deployment 0's
+        self.histories: list[list[ScaleRecord]] = [[] for _ in range(settings.deployments)]
+        self.history = self.histories[0]
         # with `hold_s`: requests held at the gateway now, and the first one held after
         # the gateway had none (each wake-up's first request: its TTFT is the wake-up's)
         self.held: deque[Request] = deque()
         self.held_ever: set[Request] = set()
+        # with pool members: which Deployment's pod finished each request
+        self.served_by: dict[Request, int] = {}
         self.wake_requests: list[Request] = []
         self._pods: list[Pod] = []  # not gone, by creation
         self._ready: list[Pod] = []
@@ -736,9 +767,11 @@ class SimCluster:
         self._next_arrival = 0
         self._rotation = 0
         self._created = 0
-        self._ended_seconds = 0.0
-        for _ in range(settings.initial_replicas):
-            self._new_pod().state = "ready"
+        self._ended_seconds = [0.0] * settings.deployments
+        initial = [settings.initial_replicas, *(m.initial_replicas for m in settings.members)]
+        for deployment, count in enumerate(initial):
+            for _ in range(count):
+                self._new_pod(deployment).state = "ready"
         self._ready = list(self._pods)
         self._record()
 
@@ -747,11 +780,18 @@ class SimCluster:
     @property
     def replicas(self) -> int:
         """The Deployment's spec.replicas: pods starting or ready."""
-        return sum(1 for p in self._pods if p.state != "terminating")
+        return self.replicas_of(0)
 
     @property
     def ready_replicas(self) -> int:
-        return len(self._ready)
+        return self.ready_of(0)
+
+    def replicas_of(self, deployment: int) -> int:
+        """Deployment `deployment`'s spec.replicas: its pods starting or ready."""
+        return sum(1 for p in self._pods if p.deployment == deployment and p.state != "terminating")
+
+    def ready_of(self, deployment: int) -> int:
+        return sum(1 for p in self._ready if p.deployment == deployment)
 
     def gauges(self) -> tuple[int, int, float | None]:
         """(running, waiting, mean KV-cache usage) over the pods that serve."""
@@ -792,10 +832,16 @@ class SimCluster:
         """vllm:num_preemptions, summed over the Deployment."""
         return self.stats.preemptions
 
-    def replica_seconds(self) -> float:
-        """GPU-holding time of every pod so far (starting pods included)."""
-        live = sum(self.now - p.created for p in self._pods)
-        return self._ended_seconds + live
+    def replica_seconds(self, deployment: int | None = None) -> float:
+        """GPU-holding time of every pod so far (starting pods included), of one Deployment
+        or (None) of the whole pool."""
+        live = sum(
+            self.now - p.created
+            for p in self._pods
+            if deployment is None or p.deployment == deployment
+        )
+        ended = self._ended_seconds
+        return (sum(ended) if deployment is None else ended[deployment]) + live
 
     # ------------------------------------------------------------------ time
 
@@ -833,15 +879,17 @@ class SimCluster:
         if self._next_arrival >= count and not heap:
             self._expire_held()  # nothing will ever serve them now
 
-    def scale(self, replicas: int) -> None:
-        """Set spec.replicas now: start new pods, or remove the newest ones."""
+    def scale(self, replicas: int, deployment: int = 0) -> None:
+        """Set a Deployment's spec.replicas now: start new pods, or remove its newest."""
         if replicas < 0:
             raise ValueError("replicas must be >= 0")
-        live = [p for p in self._pods if p.state in ("starting", "ready")]
+        live = [
+            p for p in self._pods if p.deployment == deployment and p.state in ("starting", "ready")
+        ]
         if len(live) == replicas:
             return
         while len(live) < replicas:
-            pod = self._new_pod()
+            pod = self._new_pod(deployment)
             live.append(pod)
             if self.settings.startup_delay_s == 0:
                 self._become_ready(pod, record=False)
@@ -867,14 +915,16 @@ class SimCluster:
             pod.batcher.advance(self.now)
         return serving
 
-    def _new_pod(self) -> Pod:
-        profile = self.settings.profile
+    def _new_pod(self, deployment: int = 0) -> Pod:
+        profile = self.settings.profile_of(deployment)
         batcher: Batcher = (
             StepwiseBatcher(profile, self.stats)
             if self.settings.stepwise
             else FastBatcher(profile, self.stats)
         )
-        pod = Pod(name=f"vllm-{self._created}", batcher=batcher, created=self.now)
+        pod = Pod(
+            name=f"vllm-{self._created}", batcher=batcher, created=self.now, deployment=deployment
+        )
         self._created += 1
         self._pods.append(pod)
         return pod
@@ -1045,6 +1095,8 @@ class SimCluster:
                 if n > 1:
                     epp_tpot.observe(decode / (n - 1))
             self.finished.extend(done)
+            if self.settings.members:
+                self.served_by.update(dict.fromkeys(done, pod.deployment))
         self._reschedule(pod)
         if pod.state == "terminating" and pod.outstanding == 0:
             self._end_pod(pod)
@@ -1054,14 +1106,14 @@ class SimCluster:
     def _end_pod(self, pod: Pod) -> None:
         pod.state = "gone"
         pod.ended = self.now
-        self._ended_seconds += self.now - pod.created
+        self._ended_seconds[pod.deployment] += self.now - pod.created
         self._pods.remove(pod)
 
     def _record(self) -> None:
-        """Note (spec, ready) as it stands at the end of this instant."""
-        history = self.history
-        if history and history[-1].at == self.now:
-            history.pop()
-        replicas, ready = self.replicas, len(self._ready)
-        if not history or (history[-1].replicas, history[-1].ready) != (replicas, ready):
-            history.append(ScaleRecord(self.now, replicas, ready))
+        """Note each Deployment's (spec, ready) as it stands at the end of this instant."""
+        for deployment, history in enumerate(self.histories):
+            if history and history[-1].at == self.now:
+                history.pop()
+            replicas, ready = self.replicas_of(deployment), self.ready_of(deployment)
+            if not history or (history[-1].replicas, history[-1].ready) != (replicas, ready):
+                history.append(ScaleRecord(self.now, replicas, ready))
