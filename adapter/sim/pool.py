@@ -42,6 +42,7 @@ from adapter.sim.policies import (
     ours_scaled_object,
     setup_from_snapshot,
 )
+from adapter.sim.simulate import run_policy
 from adapter.sim.traces import RequestShape, Trace, make_workload
 
 POOL_POLICIES = ("ours", "alone")
@@ -277,7 +278,8 @@ def simulate_pool(
     shape: RequestShape | None = None,
 ) -> PoolReport:
     """Run `trace` on the pool under each policy, on the same seeded requests. Every
-    variant's pods run its VA's declared profile; variant 0 starts with the minimum."""
+    variant's pods run its VA's declared profile; each Deployment a policy scales starts
+    with one replica (or the minimum, if more), the others with none."""
     limits = limits or Limits()
     workload = make_workload(trace, seed, shape or RequestShape())
     results = []
@@ -298,11 +300,7 @@ def simulate_pool(
             ),
             workload,
         )
-        policy = PoolPolicy(name, pool, cluster, limits)
-        while (at := policy.next_time()) < trace.duration_s:
-            cluster.run_until(at)
-            policy.act(at)
-        cluster.run_until(trace.duration_s)
+        run_policy(cluster, PoolPolicy(name, pool, cluster, limits), trace.duration_s)
         results.append(_result(name, pool, cluster))
     return PoolReport(
         trace=trace.name,
@@ -350,22 +348,3 @@ def _result(name: str, pool: PoolSetup, cluster: SimCluster) -> PoolResult:
         cost=sum(f.cost for f in figures),
         variants=figures,
     )
-
-
-def format_pool(report: PoolReport) -> str:
-    lines = [
-        f"trace {report.trace}: {report.duration_s:g} s, {report.requests} requests"
-        f" (seed {report.seed})",
-        f"{'policy':<10} {'ITL ok %':>8} {'both ok %':>9} {'lost':>5} {'cost':>8}  per variant",
-    ]
-    for r in report.policies:
-        per = ", ".join(
-            f"{v.accelerator} {v.gpu_hours:.2f} GPU h (max {v.max_replicas}"
-            + (f", ITL {v.itl_attainment_pct:.1f} %)" if v.itl_attainment_pct is not None else ")")
-            for v in r.variants
-        )
-        lines.append(
-            f"{r.policy:<10} {r.itl_attainment_pct:8.2f} {r.slo_attainment_pct:9.2f}"
-            f" {r.lost:5d} {r.cost:8.2f}  {per}"
-        )
-    return "\n".join(lines)

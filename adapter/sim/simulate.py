@@ -39,6 +39,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from itertools import pairwise
+from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict
 
@@ -170,7 +171,15 @@ class SimReport(_Frozen):
         raise KeyError(policy)
 
 
-def run_policy(cluster: SimCluster, policy: Policy, end: float) -> None:
+class Acting(Protocol):
+    """What `run_policy` drives: a policy's next action time and the action."""
+
+    def next_time(self) -> float: ...
+
+    def act(self, now: float) -> None: ...
+
+
+def run_policy(cluster: SimCluster, policy: Acting, end: float) -> None:
     """Interleave the policy's actions with the cluster's events up to `end`."""
     while (at := policy.next_time()) < end:
         cluster.run_until(at)
