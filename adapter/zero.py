@@ -187,8 +187,8 @@ class ScaleToZero:
     def _starting_up(
         self, key: VariantKey, decision: VariantDecision, gateway: GatewayReport | None, at: float
     ) -> VariantDecision:
-        """An unsolved decision: sized from the queue if it is a variant woken from zero
-        whose pods serve no series yet; left as it is otherwise."""
+        """An unsolved decision: kept at its wake replicas if it is a variant woken from
+        zero whose pods give no rate yet; left as it is otherwise."""
         starting = self._starting.get(key)
         if starting is None or gateway is None or not decision.reason.startswith(STARTING_REASONS):
             return decision
