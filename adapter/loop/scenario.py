@@ -223,8 +223,8 @@ def from_zero(
     before the second replica served; at 6 + 6: 100 %. The backlog held through the
     wake-up (32 requests at 6 req/s, 42 at 8) missed it in neither.
 
-    The short run (CI): 20 s idle, job-1 for 32 s, job-2 on top from its 10th second for
-    16 s, a retention of 15 s, KEDA's cooldown 5 s, 160 s in all. The full run: 30 s
+    The short run (CI): 15 s idle, job-1 for 28 s, job-2 on top from its 8th second for
+    12 s, a retention of 10 s, KEDA's cooldown 5 s, 125 s in all. The full run: 30 s
     idle, 90 s and 40 s from the 25th, a retention of 20 s, 330 s in all.
 
     Only the scrape metrics path: before the first wake-up there is no pod for a
@@ -236,8 +236,8 @@ def from_zero(
         )
     rate = 6.0 / time_factor
     if short:
-        idle, first, second, end = 20.0, 32.0, (10.0, 16.0), 160.0
-        retention = 15.0
+        idle, first, second, end = 15.0, 28.0, (8.0, 12.0), 125.0
+        retention = 10.0
     else:
         idle, first, second, end = 30.0, 90.0, (25.0, 40.0), 330.0
         retention = 20.0
