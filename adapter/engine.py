@@ -93,6 +93,7 @@ class VariantDecision:
     # requests the inference gateway held for the model when the cycle read it (with a
     # gateway source and --min-replicas 0; None: not read, or not known)
     gateway_waiting: float | None = None
+    max_replicas: int | None = None  # the VA's spec.maxReplicas (None: no cap)
     profile: ProfileView | None = None  # the decode profile sized with (learning on)
     ahead: AheadView | None = None  # the rate sized for a start-up ahead (look-ahead on)
 
@@ -581,6 +582,7 @@ def _decisions(
             "name": va.name,
             "model": va.spec.model_id,
             "current_replicas": current.get("numReplicas"),
+            "max_replicas": server_doc.get("maxNumReplicas") if server_doc else None,
             "load": load,
             "slo": assembly.slo.get(server),
             "profile": _profile_view(assembly, server, learning),

@@ -70,7 +70,9 @@ class Waker:
                 continue
             woken[key] = replace(
                 decision,
-                desired_replicas=backlog_replicas(waiting, decision.slo_batch),
+                desired_replicas=backlog_replicas(
+                    waiting, decision.slo_batch, decision.max_replicas
+                ),
                 cost=None,
                 reason=f"woken from zero between cycles: {waiting:g} requests wait at the"
                 f" gateway for model {decision.model}",

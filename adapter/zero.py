@@ -58,11 +58,13 @@ DEFAULT_RETENTION_S = 600.0  # WVA's scale-to-zero enforcer held idle variants 1
 STARTING_REASONS = ("metrics missing", "metrics incomplete")
 
 
-def backlog_replicas(requests: float, slo_batch: int | None) -> int:
-    """Replicas that decode `requests` at once within the ITL SLO (at least one)."""
-    if slo_batch is None or slo_batch < 1:
-        return 1
-    return max(1, math.ceil(requests / slo_batch))
+def backlog_replicas(
+    requests: float, slo_batch: int | None, max_replicas: int | None = None
+) -> int:
+    """Replicas that decode `requests` at once within the ITL SLO (at least one, at most
+    the VA's `max_replicas`)."""
+    wanted = 1 if slo_batch is None or slo_batch < 1 else max(1, math.ceil(requests / slo_batch))
+    return wanted if max_replicas is None else max(1, min(wanted, max_replicas))
 
 
 def has_traffic(decision: VariantDecision, waiting_at_gateway: float | None) -> bool:
@@ -163,7 +165,7 @@ class ScaleToZero:
                 f"{gateway.why_unknown(load_key)}; whether requests wait cannot be told",
             )
         if parked and waiting:
-            woken = backlog_replicas(waiting, decision.slo_batch)
+            woken = backlog_replicas(waiting, decision.slo_batch, decision.max_replicas)
             if woken > decision.desired_replicas:
                 self._starting[key] = (woken, decision)
                 return replace(

@@ -120,6 +120,33 @@ def test_the_cycle_itself_wakes_on_the_queue_with_replicas_for_the_waiting_reque
     assert decision.desired_replicas == -(-1000 // decision.slo_batch)
 
 
+def test_the_cycles_wake_up_stops_at_the_vas_max_replicas() -> None:
+    clock, gateway = ManualClock(), Gateway()
+    published: list[Snapshot] = []
+    cluster = at_zero()
+    va = dict(cluster.variant_autoscalings[KEY])
+    va["spec"] = {**va["spec"], "maxReplicas": 2}  # the newer upstream shape's bound
+    capped = ClusterSnapshot(
+        variant_autoscalings={KEY: va},
+        config_maps=cluster.config_maps,
+        nodes=cluster.nodes,
+        deployments=cluster.deployments,
+        config_namespace=cluster.config_namespace,
+    )
+    engine = Engine(
+        cluster=lambda: capped,
+        metrics=NoPods(),
+        clock=clock,
+        settings=AssemblySettings(min_num_replicas=0),
+        on_snapshot=published.append,
+        gateway=gateway,
+        zero=ScaleToZero(retention_s=120),
+    )
+    gateway.waiting = 1000
+    decision = engine.run_cycle().decisions[KEY]
+    assert (decision.max_replicas, decision.desired_replicas) == (2, 2)
+
+
 def test_a_wake_up_never_replaces_a_newer_snapshot() -> None:
     clock, gateway = ManualClock(), Gateway()
     published: list[Snapshot] = []

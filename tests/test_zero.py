@@ -70,6 +70,14 @@ def test_requests_waiting_at_the_gateway_wake_a_variant_at_zero(
     assert zero.apply({KEY: decision(0, 0)}, gateway(0), at=30)[KEY].desired_replicas == 1
 
 
+def test_a_wake_up_never_exceeds_the_vas_max_replicas() -> None:
+    zero = ScaleToZero(retention_s=60)
+    capped = replace(decision(0, 0), max_replicas=3)
+    assert zero.apply({KEY: capped}, gateway(1000), at=0)[KEY].desired_replicas == 3
+    assert backlog_replicas(1000, 64, None) == 16
+    assert backlog_replicas(1000, 64, 3) == 3
+
+
 def test_requests_held_at_the_gateway_count_as_arrivals_by_the_queues_growth() -> None:
     held = HeldArrivals()
     key = (NS, MODEL)
