@@ -6,7 +6,6 @@ load and against each variant on its own."""
 from __future__ import annotations
 
 import functools
-import logging
 
 import pytest
 
@@ -22,7 +21,6 @@ from tests.test_sim_from_zero import PROFILE
 @functools.cache
 def run(a100_gpus: int) -> dict[str, PoolResult]:
     """One run per inventory, shared by the tests (cached)."""
-    logging.getLogger("adapter").setLevel(logging.ERROR)
     report = simulate_pool(
         h100_a100_pool(load_snapshot(DEFAULT_SAMPLES), a100_gpus),
         ramp_trace(1800.0, 4.0, 24.0),
