@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import threading
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
@@ -58,6 +57,7 @@ from adapter.model.kube import ClusterSnapshot
 from adapter.model.system import parse_system
 from adapter.optimizer import SizingCache, SizingRule, optimize_parsed
 from adapter.optimizer.solution import Solution
+from adapter.queueing.sizing import slo_batch
 from adapter.variants import share_loads, shared_groups
 from adapter.zero import HeldArrivals, ScaleToZero
 
@@ -257,7 +257,7 @@ class Engine:
 
         previous = self._latest
         try:
-            snapshot, assembly = self._solve(cluster, loads, gateway, started_wall, started)
+            snapshot, assembly, shared = self._solve(cluster, loads, gateway, started_wall, started)
             with self._publishing:
                 self._latest = snapshot
                 # serve it first: the first cycle after a start logs a line or two per VA
@@ -277,12 +277,7 @@ class Engine:
             # not from a VA whose replica counts come from an out-of-date view
             skip = {k for k, d in snapshot.decisions.items() if _withheld_as_stale(d)}
             # nor from variants sharing a model's series: their pods' ITL is a mix of theirs
-            skip.update(
-                (assembly.servers[s].namespace, assembly.servers[s].name)
-                for servers in shared_groups(_served_keys(assembly)).values()
-                for s in servers
-            )
-            self._learning.observe(assembly, at=started, skip=skip)
+            self._learning.observe(assembly, at=started, skip=skip | shared)
         try:
             self._log_cycle(snapshot, previous)
         except Exception:  # the snapshot is published and served: only log lines are lost
@@ -335,9 +330,10 @@ class Engine:
         gateway: GatewayReport | None,
         started_wall: float,
         started: float,
-    ) -> tuple[Snapshot, Assembly]:
-        """Assemble, optimize and package the decisions of one cycle (its only side
-        effect: the look-ahead's forecasters take this cycle's rates)."""
+    ) -> tuple[Snapshot, Assembly, set[VariantKey]]:
+        """Assemble, optimize and package the decisions of one cycle, with the VAs that
+        shared their model's load (its only side effect: the look-ahead's forecasters take
+        this cycle's rates)."""
         collected = self._clock.monotonic()
         if self._zero is not None:
             loads = self._held.adjust(loads, gateway, started)
@@ -388,7 +384,12 @@ class Engine:
                 "optimize": finished - assembled,
             },
         )
-        return snapshot, assembly
+        shared = {
+            (assembly.servers[s].namespace, assembly.servers[s].name)
+            for servers in groups.values()
+            for s in servers
+        }
+        return snapshot, assembly, shared
 
     def _log_cycle(self, snapshot: Snapshot, previous: Snapshot | None) -> None:
         changed = 0
@@ -630,10 +631,7 @@ def _slo_batch(
         alpha, beta = profile.alpha_ms, profile.beta_ms
     else:
         alpha, beta = served.declared.alpha, served.declared.beta
-    if beta <= 0:
-        return max_batch if alpha <= served.slo_itl_ms else None
-    batch = math.floor((served.slo_itl_ms - alpha) / beta)
-    return min(batch, max_batch) if batch >= 1 else None
+    return slo_batch(alpha, beta, served.slo_itl_ms, max_batch)
 
 
 def _withheld_as_stale(decision: VariantDecision) -> bool:

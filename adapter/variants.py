@@ -45,6 +45,7 @@ from adapter.collect.metrics import LoadKey
 from adapter.model.system import ModelPerfSpec, ParsedSystem, ServerSpec
 from adapter.optimizer.allocation import Allocation
 from adapter.optimizer.candidates import SizingCache, SizingRule, build_candidates
+from adapter.queueing.sizing import slo_batch
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,34 +194,29 @@ class _Sizing:
     def mean_batch(self, server: ServerSpec, rpm: float) -> int | None:
         """The mean batch its sizing predicts at `rpm` (from the predicted ITL), at least 1."""
         sized = self.allocation(server, rpm)
-        perf = self._perf(server)
+        perf = self._perf(server, server.current_alloc.accelerator)
         if sized is None or perf is None or perf.beta <= 0:
             return None
         return max(1, math.floor((sized.serv_time - perf.alpha) / perf.beta))
 
-    def _perf(self, server: ServerSpec) -> ModelPerfSpec | None:
-        accelerator = server.current_alloc.accelerator
-        return next(
-            (m for m in self._spec.models if (m.name, m.acc) == (server.model, accelerator)), None
-        )
-
     def slo_batch(self, server: ServerSpec) -> int | None:
         """The largest batch whose decode step is within the server's ITL SLO, at most its
         max batch; None when not even one request is."""
-        spec = self._spec
-        accelerator = server.current_alloc.accelerator
-        perf = next(
-            (m for m in spec.models if (m.name, m.acc) == (server.model, accelerator)), None
+        perf = self._perf(server, server.current_alloc.accelerator)
+        served = next(
+            (c for c in self._spec.service_classes if c.name == server.service_class), None
         )
-        served = next((c for c in spec.service_classes if c.name == server.service_class), None)
         target = served.target_for(server.model) if served is not None else None
         if perf is None or target is None:
             return None
         largest = server.max_batch_size or perf.max_batch_size
-        if perf.beta <= 0:
-            return largest if perf.alpha <= target.slo_itl else None
-        batch = math.floor((target.slo_itl - perf.alpha) / perf.beta)
-        return min(batch, largest) if batch >= 1 else None
+        return slo_batch(perf.alpha, perf.beta, target.slo_itl, largest)
+
+    def _perf(self, server: ServerSpec, accelerator: str) -> ModelPerfSpec | None:
+        """The server's model profile on `accelerator`."""
+        return next(
+            (m for m in self._spec.models if (m.name, m.acc) == (server.model, accelerator)), None
+        )
 
     def _replicas_available(self, server: ServerSpec, accelerator_name: str) -> int | None:
         """The replicas its GPUs allow (None: no limit), and at most its own cap (a VA's
@@ -236,14 +232,8 @@ class _Sizing:
         if spec.optimizer.unlimited:
             return None
         accelerator = next(a for a in spec.accelerators if a.name == accelerator_name)
-        units = next(
-            (
-                m.acc_count
-                for m in spec.models
-                if (m.name, m.acc) == (server.model, accelerator_name)
-            ),
-            1,
-        )
+        perf = self._perf(server, accelerator_name)
+        units = perf.acc_count if perf is not None else 1
         gpus = sum(c.count for c in spec.capacity if c.type == accelerator.type)
         return gpus // (units * accelerator.multiplicity)
 

@@ -15,6 +15,7 @@ from adapter.clock import ManualClock
 from adapter.collect.local import load_snapshot
 from adapter.collect.metrics import LoadKey, LoadReport, ModelLoad
 from adapter.engine import Engine, Snapshot
+from adapter.learning import ProfileLearning
 from adapter.model.kube import ClusterSnapshot
 from adapter.sim.pool import A100_DEVICE, A100_PROFILE, add_variant
 from adapter.variants import Offer, split
@@ -52,7 +53,9 @@ class PoolLoad:
         self.rpm = rpm
 
     def collect(self, keys: Collection[LoadKey]) -> LoadReport:
-        load = ModelLoad(NS, MODEL, self.rpm, 128.0, 512.0, running=40.0, waiting=0.0)
+        load = ModelLoad(
+            NS, MODEL, self.rpm, 128.0, 512.0, itl_ms=8.0, running=40.0, waiting=0.0, decoding=40.0
+        )
         return LoadReport({(NS, MODEL): load})
 
 
@@ -152,3 +155,22 @@ def test_the_split_is_cheapest_per_request_first_within_the_room_each_has() -> N
     full = [Offer("a100", 0.16, 250.0), Offer("h100", 0.2, 0.0)]
     assert split(600.0, full, ["a100", "h100"]) == {"a100": 600.0, "h100": 0.0}
     assert split(0.0, offers, servers) == dict.fromkeys(servers, 0.0)
+
+
+def test_variants_sharing_a_models_series_learn_no_profile_from_it() -> None:
+    """Their pods' ITL is a mix of both kinds: no fit is made from it."""
+    cluster = two_variants("aaa-a100", 8, "sorted")
+    learning = ProfileLearning(cycle_s=15.0)
+    clock = ManualClock()
+    engine = Engine(
+        cluster=lambda: cluster,
+        metrics=PoolLoad(480.0),
+        clock=clock,
+        settings=AssemblySettings(min_num_replicas=0),
+        learning=learning,
+    )
+    for _ in range(3):
+        decisions = engine.run_cycle().decisions
+        clock.advance(15.0)
+    for decision in decisions.values():
+        assert decision.profile is not None and decision.profile.learned is None

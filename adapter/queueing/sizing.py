@@ -144,6 +144,15 @@ def _unattainable(
     return Capacity(False, F32(0), None, reason)
 
 
+def slo_batch(alpha: float, beta: float, slo_itl: float, largest: int) -> int | None:
+    """The largest batch whose decode step (alpha + beta x batch, ms) is within the ITL
+    SLO, at most `largest`; None when not even one request is."""
+    if beta <= 0:
+        return largest if alpha <= slo_itl else None
+    batch = math.floor((slo_itl - alpha) / beta)
+    return min(batch, largest) if batch >= 1 else None
+
+
 def size_exact(profile: Profile) -> Capacity:
     """Size one profile exactly as the reference does (sequential engine). Slow: for tests."""
     rates = service_rates(profile.alpha, profile.beta, profile.batch, profile.tokens)
