@@ -20,14 +20,11 @@ Writes bench/results/from-zero.md and from-zero.json (-smoke before the extensio
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform
 import statistics
 import sys
-import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -37,6 +34,7 @@ for path in (ROOT, ROOT / "bench"):  # the adapter; bench/machine.py
         sys.path.insert(0, str(path))
 
 from machine import cpu_model  # noqa: E402  (bench/machine.py)
+from runs import run_parallel, write_results  # noqa: E402  (bench/runs.py)
 
 from adapter.collect.local import load_snapshot  # noqa: E402
 from adapter.defaults import DEFAULT_SAMPLES  # noqa: E402
@@ -162,24 +160,16 @@ def main() -> int:
         work = [("gaps", 30.0, "SLO batch 60", True)]
     else:
         work = [(t, s, b, False) for t in TRACES for s in STARTUPS for b in BATCHES]
-    started = time.monotonic()
-    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        results = list(pool.map(_run, work))
-    wall = time.monotonic() - started
-    suffix = "-smoke" if smoke else ""
-    out = ROOT / "bench" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"from-zero{suffix}.md").write_text(markdown(results, smoke, wall), "utf-8")
-    (out / f"from-zero{suffix}.json").write_text(
-        json.dumps([asdict(r) | {"ratio": r.ratio} for r in results], indent=2) + "\n", "utf-8"
-    )
+    results, wall = run_parallel(_run, work, args.jobs)
+    rows = [asdict(r) | {"ratio": r.ratio} for r in results]
+    written = write_results("from-zero", smoke, markdown(results, smoke, wall), rows)
     for r in results:
         print(
             f"{r.trace:7} {r.startup_s:4.0f} s {r.batch:13} ITL {r.itl_pct:6.2f} % TTFT"
             f" {r.ttft_pct:6.2f} % lost {r.lost} GPU h {r.gpu_hours:.3f} / {r.gpu_hours_at_1:.3f}"
             f" = {r.ratio:.2f}"
         )
-    print(f"wrote bench/results/from-zero{suffix}.md ({wall:.0f} s)")
+    print(f"wrote {written} ({wall:.0f} s)")
     return 0
 
 

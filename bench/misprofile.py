@@ -18,13 +18,10 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import logging
 import os
 import platform
 import sys
-import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -34,6 +31,7 @@ for path in (ROOT, ROOT / "bench"):  # the adapter; bench/machine.py
         sys.path.insert(0, str(path))
 
 from machine import cpu_model  # noqa: E402  (bench/machine.py)
+from runs import run_parallel, write_results  # noqa: E402  (bench/runs.py)
 
 from adapter.collect.local import load_snapshot  # noqa: E402
 from adapter.defaults import DEFAULT_SAMPLES  # noqa: E402
@@ -169,22 +167,14 @@ def main() -> int:
     traces = ["ramp"] if smoke else list(TRACES)
     duration = 600.0 if smoke else 3600.0
     work = [(p, t, m, duration) for p in profiles for t in traces for m in MODES]
-    started = time.monotonic()
-    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        results = list(pool.map(_run, work))
-    wall = time.monotonic() - started
-    suffix = "-smoke" if smoke else ""
-    out = ROOT / "bench" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"misprofile{suffix}.md").write_text(markdown(results, smoke, wall), "utf-8")
-    (out / f"misprofile{suffix}.json").write_text(
-        json.dumps([asdict(r) for r in results], indent=2) + "\n", "utf-8"
-    )
+    results, wall = run_parallel(_run, work, args.jobs)
+    rows = [asdict(r) for r in results]
+    written = write_results("misprofile", smoke, markdown(results, smoke, wall), rows)
     for r in results:
         print(
             f"{r.profile:10} {r.trace:8} {r.mode:8} ITL {r.itl_pct:6.2f} %  {r.gpu_hours:.3f} GPU h"
         )
-    print(f"wrote bench/results/misprofile{suffix}.md ({wall:.0f} s)")
+    print(f"wrote {written} ({wall:.0f} s)")
     return 0
 
 

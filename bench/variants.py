@@ -19,13 +19,10 @@ Writes bench/results/variants.md and variants.json (-smoke before the extension)
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform
 import sys
-import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,6 +31,7 @@ for path in (ROOT, ROOT / "bench"):  # the adapter; bench/machine.py
         sys.path.insert(0, str(path))
 
 from machine import cpu_model  # noqa: E402  (bench/machine.py)
+from runs import run_parallel, write_results  # noqa: E402  (bench/runs.py)
 
 from adapter.collect.local import load_snapshot  # noqa: E402
 from adapter.defaults import DEFAULT_SAMPLES  # noqa: E402
@@ -117,26 +115,16 @@ def main() -> int:
     smoke: bool = args.smoke
     full = [(t, g, 3600.0) for t in TRACES for g in A100_GPUS]
     work = [("ramp", 2, 600.0)] if smoke else full
-    started = time.monotonic()
-    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        runs = list(pool.map(_run, work))
-    wall = time.monotonic() - started
-    suffix = "-smoke" if smoke else ""
-    out = ROOT / "bench" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"variants{suffix}.md").write_text(markdown(runs, smoke, wall), "utf-8")
-    (out / f"variants{suffix}.json").write_text(
-        json.dumps([{"trace": t, "a100_gpus": g, **r.model_dump()} for t, g, r in runs], indent=2)
-        + "\n",
-        "utf-8",
-    )
+    runs, wall = run_parallel(_run, work, args.jobs)
+    rows = [{"trace": t, "a100_gpus": g, **r.model_dump()} for t, g, r in runs]
+    written = write_results("variants", smoke, markdown(runs, smoke, wall), rows)
     for trace_name, gpus, report in runs:
         for r in report.policies:
             print(
                 f"{trace_name:8} {gpus} A100s {r.policy:7} ITL {r.itl_attainment_pct:6.2f} %"
                 f" cost {r.cost:7.1f}"
             )
-    print(f"wrote bench/results/variants{suffix}.md ({wall:.0f} s)")
+    print(f"wrote {written} ({wall:.0f} s)")
     return 0
 
 
