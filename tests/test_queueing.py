@@ -3,7 +3,10 @@
 - `BatchModel.solve` (log-space head, closed-form geometric tail) must give the same
   float32 S, W and rho as `solve_sequential` (the reference's float64 recurrence),
   bit for bit, over the rates the optimizer evaluates: from a tenth of lambda_min up
-  to lambda_max = 0.999 mu_N.
+  to lambda_max = 0.999 mu_N. On random queues (hypothesis) one exception is allowed:
+  where the reference's own float64 rounding decides a float32 result (its sums are
+  within their rounding error of a float32 rounding boundary), the result must be one
+  the reference gives for sums moved within that error.
 - `size_batch` (lockstep bisections) must give the same feasibility and float32 rate
   as `size_exact` (one reference bisection per limit).
 - `binary_search` keeps the reference's semantics, including its tolerance quirk.
@@ -31,8 +34,11 @@ from adapter.queueing.statedependent import (
     OCCUPANCY_PER_BATCH,
     BatchModel,
     QueueStats,
+    sequential_distribution,
+    sequential_sums,
     service_rates,
     solve_sequential,
+    stats_from_sums,
 )
 
 F32 = np.float32
@@ -75,6 +81,37 @@ def assert_same_stats(
     assert bits(serv) == bits(exact.serv_time), ("S", context, serv, exact.serv_time)
     assert bits(wait) == bits(exact.wait_time), ("W", context, wait, exact.wait_time)
     assert bits(rho) == bits(exact.rho), ("rho", context, rho, exact.rho)
+
+
+def reference_ties(mus: np.ndarray, rate: float) -> list[QueueStats]:
+    """The reference's results for its mean-in-system and mean-in-service sums moved by
+    twice their own float64 error: the distance to the same sums taken exactly
+    (`math.fsum`, the tail's mass summed directly instead of 1 - p(n <= N)), plus 10N
+    eps relative for the rounding of the 10N + 1 probabilities themselves."""
+    lam, system, service, p0, p_full = sequential_sums(mus, rate)
+    _, p = sequential_distribution(mus, rate)
+    batch = len(mus)
+    exact_system = math.fsum(i * x for i, x in enumerate(p))
+    head = math.fsum(i * x for i, x in enumerate(p[: batch + 1]))
+    exact_service = head + batch * math.fsum(p[batch + 1 :])
+    eps = float(np.finfo(np.float64).eps) * OCCUPANCY_PER_BATCH * batch
+    d_system = 2 * abs(system - exact_system) + eps * abs(system)
+    d_service = 2 * abs(service - exact_service) + eps * abs(service)
+    return [
+        stats_from_sums(lam, system + i * d_system, service + j * d_service, p0, p_full)
+        for i, j in itertools.product((-1, 0, 1), repeat=2)
+    ]
+
+
+def assert_same_or_reference_tie(
+    fast: tuple[np.float32, np.float32, np.float32], mus: np.ndarray, rate: float, context: object
+) -> None:
+    """Bit for bit, or one of the results the reference's own rounding allows."""
+    allowed = {
+        (bits(t.serv_time), bits(t.wait_time), bits(t.rho)) for t in reference_ties(mus, rate)
+    }
+    exact = solve_sequential(mus, rate)
+    assert (bits(fast[0]), bits(fast[1]), bits(fast[2])) in allowed, (context, fast, exact)
 
 
 def probe_rates(alpha: float, beta: float, batch: int, tokens: int) -> list[np.float32]:
@@ -172,8 +209,26 @@ def test_batch_model_equals_sequential_on_random_queues(
     rate = F32(math.exp(math.log(float(low) / 10) + where * math.log(10 * float(high / low))))
     rate = min(max(rate, low / F32(10)), high)
     (fast,) = batch_solve(alpha, beta, batch, tokens, [rate])
-    exact = solve_sequential(service_rates(alpha, beta, batch, tokens), float(rate))
-    assert_same_stats(fast, exact, (queue, float(rate)))
+    mus = service_rates(alpha, beta, batch, tokens)
+    assert_same_or_reference_tie(fast, mus, float(rate), (queue, float(rate)))
+
+
+def test_a_rounding_tie_of_the_reference_is_allowed_and_nothing_else() -> None:
+    """A case hypothesis found: at a tenth of lambda_min the reference's mean in service
+    is 1e-14 below its mean in system, which rounds to a float32 one ulp lower (S
+    0.700035) where the batch model gives the upper one (0.70003504, W 0): a tie at the
+    reference's own precision. One ulp more on top of it is not allowed."""
+    alpha, beta, batch, tokens = 0.01, 0.01, 48, 35
+    low, _ = rate_range(alpha, beta, batch, tokens)
+    rate = low / F32(10)
+    mus = service_rates(alpha, beta, batch, tokens)
+    (fast,) = batch_solve(alpha, beta, batch, tokens, [rate])
+    exact = solve_sequential(mus, float(rate))
+    assert bits(fast[0]) != bits(exact.serv_time)  # the tie: not bit for bit
+    assert_same_or_reference_tie(fast, mus, float(rate), "tie")
+    off = (np.nextafter(fast[0], F32(np.inf)), fast[1], fast[2])
+    with pytest.raises(AssertionError):
+        assert_same_or_reference_tie(off, mus, float(rate), "one ulp more")
 
 
 def test_batch_model_rows_are_independent() -> None:

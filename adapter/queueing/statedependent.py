@@ -54,7 +54,7 @@ class QueueStats:
     throughput: np.float32  # req/ms
 
 
-def _stats_from_sums(
+def stats_from_sums(
     rate: np.float32, mean_in_system: float, mean_in_service: float, p0: float, p_full: float
 ) -> QueueStats:
     """The reference's float32 finish: X, T, S and W from float32-rounded sums."""
@@ -71,6 +71,28 @@ def _stats_from_sums(
 
 def solve_sequential(rates: F32Array, rate: float) -> QueueStats:
     """Solve one replica exactly in the reference's order of operations."""
+    return stats_from_sums(*sequential_sums(rates, rate))
+
+
+def sequential_sums(rates: F32Array, rate: float) -> tuple[np.float32, float, float, float, float]:
+    """The reference's float64 sums before its float32 finish (`stats_from_sums`): the
+    rate in float32, the mean in system, the mean in service, p0 and p(full)."""
+    lam32, p = sequential_distribution(rates, rate)
+    batch = len(rates)
+    mean_in_system = 0.0
+    mean_in_service = 0.0
+    cumulative = p[0]
+    for i in range(1, len(p)):
+        mean_in_system += i * p[i]
+        cumulative += p[i]
+        if i == batch:
+            mean_in_service = mean_in_system + (1 - cumulative) * batch
+    return lam32, mean_in_system, mean_in_service, p[0], p[-1]
+
+
+def sequential_distribution(rates: F32Array, rate: float) -> tuple[np.float32, list[float]]:
+    """The rate in float32 and the stationary distribution p_0..p_10N, in float64 as the
+    reference computes it (a product recurrence, rescaled on overflow)."""
     batch = len(rates)
     kmax = OCCUPANCY_PER_BATCH * batch
     lam32 = F32(rate)
@@ -96,16 +118,7 @@ def solve_sequential(rates: F32Array, rate: float) -> QueueStats:
                 p[i] /= scale
                 if i <= n:
                     total += p[i]
-    p = [x / total for x in p]
-    mean_in_system = 0.0
-    mean_in_service = 0.0
-    cumulative = p[0]
-    for i in range(1, kmax + 1):
-        mean_in_system += i * p[i]
-        cumulative += p[i]
-        if i == batch:
-            mean_in_service = mean_in_system + (1 - cumulative) * batch
-    return _stats_from_sums(lam32, mean_in_system, mean_in_service, p[0], p[kmax])
+    return lam32, [x / total for x in p]
 
 
 class BatchModel:
