@@ -25,7 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from adapter.defaults import DEFAULT_CONFIG_NAMESPACE, ENV_PREFIX, SATURATION_POLICIES
+from adapter.defaults import (
+    DEFAULT_CONFIG_NAMESPACE,
+    DEFAULT_RETENTION_S,
+    ENV_PREFIX,
+    SATURATION_POLICIES,
+)
 from adapter.sim.arguments import SimulateInputError
 from adapter.sim.arguments import add_arguments as add_simulate_arguments
 
@@ -675,7 +680,8 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
     gateway.add_argument(
         "--scale-to-zero-after",
         metavar="SECONDS",
-        help="with --min-replicas 0: go to zero after this long without traffic (default 600)",
+        help="with --min-replicas 0: go to zero after this long without traffic"
+        f" (default {DEFAULT_RETENTION_S:g})",
     )
     gateway.add_argument(
         "--wake-poll",

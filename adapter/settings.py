@@ -38,7 +38,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from adapter.defaults import DEFAULT_CONFIG_NAMESPACE, ENV_PREFIX
+from adapter.defaults import DEFAULT_CONFIG_NAMESPACE, DEFAULT_RETENTION_S, ENV_PREFIX
 from adapter.model.system import SaturationPolicy
 
 __all__ = ["RunSettings", "SettingsError", "env_variable", "flag_of"]
@@ -128,7 +128,7 @@ class RunSettings(BaseSettings):
     min_replicas: Replicas = 1
     # with --min-replicas 0: how long a variant sees no traffic before it goes to zero,
     # and how often the gateway is polled for requests waiting for a variant at zero
-    scale_to_zero_after: NonNegativeSeconds = 600.0
+    scale_to_zero_after: NonNegativeSeconds = DEFAULT_RETENTION_S
     wake_poll: PositiveSeconds = 0.25
     unlimited: bool = False
     saturation_policy: SaturationPolicy = "None"

@@ -24,9 +24,9 @@ optimizer sizes an idle variant at 0 replicas.
   them come a start-up later, when the first pod has mostly served them (a ready pod
   batches them up to vLLM's `--max-num-seqs`, or queues them past it, and the router
   holds the rest while the pod is saturated). Measured with `bench/from_zero.py` at a
-  60 s start-up: sizing for the backlog (during the start-up and while the router held
-  requests) took 2.55 and 2.64 GPU-hours on its two traces, against 1.41 and 1.31
-  without, for the same ITL attainment.
+  60 s start-up (and a 600 s retention): sizing for the backlog (during the start-up
+  and while the router held requests) took 2.55 and 2.64 GPU-hours on its two traces,
+  against 1.41 and 1.31 without, for the same ITL attainment.
 - **Requests held at the gateway are arrivals.** While the pool is saturated the router
   holds requests, and no vLLM series counts them: the pods' arrival estimate
   (completions plus the growth of their requests) caps at what they serve, and a loop
@@ -46,12 +46,12 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from adapter.collect.metrics import LoadKey, LoadReport, ModelLoad
+from adapter.defaults import DEFAULT_RETENTION_S
 
 if TYPE_CHECKING:  # types only: this module imports nothing that does I/O
     from adapter.collect.gateway import GatewayReport
     from adapter.engine import VariantDecision, VariantKey
 
-DEFAULT_RETENTION_S = 600.0  # WVA's scale-to-zero enforcer held idle variants 10 minutes
 # how the engine's reasons start for a VA whose pods serve no series yet while it has
 # replicas, and for one whose first series have no rate yet (requests in flight, no
 # completion in the window): both are a woken variant's first cycles

@@ -400,12 +400,12 @@ def test_scale_from_zero_leaves_the_timings_to_the_overlay(layout: Path) -> None
         "resources:\n  - ../../deploy\n"
         "components:\n  - ../../deploy/components/scale-from-zero\n"
         "configMapGenerator:\n  - name: wva-adapter-settings\n    behavior: merge\n"
-        "    literals:\n      - WVA_SCALE_TO_ZERO_AFTER=300\n      - WVA_WAKE_POLL=0.5\n"
+        "    literals:\n      - WVA_SCALE_TO_ZERO_AFTER=900\n      - WVA_WAKE_POLL=0.5\n"
         "      - WVA_PROMETHEUS=http://prometheus.example:9090\n",
         encoding="utf-8",
     )
     settings = run_settings(kustomize(overlay))
-    assert (settings.scale_to_zero_after, settings.wake_poll) == (300, 0.5)
+    assert (settings.scale_to_zero_after, settings.wake_poll) == (900, 0.5)
     assert settings.prometheus == "http://prometheus.example:9090"
     assert settings.min_replicas == 0 and settings.gateway_prometheus
 

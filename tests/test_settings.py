@@ -71,7 +71,7 @@ def test_the_defaults_are_the_documented_ones() -> None:
         "cycles": None,
         "staleness": None,
         "min_replicas": 1,
-        "scale_to_zero_after": 600.0,
+        "scale_to_zero_after": 300.0,
         "wake_poll": 0.25,
         "unlimited": False,
         "saturation_policy": "None",

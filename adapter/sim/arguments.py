@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import re
 
-from adapter.defaults import DEFAULT_SAMPLES
+from adapter.defaults import DEFAULT_RETENTION_S, DEFAULT_SAMPLES
 from adapter.defaults import SIM_POLICIES as POLICIES
 
 TRACES = ("step", "step-saturating", "ramp", "diurnal", "bursty", "noisy", "flash", "accelerating")
@@ -82,8 +82,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--scale-to-zero-after",
         type=_duration_arg,
-        default=600.0,
-        help="with --min-replicas 0: ours' time without traffic before zero (default 600 s)",
+        default=DEFAULT_RETENTION_S,
+        help="with --min-replicas 0: ours' time without traffic before zero"
+        f" (default {DEFAULT_RETENTION_S:g} s)",
     )
     parser.add_argument("--max-replicas", type=int, default=8)
     parser.add_argument("--prompt-tokens", type=int, default=128)

@@ -39,7 +39,7 @@ from adapter.assemble import AssemblySettings, build_system
 from adapter.collect.gateway import GatewayQueue, GatewayReport
 from adapter.collect.metrics import LoadKey, LoadReport, MetricsWarmingUp, ModelLoad
 from adapter.collect.scrape import Scrape, ScrapeTotals
-from adapter.defaults import SIM_POLICIES
+from adapter.defaults import DEFAULT_RETENTION_S, SIM_POLICIES
 from adapter.emulator.batching import ServingProfile
 from adapter.engine import CycleError, Engine, metric_keys
 from adapter.learning import ProfileLearning
@@ -88,7 +88,7 @@ from adapter.vllm_metrics import (
     TIME_TO_FIRST_TOKEN,
 )
 from adapter.waker import DEFAULT_POLL_S, Waker, parked
-from adapter.zero import DEFAULT_RETENTION_S, ScaleToZero
+from adapter.zero import ScaleToZero
 
 POLICIES = SIM_POLICIES  # the CLI lists them
 DESCRIPTIONS = {

@@ -43,6 +43,7 @@ from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+from adapter.defaults import DEFAULT_RETENTION_S
 from adapter.emulator.batching import Request, ServingProfile
 from adapter.sim.cluster import (
     DEFAULT_TERMINATION_GRACE_S,
@@ -60,7 +61,6 @@ from adapter.sim.policies import (
     parse_label,
 )
 from adapter.sim.traces import RequestShape, Trace, Workload, make_workload
-from adapter.zero import DEFAULT_RETENTION_S
 
 # How long the simulated gateway holds a request while no replica is ready (with min
 # replicas 0): longer than a start-up, as an llm-d router's flow-control queue is set up
