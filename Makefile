@@ -50,8 +50,19 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The real-time closed loops (`pytest -m realtime`: emulator, guidellm and adapter, most
+# of their minutes spent waiting on the clock) run beside the rest of the suite, which is
+# niced so that they keep the CPU their timing needs; their report follows the rest's.
+# Ctrl-C stops both.
+REALTIME_LOG := .pytest-realtime.log
 unit: $(STAMP) system-tools
-	$(BIN)/pytest -q
+	@$(BIN)/pytest -q -p no:cacheprovider -m realtime > $(REALTIME_LOG) 2>&1 & realtime=$$!; \
+	trap 'kill -INT $$realtime 2>/dev/null; wait $$realtime; exit 130' INT TERM; \
+	nice -n 10 $(BIN)/pytest -q -m "not realtime"; rest=$$?; \
+	wait $$realtime; timed=$$?; \
+	echo "== the real-time closed loops (pytest -m realtime), run beside the above =="; \
+	cat $(REALTIME_LOG); \
+	test $$rest -eq 0 && test $$timed -eq 0
 
 test: lint typecheck unit
 
@@ -97,4 +108,4 @@ lock:
 	rm -rf $(VENV)-lock
 
 clean:
-	rm -rf $(VENV) $(VENV)-lock .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(VENV)-lock .mypy_cache .ruff_cache .pytest_cache $(REALTIME_LOG)

@@ -37,7 +37,7 @@ import pytest
 
 from tests.script_modules import load_script
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.realtime]
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "attainment_emulator.py"
 DURATION_S = 60.0

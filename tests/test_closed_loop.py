@@ -16,7 +16,7 @@ import pytest
 from adapter.loop import Scenario, Summary, run_demo, tutorial
 from adapter.loop.record import Sample, observed_span
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.realtime]
 
 
 Recorded = tuple[Scenario, Summary, list[Sample], Path]

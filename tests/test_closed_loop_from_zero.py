@@ -256,6 +256,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Recorded:
 
 
 @pytest.mark.integration
+@pytest.mark.realtime
 @pytest.mark.timeout(420)
 def test_replicas_go_from_zero_to_two_and_back_to_zero(recorded: Recorded) -> None:
     scenario, summary, samples, _, _ = recorded
@@ -272,6 +273,7 @@ def test_replicas_go_from_zero_to_two_and_back_to_zero(recorded: Recorded) -> No
 
 
 @pytest.mark.integration
+@pytest.mark.realtime
 @pytest.mark.timeout(420)
 def test_no_request_is_lost(recorded: Recorded) -> None:
     scenario, summary, _, _, _ = recorded
@@ -292,6 +294,7 @@ def test_no_request_is_lost(recorded: Recorded) -> None:
 
 
 @pytest.mark.integration
+@pytest.mark.realtime
 @pytest.mark.timeout(420)
 def test_the_first_request_is_served_one_start_up_after_it_arrived(recorded: Recorded) -> None:
     scenario, summary, _, _, _ = recorded
@@ -307,6 +310,7 @@ def test_the_first_request_is_served_one_start_up_after_it_arrived(recorded: Rec
 
 
 @pytest.mark.integration
+@pytest.mark.realtime
 @pytest.mark.timeout(420)
 def test_the_itl_slo_holds_for_99_percent_of_requests(recorded: Recorded) -> None:
     _, summary, _, _, _ = recorded
@@ -315,6 +319,7 @@ def test_the_itl_slo_holds_for_99_percent_of_requests(recorded: Recorded) -> Non
 
 
 @pytest.mark.integration
+@pytest.mark.realtime
 @pytest.mark.timeout(420)
 def test_gpu_seconds_are_at_most_60_percent_of_one_replica_held(recorded: Recorded) -> None:
     scenario, summary, _, _, out_dir = recorded

@@ -19,7 +19,7 @@ import pytest
 
 from adapter.loop import Sample, Summary, misprofiled, run_demo
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.realtime]
 
 
 @pytest.mark.timeout(420)
