@@ -53,7 +53,8 @@ typecheck: $(STAMP)
 # The real-time closed loops (`pytest -m realtime`: emulator, guidellm and adapter, most
 # of their minutes spent waiting on the clock) run beside the rest of the suite, which is
 # niced so that they keep the CPU their timing needs; their report follows the rest's.
-# Ctrl-C stops both.
+# Ctrl-C reaches both (a background job starts with SIGINT ignored: tests/conftest.py
+# gives pytest its KeyboardInterrupt back, and the recipe passes it on).
 REALTIME_LOG := .pytest-realtime.log
 unit: $(STAMP) system-tools
 	@$(BIN)/pytest -q -p no:cacheprovider -m realtime > $(REALTIME_LOG) 2>&1 & realtime=$$!; \

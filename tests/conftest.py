@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import threading
 from collections.abc import Iterator
 
@@ -14,6 +15,13 @@ from adapter.emulator.metrics import MetricsServer, VllmMetrics
 from tests.fakes.kube_api import FakeKubeAPI
 from tests.kube_helpers import MODEL
 from tests.prometheus_server import PrometheusServer
+
+# `make test` starts the real-time closed loops as a background job, which a shell starts
+# with SIGINT ignored (POSIX): Python then installs no KeyboardInterrupt handler, and
+# Ctrl-C would leave them running, with their emulators and Prometheus. With the handler
+# back, Ctrl-C stops them through their fixtures' teardown.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # CI runs the same examples every time (a failure found there reproduces); developers'
 # runs keep exploring new ones.
