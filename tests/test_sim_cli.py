@@ -70,7 +70,7 @@ def test_simulate_runs_other_gpus_a_small_cache_and_no_configurable_tolerance(
     assert (
         "pods: step 7 + 0.05 x batch ms, prefill 0.01 ms/token, batch <= 512, KV cache 100000"
         " tokens (6250 blocks of 16), termination grace 60 s (not the VA's profile: 6.356 +"
-        " 0.044 x batch ms, prefill 0 ms/token, which the policies read); no"
+        " 0.044 x batch ms, prefill 0 ms/token, batch <= 512, which the policies read); no"
         " HPAConfigurableTolerance: ours' HPA tolerance is the default 10 %"
     ) in out
     assert "killed retried" in out
@@ -92,6 +92,40 @@ def test_simulate_runs_other_gpus_a_small_cache_and_no_configurable_tolerance(
     )
     (ours,) = document["policies"]
     assert (ours["killed"], ours["retried"], ours["preemptions"]) == (0, 0, 0)
+
+
+def test_simulate_from_zero_runs_ours_and_compares_it_held_at_one_replica(tmp_path: Path) -> None:
+    """`simulate --min-replicas 0` alone: ours (the one policy that starts at 0), its pods
+    at the SLO batch as docs/deploy.md deploys them for scale from zero, and the same run
+    held at one replica, whose GPU-hours the from-zero run is compared with."""
+    trace = tmp_path / "gaps.csv"
+    trace.write_text("time_s,rate_rps\n0,0\n120,8\n420,0\n1500,0\n")
+    report = tmp_path / "r.json"
+    status, out, err = run(
+        "--trace", str(trace), "--min-replicas", "0", "--startup-delay", "20",
+        "--scale-to-zero-after", "60", "--json", str(report),
+    )  # fmt: skip
+    assert status == EXIT_OK, err
+    document = json.loads(report.read_text())
+    (zero,) = document["policies"]
+    (one,) = document["held_at_one"]
+    assert zero["policy"] == one["policy"] == "ours"
+    assert document["true_profile"]["max_batch_size"] == 60  # (9 - 6.356) / 0.044
+    assert "from zero, vLLM's --max-num-seqs is the SLO batch 60" in out
+    assert len(zero["wake_ups_s"]) == 1 and 20 <= zero["wake_ups_s"][0] <= 22
+    assert zero["held"] > 0 and zero["rejected"] == zero["unfinished"] == 0
+    assert zero["itl_attainment_pct"] >= 99.0
+    # idle 2 of 25 minutes before the load and 18 after it, less the 60 s retention
+    ratio = zero["gpu_hours"] / one["gpu_hours"]
+    assert ratio < 0.6, ratio
+    assert f"from zero takes {ratio:.2f} x its GPU-hours" in out
+    # the pods' batch is the user's when given
+    status, out, err = run(
+        "--trace", str(trace), "--min-replicas", "0", "--true-max-batch", "512",
+        "--duration", "5m", "--json", str(report),
+    )  # fmt: skip
+    assert status == EXIT_OK, err
+    assert json.loads(report.read_text())["true_profile"]["max_batch_size"] == 512
 
 
 @pytest.mark.parametrize(

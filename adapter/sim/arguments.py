@@ -44,8 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--policies",
-        default=",".join(POLICIES),
-        help=f"comma-separated, from {', '.join(POLICIES)} (default all)",
+        help=f"comma-separated, from {', '.join(POLICIES)} (default all; with --min-replicas"
+        " 0, ours, which alone scales from zero)",
     )
     parser.add_argument("--seed", type=int, default=1, help="arrivals and bursts (default 1)")
     parser.add_argument(
@@ -77,7 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=1,
         help="0: ours scales to zero and wakes on the gateway's queue (ours only; the"
-        " gateway holds requests while no replica is ready) (default 1)",
+        " gateway holds requests while no replica is ready), and is compared with the same"
+        " run held at 1 replica (default 1)",
     )
     parser.add_argument(
         "--scale-to-zero-after",
@@ -119,7 +120,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         metavar="N",
         help="the pods' vLLM --max-num-seqs (default: the VA's maxBatchSize, which the"
-        " adapter and the policies still read)",
+        " adapter and the policies still read; with --min-replicas 0 the SLO batch, as"
+        " docs/deploy.md sets it for scale from zero)",
     )
     parser.add_argument(
         "--kv-cache-tokens",

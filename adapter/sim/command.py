@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import logging
 from pathlib import Path
 from typing import TextIO
 
 from adapter.collect.local import LocalSourceError, load_snapshot
 from adapter.emulator.batching import ServingProfile
+from adapter.queueing.sizing import slo_batch
 from adapter.sim.arguments import DEFAULT_DURATION_S
 from adapter.sim.arguments import TRACES as TRACES  # re-exported: callers found them here
 from adapter.sim.arguments import SimulateInputError as SimulateInputError
@@ -89,7 +91,10 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _run(args: argparse.Namespace, out: TextIO) -> int:
-    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    given = args.policies
+    if given is None:  # every policy; from zero, only ours can start at 0
+        given = ",".join(POLICIES) if args.min_replicas != 0 else "ours"
+    policies = [p.strip() for p in given.split(",") if p.strip()]
     if not policies:
         raise SimulateInputError(f"--policies: none given; known: {', '.join(POLICIES)}")
     for label in policies:
@@ -109,13 +114,13 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         trace = make_trace(args.trace, args.duration, args.seed)
         setup = setup_from_snapshot(load_snapshot(args.samples), variant)
         true_profile = served_profile(setup, args)
-        report = simulate(
+        run = functools.partial(
+            simulate,
             setup,
             trace,
             policies=policies,
             seed=args.seed,
             startup_delay_s=args.startup_delay,
-            limits=limits,
             shape=shape,
             phase=args.phase,
             hpa_phase_s=args.hpa_phase,
@@ -126,6 +131,10 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
             profile_learning=args.profile_learning,
             scale_to_zero_after_s=args.scale_to_zero_after,
         )
+        report = run(limits=limits)
+        if limits.min_replicas == 0:  # what scaling to zero saves: the same requests at 1
+            held = run(limits=Limits(1, limits.max_replicas))
+            report = report.model_copy(update={"held_at_one": held.policies})
     except SimulateInputError:
         raise
     except (TraceError, SetupError, LocalSourceError) as error:
@@ -152,6 +161,11 @@ def served_profile(setup: SimSetup, args: argparse.Namespace) -> ServingProfile:
     prefill, max batch) and --kv-cache-tokens values given (ValueError on values a profile
     refuses)."""
     va = setup.profile
+    max_batch = args.true_max_batch
+    if max_batch is None and args.min_replicas == 0:
+        # from zero the router hands the first ready pod the whole cold-start backlog:
+        # docs/deploy.md sets vLLM's --max-num-seqs to the SLO batch for that
+        max_batch = slo_batch(va.alpha_ms, va.beta_ms, setup.slo_itl_ms, va.max_batch_size)
     blocks = va.num_gpu_blocks
     if args.kv_cache_tokens is not None:
         if args.kv_cache_tokens < 2 * va.block_size:
@@ -166,7 +180,7 @@ def served_profile(setup: SimSetup, args: argparse.Namespace) -> ServingProfile:
         alpha_ms=va.alpha_ms if alpha is None else alpha,
         beta_ms=va.beta_ms if beta is None else beta,
         prefill_ms_per_token=va.prefill_ms_per_token if prefill is None else prefill,
-        max_batch_size=va.max_batch_size if args.true_max_batch is None else args.true_max_batch,
+        max_batch_size=va.max_batch_size if max_batch is None else max_batch,
         num_gpu_blocks=blocks,
     )
 
@@ -183,7 +197,14 @@ def describe(report: SimReport) -> str:
     if true != va:
         pods += (
             f" (not the VA's profile: {va.alpha_ms:g} + {va.beta_ms:g} x batch ms, prefill"
-            f" {va.prefill_ms_per_token:g} ms/token, which the policies read)"
+            f" {va.prefill_ms_per_token:g} ms/token, batch <= {va.max_batch_size}, which the"
+            " policies read)"
+        )
+    at_slo = slo_batch(va.alpha_ms, va.beta_ms, report.slo_itl_ms, va.max_batch_size)
+    if report.min_replicas == 0 and true.max_batch_size == at_slo != va.max_batch_size:
+        pods += (
+            f"; from zero, vLLM's --max-num-seqs is the SLO batch {at_slo}, as docs/deploy.md"
+            " sets it (--true-max-batch to change)"
         )
     if not report.hpa_configurable_tolerance:
         pods += "; no HPAConfigurableTolerance: ours' HPA tolerance is the default 10 %"

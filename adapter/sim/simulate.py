@@ -163,6 +163,8 @@ class SimReport(_Frozen):
     kv_block_size: int
     termination_grace_s: float
     hpa_configurable_tolerance: bool  # False: ours' HPA has the default 10 % tolerance
+    # from zero: the same policies on the same requests, held at one replica at least
+    held_at_one: list[PolicyResult] | None = None
 
     def result(self, policy: str) -> PolicyResult:
         for result in self.policies:
@@ -489,6 +491,14 @@ def format_table(report: SimReport) -> str:
     for r in report.policies:
         if r.held or r.wake_ups_s:
             lines.append(wake_text(r))
+    held = report.held_at_one
+    for zero, one in zip(report.policies, held, strict=True) if held is not None else ():
+        ratio = f"{zero.gpu_hours / one.gpu_hours:.2f}" if one.gpu_hours > 0 else "-"
+        lines.append(
+            f"{zero.policy}: held at 1 replica on the same requests: {one.gpu_hours:.3f} GPU h"
+            f" (ITL ok {one.itl_attainment_pct:.2f} %, TTFT ok {one.ttft_attainment_pct:.2f} %);"
+            f" from zero takes {ratio} x its GPU-hours"
+        )
     return "\n".join(lines)
 
 
