@@ -303,10 +303,15 @@ def test_the_first_request_is_served_one_start_up_after_it_arrived(recorded: Rec
     assert summary.wake_up_s is not None
     # it waited for a replica to start, and not much longer
     assert scenario.startup_delay_s <= summary.wake_up_s <= scenario.startup_delay_s + 2.0
-    # KEDA activated on the pushed StreamIsActive, within a second of the request
-    assert summary.activated_by == "push", summary.activated_by
-    assert summary.activated_at_s is not None
-    assert summary.activated_at_s - requests.first_sent_s <= 1.0, summary.activated_at_s
+    # StreamIsActive pushed true within a second of the request, and KEDA activated then:
+    # on the push, or on a poll that fell in the same instant (CI saw one 39 ms after the
+    # first request, while the push was on its way: real KEDA has that race too)
+    pushed, activated = summary.pushed_true_at_s, summary.activated_at_s
+    assert pushed is not None and activated is not None, summary
+    assert pushed - requests.first_sent_s <= 1.0, (pushed, requests.first_sent_s)
+    assert activated - requests.first_sent_s <= 1.0, (activated, requests.first_sent_s)
+    if summary.activated_by != "push":
+        assert summary.activated_by == "poll" and abs(pushed - activated) <= 0.25, summary
 
 
 @pytest.mark.integration

@@ -59,6 +59,7 @@ def run_demo(scenario: Scenario, out_dir: Path, out: TextIO, *, every: int = 5) 
         requests=requests,
         from_zero=from_zero,
         activation=(activation.t, activation.source) if activation else None,
+        pushed_true_at_s=run.first_pushed_true_s,
         gateway=(run.gateway_arrived, run.gateway_held or 0, run.gateway_answered or 0)
         if run.gateway_arrived is not None
         else None,

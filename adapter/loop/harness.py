@@ -318,6 +318,7 @@ class LoopRun:
     gateway_held: int | None = None  # of which held, waiting for a ready replica
     gateway_answered: int | None = None  # of which answered whole (200, every token)
     push_streams: int | None = None  # StreamIsActive streams KEDA opened (None: no push)
+    first_pushed_true_s: float | None = None  # when StreamIsActive first sent true
     push_stream_errors: list[str] = field(default_factory=list)  # how they ended
 
 
@@ -600,6 +601,7 @@ def run_loop(
             hpa_sync_period=scenario.hpa_sync_s,
         )
         events: list[KedaEvent] = []
+        first_pushed_true: float | None = None
         launches: dict[str, float] = {}
         while True:
             t = time.monotonic() - start
@@ -627,6 +629,8 @@ def run_loop(
                         )
             for push in pushed.drain() if pushed is not None else ():
                 at = push.at - start
+                if push.active and first_pushed_true is None:
+                    first_pushed_true = round(at, 3)
                 detail = apply_push(keda, at, push.active)
                 if detail in _SCALED:
                     events.append(KedaEvent(round(at, 3), "push", detail, keda.current_replicas))
@@ -719,6 +723,7 @@ def run_loop(
         gateway_held=int(account["held_total"]),
         gateway_answered=int(account["answered_total"]),
         push_streams=pushed.opened if pushed is not None else None,
+        first_pushed_true_s=first_pushed_true,
         push_stream_errors=[
             f"{e.at - start:.1f} s: {e.code}" for e in (pushed.ends if pushed else []) if e.code
         ],

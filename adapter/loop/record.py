@@ -189,6 +189,7 @@ class Summary(BaseModel):
     wake_up_s: float | None = None
     activated_at_s: float | None = None  # KEDA's first activation from zero
     activated_by: str | None = None  # "push" (StreamIsActive) or "poll" (IsActive)
+    pushed_true_at_s: float | None = None  # StreamIsActive's first true
     gateway_arrived: int | None = None  # requests the gateway received
     gateway_held: int | None = None  # of which it held, waiting for a ready replica
     gateway_answered: int | None = None  # of which it answered whole (200, every token)
@@ -263,12 +264,14 @@ def summarize(
     requests: Requests | None = None,
     from_zero: bool = False,
     activation: tuple[float, str] | None = None,
+    pushed_true_at_s: float | None = None,
     gateway: tuple[int, int, int] | None = None,
 ) -> Summary:
     """`requests`: guidellm's account of them; `from_zero`: the run started at 0
     replicas, so its first request's time to first token is the wake-up; `activation`:
-    (when, how) KEDA first activated; `gateway`: requests it received, held and
-    answered whole."""
+    (when, how) KEDA first activated; `pushed_true_at_s`: when StreamIsActive first sent
+    true (a poll in the same instant may activate KEDA first); `gateway`: requests it
+    received, held and answered whole."""
     path: list[int] = []
     for s in samples:
         if not path or path[-1] != s.replicas:
@@ -307,6 +310,7 @@ def summarize(
         wake_up_s=wake_up,
         activated_at_s=activation[0] if activation else None,
         activated_by=activation[1] if activation else None,
+        pushed_true_at_s=pushed_true_at_s,
         gateway_arrived=gateway[0] if gateway else None,
         gateway_held=gateway[1] if gateway else None,
         gateway_answered=gateway[2] if gateway else None,
