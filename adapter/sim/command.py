@@ -114,7 +114,7 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         trace = make_trace(args.trace, args.duration, args.seed)
         setup = setup_from_snapshot(load_snapshot(args.samples), variant)
         true_profile = served_profile(setup, args)
-        run = functools.partial(
+        simulate_at = functools.partial(
             simulate,
             setup,
             trace,
@@ -131,9 +131,9 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
             profile_learning=args.profile_learning,
             scale_to_zero_after_s=args.scale_to_zero_after,
         )
-        report = run(limits=limits)
+        report = simulate_at(limits=limits)
         if limits.min_replicas == 0:  # what scaling to zero saves: the same requests at 1
-            held = run(limits=Limits(1, limits.max_replicas))
+            held = simulate_at(limits=Limits(1, limits.max_replicas))
             report = report.model_copy(update={"held_at_one": held.policies})
     except SimulateInputError:
         raise
