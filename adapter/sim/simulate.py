@@ -515,8 +515,10 @@ def wake_text(result: PolicyResult) -> str:
     held_itl = result.held_itl_attainment_pct
     within = f" ({held_itl:.1f} % of them within the ITL SLO)" if held_itl is not None else ""
     return (
-        f"{result.policy}: from zero: {len(times)} wake-ups, {result.held} requests held at"
-        f" the gateway{within}, {result.rejected} refused, {result.unfinished} unfinished;"
+        f"{result.policy}: from zero: {len(times)} wake-up{'' if len(times) == 1 else 's'},"
+        f" {result.held} requests held at"
+        f" the gateway{within}, {result.rejected} refused, {result.unfinished} in flight when"
+        " the run ended;"
         f" {spread}"
     )
 
