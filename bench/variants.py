@@ -86,11 +86,11 @@ def markdown(runs: list[tuple[str, int, PoolReport]], smoke: bool, wall_s: float
         f" {wall_s:.0f} s wall.",
         "",
         "% of requests within the ITL (9 ms) and both SLOs, the cost (GPU-hours x unit"
-        " cost, H100 100, A100 40), and per variant its GPU-hours and the % of the"
-        " requests its pods served within the ITL SLO.",
+        " cost, H100 100, A100 40), and per variant its GPU-hours, the % of the"
+        " requests its pods served within the ITL SLO, and its scale-ups / scale-downs.",
         "",
-        "| load | A100 GPUs | policy | ITL % | both % | cost | H100: GPU h (ITL %) |"
-        " A100: GPU h (ITL %) |",
+        "| load | A100 GPUs | policy | ITL % | both % | cost | H100: GPU h (ITL %) ups/downs |"
+        " A100: GPU h (ITL %) ups/downs |",
         "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for trace_name, gpus, report in runs:
@@ -98,6 +98,7 @@ def markdown(runs: list[tuple[str, int, PoolReport]], smoke: bool, wall_s: float
             per = [
                 f"{v.gpu_hours:.2f}"
                 + (f" ({v.itl_attainment_pct:.1f})" if v.itl_attainment_pct is not None else "")
+                + f" {v.scale_ups}/{v.scale_downs}"
                 for v in r.variants
             ]
             lines.append(

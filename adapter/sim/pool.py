@@ -20,6 +20,7 @@ within the SLOs, and each variant's GPU-hours and cost.
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -246,6 +247,8 @@ class VariantFigures(_Frozen):
     gpu_hours: float
     cost: float
     max_replicas: int
+    scale_ups: int  # changes of its Deployment's spec.replicas, up and down
+    scale_downs: int
     itl_attainment_pct: float | None  # of the requests its pods finished
 
 
@@ -327,13 +330,17 @@ def _result(name: str, pool: PoolSetup, cluster: SimCluster) -> PoolResult:
     for index, setup in enumerate(pool.variants):
         hours = cluster.replica_seconds(index) / 3600.0 * setup.gpus_per_replica
         mine = [ok for r, ok in itl_ok.items() if cluster.served_by.get(r) == index]
+        specs = [r.replicas for r in cluster.histories[index]]
+        moves = [b - a for a, b in itertools.pairwise(specs) if b != a]
         figures.append(
             VariantFigures(
                 variant=f"{setup.variant[0]}/{setup.variant[1]}",
                 accelerator=setup.accelerator,
                 gpu_hours=hours,
                 cost=hours * setup.unit_cost,
-                max_replicas=max(r.replicas for r in cluster.histories[index]),
+                max_replicas=max(specs),
+                scale_ups=sum(1 for m in moves if m > 0),
+                scale_downs=sum(1 for m in moves if m < 0),
                 itl_attainment_pct=100.0 * sum(mine) / len(mine) if mine else None,
             )
         )
