@@ -17,7 +17,6 @@ Writes bench/results/attainment.md and attainment.json (-smoke before the extens
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import platform
 import statistics
@@ -27,10 +26,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for path in (ROOT, ROOT / "bench"):  # the adapter; bench/machine.py and runs.py
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
 
 from machine import cpu_model  # noqa: E402  (bench/machine.py)
+from runs import write_results  # noqa: E402  (bench/runs.py)
 
 from adapter.emulator.batching import ServingProfile  # noqa: E402
 from adapter.queueing.attainment import ReplicaModel, attainment  # noqa: E402
@@ -147,14 +148,9 @@ def main() -> int:
     started = time.monotonic()
     points = run(args.smoke)
     wall = time.monotonic() - started
-    suffix = "-smoke" if args.smoke else ""
-    out = ROOT / "bench" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"attainment{suffix}.md").write_text(markdown(points, args.smoke, wall), "utf-8")
-    (out / f"attainment{suffix}.json").write_text(
-        json.dumps([asdict(p) for p in points], indent=2) + "\n", "utf-8"
-    )
-    print(f"wrote bench/results/attainment{suffix}.md ({wall:.0f} s)")
+    rows = [asdict(p) for p in points]
+    written = write_results("attainment", args.smoke, markdown(points, args.smoke, wall), rows)
+    print(f"wrote {written} ({wall:.0f} s)")
     return 0
 
 
