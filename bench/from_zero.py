@@ -43,7 +43,7 @@ from runs import run_parallel, write_results  # noqa: E402  (bench/runs.py)
 from adapter.collect.local import load_snapshot  # noqa: E402
 from adapter.defaults import DEFAULT_RETENTION_S, DEFAULT_SAMPLES  # noqa: E402
 from adapter.sim.policies import Limits, setup_from_snapshot  # noqa: E402
-from adapter.sim.simulate import simulate  # noqa: E402
+from adapter.sim.simulate import simulate_from_zero  # noqa: E402
 from adapter.sim.traces import RequestShape, Trace, csv_trace  # noqa: E402
 
 SEED = 1
@@ -95,21 +95,19 @@ def _run(args: tuple[str, float, str, float, bool]) -> Result:
     logging.getLogger("adapter").setLevel(logging.ERROR)
     setup = setup_from_snapshot(load_snapshot(DEFAULT_SAMPLES))
     pods = replace(setup.profile, max_batch_size=BATCHES[batch])
-    runs = {}
-    for low in (0, 1):
-        report = simulate(
-            setup,
-            trace(name, smoke),
-            policies=["ours"],
-            seed=SEED,
-            startup_delay_s=startup,
-            limits=Limits(low, 8),
-            shape=RequestShape(128, 512),
-            true_profile=pods,
-            scale_to_zero_after_s=retention,
-        )
-        runs[low] = report.policies[0]
-    zero, one = runs[0], runs[1]
+    report = simulate_from_zero(
+        setup,
+        trace(name, smoke),
+        policies=["ours"],
+        seed=SEED,
+        startup_delay_s=startup,
+        limits=Limits(0, 8),
+        shape=RequestShape(128, 512),
+        true_profile=pods,
+        scale_to_zero_after_s=retention,
+    )
+    assert report.held_at_one is not None
+    (zero,), (one,) = report.policies, report.held_at_one
     wakes = sorted(zero.wake_ups_s)
     return Result(
         trace=name,

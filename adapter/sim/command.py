@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import logging
 from pathlib import Path
 from typing import TextIO
@@ -29,7 +28,7 @@ from adapter.sim.policies import (
     parse_label,
     setup_from_snapshot,
 )
-from adapter.sim.simulate import SimReport, format_table, simulate
+from adapter.sim.simulate import SimReport, format_table, simulate, simulate_from_zero
 from adapter.sim.traces import (
     RequestShape,
     Trace,
@@ -114,10 +113,11 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         trace = make_trace(args.trace, args.duration, args.seed)
         setup = setup_from_snapshot(load_snapshot(args.samples), variant)
         true_profile = served_profile(setup, args)
-        simulate_at = functools.partial(
-            simulate,
+        simulate_with = simulate_from_zero if limits.min_replicas == 0 else simulate
+        report = simulate_with(
             setup,
             trace,
+            limits=limits,
             policies=policies,
             seed=args.seed,
             startup_delay_s=args.startup_delay,
@@ -131,10 +131,6 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
             profile_learning=args.profile_learning,
             scale_to_zero_after_s=args.scale_to_zero_after,
         )
-        report = simulate_at(limits=limits)
-        if limits.min_replicas == 0:  # what scaling to zero saves: the same requests at 1
-            held = simulate_at(limits=Limits(1, limits.max_replicas))
-            report = report.model_copy(update={"held_at_one": held.policies})
     except SimulateInputError:
         raise
     except (TraceError, SetupError, LocalSourceError) as error:

@@ -39,7 +39,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from itertools import pairwise
-from typing import Protocol
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
@@ -187,6 +187,19 @@ def run_policy(cluster: SimCluster, policy: Acting, end: float) -> None:
         cluster.run_until(at)
         policy.act(at)
     cluster.run_until(end)
+
+
+def simulate_from_zero(
+    setup: SimSetup, trace: Trace, *, limits: Limits, **options: Any
+) -> SimReport:
+    """`simulate` from zero (`limits.min_replicas` 0, `options` as `simulate` takes them),
+    and the same policies on the same requests held at one replica at least, in
+    `held_at_one`: what scaling to zero saves."""
+    if limits.min_replicas != 0:
+        raise ValueError(f"from zero needs min replicas 0, got {limits.min_replicas}")
+    report = simulate(setup, trace, limits=limits, **options)
+    held = simulate(setup, trace, limits=Limits(1, limits.max_replicas), **options)
+    return report.model_copy(update={"held_at_one": held.policies})
 
 
 def simulate(
