@@ -63,9 +63,13 @@ class Gateway:
 
 
 def engine_at_zero(
-    clock: ManualClock, gateway: Gateway, published: list[Snapshot]
+    clock: ManualClock,
+    gateway: Gateway,
+    published: list[Snapshot],
+    cluster: ClusterSnapshot | None = None,
 ) -> tuple[Engine, Waker]:
-    cluster = at_zero()
+    """An engine and its waker on `cluster` (default `at_zero()`), from zero."""
+    cluster = cluster or at_zero()
     zero = ScaleToZero(retention_s=120)
     engine = Engine(
         cluster=lambda: cluster,
@@ -133,15 +137,7 @@ def test_the_cycles_wake_up_stops_at_the_vas_max_replicas() -> None:
         deployments=cluster.deployments,
         config_namespace=cluster.config_namespace,
     )
-    engine = Engine(
-        cluster=lambda: capped,
-        metrics=NoPods(),
-        clock=clock,
-        settings=AssemblySettings(min_num_replicas=0),
-        on_snapshot=published.append,
-        gateway=gateway,
-        zero=ScaleToZero(retention_s=120),
-    )
+    engine, _ = engine_at_zero(clock, gateway, published, capped)
     gateway.waiting = 1000
     decision = engine.run_cycle().decisions[KEY]
     assert (decision.max_replicas, decision.desired_replicas) == (2, 2)
